@@ -1,0 +1,47 @@
+# Thin wrapper around CMake/CTest.  The real build is CMakeLists.txt.
+#
+#   make deps    install missing Debian packages (scripts/deps.sh)
+#   make build   configure (once) and build in $(BUILD)
+#   make test    build, then run every test (incl. the sanitizer builds)
+#   make demo    build, then run the demo (scripts/demo.sh)
+#   make bench   build, then run the benchmarks (scripts/bench.sh)
+#   make clean   remove $(BUILD);  make distclean: every build*/ dir
+#
+# Variables: BUILD (build dir, default build), JOBS (parallelism, default 2),
+# CMAKE_ARGS (extra arguments for the first configure, e.g.
+# CMAKE_ARGS=-DBRAID_SANITIZE=thread BUILD=build-tsan).
+
+BUILD ?= build
+JOBS ?= 2
+CMAKE ?= cmake
+CTEST ?= ctest
+CMAKE_ARGS ?=
+
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all deps build test demo bench clean distclean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@test -f $(BUILD)/CMakeCache.txt || \
+	  $(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	$(CMAKE) --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && $(CTEST) --output-on-failure -j$(JOBS)
+
+demo: build
+	@bash scripts/demo.sh $(BUILD)
+
+bench: build
+	@bash scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)
+
+distclean:
+	rm -rf build build-*/ build_*/

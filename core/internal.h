@@ -1,0 +1,68 @@
+/*
+ * internal.h -- what select.c needs to see of channels and futures.  Not
+ * part of any public interface.
+ */
+#ifndef BRAID_INTERNAL_H
+#define BRAID_INTERNAL_H
+
+#include "chan.h"
+#include "future.h"
+#include "waiter.h"
+
+/*
+ * Channel invariants (under c_obj.o_mtx), as in Go's chan.go:
+ *   - at least one of c_sendq and c_recvq is empty, except for nodes whose
+ *     waiter was already won elsewhere (they are dropped when met);
+ *   - c_recvq holds live nodes only while the buffer is empty;
+ *   - c_sendq holds live nodes only while the buffer is full (policy block);
+ *   - once c_closed, both queues are empty and stay empty.
+ */
+struct braid_chan {
+  braid_obj_t c_obj;          /* refcount, id, and o_mtx which protects the rest */
+  size_t c_cap;               /* immutable: capacity, BRAID_UNBOUNDED for no bound */
+  braid_policy_t c_policy;    /* immutable */
+  braid_msg_t **c_buf;        /* ring of c_size slots (grown up to c_cap) */
+  size_t c_size;              /* slots allocated */
+  size_t c_head;              /* index of the oldest buffered value */
+  size_t c_len;               /* values buffered */
+  bool c_closed;
+  braid_msg_t *c_err;         /* close error, or NULL */
+  braid_wqueue_t c_recvq;     /* blocked receivers */
+  braid_wqueue_t c_sendq;     /* blocked senders */
+  uint64_t c_sent, c_received, c_dropped;
+};
+
+struct braid_future {
+  braid_obj_t f_obj;          /* refcount, id, and o_mtx which protects the rest */
+  _Atomic int f_state;        /* braid_fstate_t; written under o_mtx, read lock-free */
+  braid_msg_t *f_msg;         /* the result; immutable once settled */
+  braid_wqueue_t f_waitq;     /* blocked awaiters */
+  _Atomic bool f_cancel;      /* cancellation requested */
+  _Atomic bool f_observed;    /* see braid_future_observe */
+  braid_cancel_fn f_hook;     /* the producer's cancel hook, or NULL */
+  void *f_hook_arg;
+};
+
+/* A list of claimed nodes to wake once every lock is dropped.  Linked
+ * through n_next (the nodes are off their queues by then). */
+typedef struct braid_wakelist {
+  braid_wnode_t *wl_head;
+} braid_wakelist_t;
+
+static inline void braid__wl_add(braid_wakelist_t *wl, braid_wnode_t *n) {
+  n->n_next = wl->wl_head;
+  wl->wl_head = n;
+}
+
+/* Wakes every node's waiter.  Call with no lock held. */
+void braid__wl_wake(braid_wakelist_t *wl);
+
+/* Try one operation; the caller holds the object's o_mtx.  Return
+ * BRAID_EAGAIN when the operation would block (nothing changed), otherwise
+ * the operation is done: *err and *out as in braid_selres_t.  A partner that
+ * must be woken is added to wl. */
+int braid__chan_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_t *wl);
+int braid__chan_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *wl);
+int braid__future_poll_locked(braid_future_t *f, braid_msg_t **out);
+
+#endif

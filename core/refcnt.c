@@ -1,0 +1,31 @@
+/* refcnt.c -- object initialisation and the always-on assertion. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "clock.h"
+#include "refcnt.h"
+
+void braid_obj_init(braid_obj_t *o, braid_objtype_t *type) {
+  atomic_init(&o->o_rc, 1);
+  o->o_type = type;
+  /* Relaxed: ids only need to be unique, not ordered with anything. */
+  o->o_id = atomic_fetch_add_explicit(&type->ot_next_id, 1, memory_order_relaxed) + 1;
+  pthread_mutex_init(&o->o_mtx, NULL);
+}
+
+void braid_obj_fini(braid_obj_t *o) {
+  pthread_mutex_destroy(&o->o_mtx);
+}
+
+void braid__assert_fail(const char *what, const char *file, int line) {
+  fprintf(stderr, "braid: assertion failed: %s (%s:%d)\n", what, file, line);
+  fflush(stderr);
+  abort();
+}
+
+int64_t braid_deadline_after(double seconds) {
+  int64_t now = braid_now_ns();
+  if (!(seconds > 0)) return now;   /* also catches NaN */
+  if (seconds >= (double)(BRAID_FOREVER - now) / 1e9) return BRAID_FOREVER;
+  return now + (int64_t)(seconds * 1e9);
+}

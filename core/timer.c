@@ -1,0 +1,181 @@
+/*
+ * timer.c -- a min-heap of timers served by one thread (see timer.h).
+ *
+ * Design notes
+ *
+ * The heap is an array of timer pointers ordered by (deadline, seq); each
+ * timer remembers its slot so cancel is O(log n).  The thread waits on a
+ * condition variable (CLOCK_MONOTONIC) until the earliest deadline or until
+ * an add makes a new earliest one.  Due timers are popped under the lock and
+ * their callbacks run with the lock dropped; q_running names the timer whose
+ * callback runs so that cancel can wait for it (q_done is broadcast after
+ * every callback).
+ */
+#include <stdlib.h>
+
+#include "clock.h"
+#include "err.h"
+#include "refcnt.h"
+#include "timer.h"
+
+struct braid_timerq {
+  pthread_mutex_t q_mtx;      /* Protects: every field below, and t_slot /
+                                 t_deadline of queued timers */
+  pthread_cond_t q_wake;      /* the thread waits here for the next deadline */
+  pthread_cond_t q_done;      /* broadcast after each callback */
+  braid_timer_t **q_heap;     /* q_len timers, a binary min-heap */
+  size_t q_len, q_cap;
+  uint64_t q_seq;             /* next insertion number */
+  braid_timer_t *q_running;   /* whose callback runs now, or NULL */
+  bool q_stop;                /* the thread should exit */
+  pthread_t q_thread;
+};
+
+static bool before(const braid_timer_t *a, const braid_timer_t *b) {
+  return a->t_deadline < b->t_deadline ||
+         (a->t_deadline == b->t_deadline && a->t_seq < b->t_seq);
+}
+
+static void heap_set(braid_timerq_t *q, size_t i, braid_timer_t *t) {
+  q->q_heap[i] = t;
+  t->t_slot = i + 1;
+}
+
+static void sift_up(braid_timerq_t *q, size_t i) {
+  braid_timer_t *t = q->q_heap[i];
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (!before(t, q->q_heap[p])) break;
+    heap_set(q, i, q->q_heap[p]);
+    i = p;
+  }
+  heap_set(q, i, t);
+}
+
+static void sift_down(braid_timerq_t *q, size_t i) {
+  braid_timer_t *t = q->q_heap[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= q->q_len) break;
+    if (c + 1 < q->q_len && before(q->q_heap[c + 1], q->q_heap[c])) c++;
+    if (!before(q->q_heap[c], t)) break;
+    heap_set(q, i, q->q_heap[c]);
+    i = c;
+  }
+  heap_set(q, i, t);
+}
+
+static void heap_remove(braid_timerq_t *q, braid_timer_t *t) {
+  size_t i = t->t_slot - 1;
+  t->t_slot = 0;
+  q->q_len--;
+  if (i == q->q_len) return;
+  heap_set(q, i, q->q_heap[q->q_len]);
+  sift_down(q, i);
+  sift_up(q, q->q_heap[i]->t_slot - 1);
+}
+
+static void *timer_thread(void *arg) {
+  braid_timerq_t *q = arg;
+  pthread_mutex_lock(&q->q_mtx);
+  while (!q->q_stop) {
+    if (q->q_len == 0) {
+      pthread_cond_wait(&q->q_wake, &q->q_mtx);
+      continue;
+    }
+    braid_timer_t *t = q->q_heap[0];
+    int64_t now = braid_now_ns();
+    if (t->t_deadline > now) {
+      struct timespec ts = { t->t_deadline / 1000000000, t->t_deadline % 1000000000 };
+      pthread_cond_timedwait(&q->q_wake, &q->q_mtx, &ts);
+      continue;
+    }
+    heap_remove(q, t);
+    q->q_running = t;
+    pthread_mutex_unlock(&q->q_mtx);
+    t->t_cb(t);               /* may re-add t (a ticker) */
+    pthread_mutex_lock(&q->q_mtx);
+    q->q_running = NULL;
+    pthread_cond_broadcast(&q->q_done);
+  }
+  pthread_mutex_unlock(&q->q_mtx);
+  return NULL;
+}
+
+braid_timerq_t *braid_timerq_new(void) {
+  braid_timerq_t *q = calloc(1, sizeof *q);
+  if (q == NULL) return NULL;
+  pthread_mutex_init(&q->q_mtx, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->q_wake, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_cond_init(&q->q_done, NULL);
+  if (pthread_create(&q->q_thread, NULL, timer_thread, q) != 0) {
+    pthread_cond_destroy(&q->q_done);
+    pthread_cond_destroy(&q->q_wake);
+    pthread_mutex_destroy(&q->q_mtx);
+    free(q);
+    return NULL;
+  }
+  return q;
+}
+
+void braid_timerq_free(braid_timerq_t *q) {
+  if (q == NULL) return;
+  pthread_mutex_lock(&q->q_mtx);
+  q->q_stop = true;
+  pthread_cond_signal(&q->q_wake);
+  pthread_mutex_unlock(&q->q_mtx);
+  pthread_join(q->q_thread, NULL);
+  for (size_t i = 0; i < q->q_len; i++) q->q_heap[i]->t_slot = 0;
+  free(q->q_heap);
+  pthread_cond_destroy(&q->q_done);
+  pthread_cond_destroy(&q->q_wake);
+  pthread_mutex_destroy(&q->q_mtx);
+  free(q);
+}
+
+int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
+                    braid_timer_fn cb, void *data) {
+  pthread_mutex_lock(&q->q_mtx);
+  BRAID_ASSERT(t->t_slot == 0);
+  if (q->q_len == q->q_cap) {
+    size_t ncap = q->q_cap ? q->q_cap * 2 : 64;
+    braid_timer_t **nh = realloc(q->q_heap, ncap * sizeof *nh);
+    if (nh == NULL) {
+      pthread_mutex_unlock(&q->q_mtx);
+      return BRAID_ENOMEM;
+    }
+    q->q_heap = nh;
+    q->q_cap = ncap;
+  }
+  t->t_deadline = deadline;
+  t->t_cb = cb;
+  t->t_data = data;
+  t->t_seq = q->q_seq++;
+  q->q_heap[q->q_len++] = t;
+  sift_up(q, q->q_len - 1);
+  if (q->q_heap[0] == t) pthread_cond_signal(&q->q_wake);  /* a new earliest */
+  pthread_mutex_unlock(&q->q_mtx);
+  return 0;
+}
+
+bool braid_timer_cancel(braid_timerq_t *q, braid_timer_t *t) {
+  pthread_mutex_lock(&q->q_mtx);
+  bool queued = t->t_slot != 0;
+  if (queued) heap_remove(q, t);
+  while (q->q_running == t) pthread_cond_wait(&q->q_done, &q->q_mtx);
+  /* A callback that re-added t while we waited: take it out again. */
+  if (!queued && t->t_slot != 0) heap_remove(q, t);
+  pthread_mutex_unlock(&q->q_mtx);
+  return queued;
+}
+
+size_t braid_timerq_len(braid_timerq_t *q) {
+  pthread_mutex_lock(&q->q_mtx);
+  size_t n = q->q_len;
+  pthread_mutex_unlock(&q->q_mtx);
+  return n;
+}
