@@ -117,6 +117,10 @@ bool braid_waiter_woken(braid_waiter_t *w);
  * process-wide tuning knob for the benchmark. */
 extern int braid_spin_iterations;
 
+/* The longest an OS thread spins before sleeping, in nanoseconds.  Spinning
+ * pays only while the partner runs on another core at the same moment. */
+#define BRAID_SPIN_NS 20000
+
 /* Queue operations; the caller holds the owner's o_mtx. */
 void braid__wq_push(braid_wqueue_t *q, braid_wnode_t *n);
 void braid__wq_remove(braid_wqueue_t *q, braid_wnode_t *n);

@@ -1,0 +1,71 @@
+/*
+ * lbraid.h -- what the binding files share (internal; not installed).
+ *
+ * Every braid handle seen from Lua is a full userdata holding exactly one
+ * reference to a core object (braid_obj_t).  Its metatable is registered
+ * under "braid.<type name>" ("braid.chan", "braid.future", ...) and carries
+ * the field __braid = true, which is how the codec recognises handles.
+ */
+#ifndef BRAID_LBRAID_H
+#define BRAID_LBRAID_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "chan.h"
+#include "future.h"
+#include "msg.h"
+#include "refcnt.h"
+
+#define BRAID_VERSION "0.1.0"
+
+/* The userdata block of every handle. */
+typedef struct braid_handle {
+  braid_obj_t *h_obj;               /* one reference; NULL after __gc/__close */
+} braid_handle_t;
+
+/* Pushes a new userdata for o with the metatable of o's type; takes a new
+ * reference to o (the caller keeps its own).  The metatable must have been
+ * registered (luaopen_braid registers every type). */
+void braid__pushhandle(lua_State *L, braid_obj_t *o);
+
+/* Returns the object of the braid handle at idx, or NULL when the value
+ * there is not a live braid handle.  Borrowed: no reference is taken. */
+braid_obj_t *braid__tohandle(lua_State *L, int idx);
+
+/* Returns the object of a handle of the given type at argument arg, or
+ * raises Lua's "bad argument #arg to 'fn' (braid.<type> expected, got X)". */
+braid_obj_t *braid__checkhandle(lua_State *L, int arg, braid_objtype_t *type);
+
+/* Registers the metatable "braid.<type->ot_name>" with the methods in l
+ * (plus __gc, __close, __tostring unless l has them, __name and __braid);
+ * methods are also reachable through __index.  Leaves nothing on the stack. */
+void braid__newtype(lua_State *L, braid_objtype_t *type, const luaL_Reg *l);
+
+/* The codec (lcodec.c).  Encodes the n values at stack indexes idx ..
+ * idx+n-1 into one message (a new reference).  root names the values in
+ * error paths ("args", "value", "results"...).  On an untransferable value
+ * raises "braid: cannot transfer <type> at <path>" and nothing leaks. */
+braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root);
+
+/* Pushes the values encoded in m; returns how many.  m is borrowed. */
+int braid__decode(lua_State *L, braid_msg_t *m);
+
+/* Like braid__decode for a message holding exactly one value: pushes it
+ * (nil for an empty message) and returns 1. */
+int braid__decode1(lua_State *L, braid_msg_t *m);
+
+/* If m encodes a single string, returns it (borrowed, *len set); else NULL.
+ * Needs no lua_State: used to report errors where no state is at hand. */
+const char *braid__msg_string(braid_msg_t *m, size_t *len);
+
+/* braid._roundtrip(...): returns decode(encode(...)) in the same state; for
+ * tests of the codec.  Raises like braid__encode (root "value"). */
+int braid__l_roundtrip(lua_State *L);
+
+/* The runtime (lruntime.c).  Pushes the globals table of the task running
+ * in L (each task has its own), or L's global table when L is not a task.
+ * The codec rebinds a decoded function's _ENV upvalue to this table. */
+void braid__pushenv(lua_State *L);
+
+#endif

@@ -1,0 +1,1284 @@
+/*
+ * lcodec.c -- Lua values <-> messages (see lbraid.h and API.md, "Values
+ * that cross threads").
+ *
+ * Design notes
+ *
+ * Encoding walks the values once, depth first, appending tagged records to
+ * a growable scratch buffer; then one braid_msg_alloc(len, nhandles), one
+ * memcpy, and a reference to each handle.  Nothing is retained before the
+ * walk has succeeded, so an untransferable value raises with nothing to
+ * undo: the scratch memory belongs to a per-lua_State userdata (the "codec
+ * state", in the registry; each worker thread owns exactly one state, so
+ * this is per thread too) and survives the longjmp.  A message of scalars
+ * only (an integer, a string, `true, 42`) skips the scratch buffer: its
+ * size is known up front and it is written straight into the message.
+ *
+ * Wire format.  m_tag is CODEC_MAGIC | flags (F_REFS: the message holds
+ * shared objects).  m_data is a varint count of values, then one record
+ * per value.  A record is a tag byte, then:
+ *
+ *   T_NIL, T_FALSE, T_TRUE     nothing
+ *   T_INT, T_FLT               8 raw bytes (host order: messages never
+ *                              leave the process), so -0.0, NaN, inf and
+ *                              math.mininteger survive and the subtype is
+ *                              kept
+ *   T_STR                      varint length, the bytes (contiguous: see
+ *                              braid__msg_string)
+ *   T_TABLE                    varint narr, u32 nhash, narr values (t[1] ..
+ *                              t[narr], nil for holes), nhash key/value pairs
+ *   T_FUNC                     u32 length, lua_dump bytes (not stripped),
+ *                              u8 nups, nups upvalue records: a value, or
+ *                              T_ENV (rebound to braid__pushenv), or T_UPREF
+ *   T_HANDLE                   varint index into m_handles
+ *   T_REF                      varint ordinal of an object seen earlier
+ *   T_UPREF                    varint ordinal of a function seen earlier,
+ *                              varint upvalue number: the same upvalue
+ *                              (lua_upvaluejoin on decode)
+ *   T_MODULE                   varint length, name: require(name)
+ *   T_MODFIELD                 name, then varint length, key: require(name)[key]
+ *
+ * Tables, Lua functions and handles are "objects": each gets the next
+ * ordinal, in the same pre-order on both sides.  When an object is met a
+ * second time, the encoder emits T_REF and sets F_SHARED on the tag byte of
+ * the object's first record (patched in place), so the decoder keeps only
+ * the shared objects in its refs table.  An object is registered before
+ * its children are encoded or decoded, so cycles work, including a
+ * function that is its own upvalue (a recursive local function).
+ *
+ * Modules travel by name.  A reverse map (object -> module name [, key]) of
+ * package.loaded and the C functions in its tables is built lazily per
+ * lua_State.  To notice modules loaded later without scanning package.loaded
+ * at every encode, the codec puts a metatable on package.loaded (when it has
+ * none) whose __newindex (called by require and luaL_requiref for a new
+ * name) marks the map stale.  A C function that is not in the map forces
+ * one rebuild per encode before it is declared untransferable, which also
+ * catches a module replaced in place.
+ *
+ * Paths in error messages.  root names the values: "args" and "results"
+ * are always indexed (args[1], args[2], ...); any other root names a
+ * single value as itself ("value", "value[2].conn") and several values as
+ * root[i].  The root "fn" with one value is the function of a task: its
+ * own upvalues read `upvalue 'db'` and deeper values `upvalue 'db'.conn`.
+ * Elsewhere an upvalue reads `value.handler upvalue 'db'`.  A failure inside
+ * a table key reads `value.t (in a key)`.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lbraid.h"
+
+#if defined(__GNUC__)
+#define NORETURN __attribute__((noreturn))
+#else
+#define NORETURN
+#endif
+
+/* lua_error and luaL_error are not declared noreturn. */
+#define UNREACHABLE() abort()
+
+/* Raises a message with no position prefix (luaL_error would add one when
+ * level 1 is a Lua function). */
+NORETURN static void raise(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_error(L);
+  UNREACHABLE();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Format                                                                    */
+
+#define CODEC_MAGIC 0x62726400u   /* "brd" + one byte of flags */
+#define CODEC_MAGIC_MASK 0xffffff00u
+#define F_REFS 0x01u              /* m_tag: some object has F_SHARED */
+
+enum {
+  T_NIL = 1, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_FUNC,
+  T_HANDLE, T_REF, T_UPREF, T_MODULE, T_MODFIELD, T_ENV
+};
+#define F_SHARED 0x80u            /* on a T_TABLE/T_FUNC/T_HANDLE tag byte */
+
+/* Nesting of tables and functions (cjson's default).  Bounds the C stack
+ * of the recursive walks on both sides. */
+#define MAXDEPTH 1000
+
+/* Scratch memory above these sizes is freed after an encode instead of
+ * being kept for the next one. */
+#define KEEP_BUF (64 * 1024)
+#define KEEP_SEEN 4096
+#define KEEP_HANDLES 1024
+
+#define SMALL_SEEN 8              /* linear scan up to this many objects */
+
+/* ------------------------------------------------------------------------ */
+/* Per-state scratch and the module map                                      */
+
+/* An object (table, Lua function, handle) or an upvalue seen by the
+ * encoder.  For an upvalue, ord/off are those of its function. */
+typedef struct seen {
+  const void *sn_p;             /* lua_topointer or lua_upvalueid */
+  uint32_t sn_gen;              /* hash slots: live iff == scratch gen */
+  uint32_t sn_ord;              /* object ordinal */
+  uint32_t sn_up;               /* 0 for an object, else upvalue number */
+  size_t sn_off;                /* offset of the object's tag byte in buf */
+} seen_t;
+
+enum { PF_INDEX, PF_KEY, PF_INKEY, PF_UPVAL };
+
+/* Where the walk is inside one open table or function (for error paths). */
+typedef struct pframe {
+  int pf_kind;                  /* PF_* */
+  int pf_sidx;                  /* PF_KEY: stack index of the key */
+  lua_Integer pf_i;             /* PF_INDEX: the index */
+  const char *pf_name;          /* PF_UPVAL: the upvalue's name */
+} pframe_t;
+
+typedef struct scratch {
+  unsigned char *s_buf;         /* records being built */
+  size_t s_len, s_cap;
+  braid_obj_t **s_hv;           /* handles met (borrowed until the end) */
+  size_t s_nh, s_hcap;
+  seen_t s_small[SMALL_SEEN];   /* the first objects, scanned linearly */
+  int s_nsmall;
+  int s_usehash;                /* more than SMALL_SEEN: s_hash holds all */
+  seen_t *s_hash;               /* open addressing, power-of-2 size */
+  size_t s_hashcap, s_hcount;
+  uint32_t s_gen;               /* bumped per encode: clears s_hash in O(1) */
+  pframe_t *s_frames;           /* MAXDEPTH entries, allocated on first use */
+} scratch_t;
+
+/* An entry of the module map. */
+typedef struct modent {
+  const void *me_p;             /* the module table or C function; NULL: free */
+  const char *me_name;          /* module name (anchored in the uservalue) */
+  const char *me_key;           /* field name, or NULL for the module itself */
+  uint32_t me_namelen, me_keylen;
+} modent_t;
+
+/* The codec state of one lua_State: a full userdata in the registry whose
+ * uservalue 1 anchors every object and string the module map points to. */
+typedef struct cstate {
+  scratch_t cs_s;               /* the encoder's scratch */
+  int cs_busy;                  /* an encode is using cs_s (a finalizer may
+                                   encode while another encode runs) */
+  modent_t *cs_mods;            /* module map, power-of-2 size, or NULL */
+  size_t cs_modcap;
+  int cs_mod_stale;             /* rebuild before the next lookup */
+} cstate_t;
+
+static const char CSTATE_KEY = 'c';  /* registry key (its address) */
+#define CSTATE_MT "braid codec state"
+#define SCRATCH_MT "braid codec scratch"
+#define BOX_MT "braid codec box"
+
+static void scratch_free(scratch_t *s) {
+  free(s->s_buf);
+  free(s->s_hv);
+  free(s->s_hash);
+  free(s->s_frames);
+  memset(s, 0, sizeof *s);
+}
+
+static int cstate_gc(lua_State *L) {
+  cstate_t *cs = lua_touserdata(L, 1);
+  scratch_free(&cs->cs_s);
+  free(cs->cs_mods);
+  cs->cs_mods = NULL;
+  cs->cs_modcap = 0;
+  cs->cs_mod_stale = 1;
+  return 0;
+}
+
+static int scratch_gc(lua_State *L) {
+  scratch_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* Pushes nothing; returns L's codec state, creating it on first use. */
+static cstate_t *getcstate(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CSTATE_KEY) == LUA_TUSERDATA) {
+    cstate_t *cs = lua_touserdata(L, -1);
+    lua_pop(L, 1);  /* the registry keeps it alive */
+    return cs;
+  }
+  lua_pop(L, 1);
+  cstate_t *cs = lua_newuserdatauv(L, sizeof *cs, 1);
+  memset(cs, 0, sizeof *cs);
+  cs->cs_mod_stale = 1;
+  if (luaL_newmetatable(L, CSTATE_MT)) {
+    lua_pushcfunction(L, cstate_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CSTATE_KEY);  /* pops the userdata */
+  return cs;
+}
+
+static inline size_t hashptr(const void *p) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 29;
+  x *= 0x9e3779b97f4a7c15ull;
+  return (size_t)(x ^ (x >> 32));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoder                                                                   */
+
+typedef struct enc {
+  lua_State *L;
+  cstate_t *cs;                 /* owner of the module map */
+  scratch_t *s;                 /* cs->cs_s, or a private one when nested */
+  int *busy;                    /* cleared when done or failing, or NULL */
+  const char *root;
+  int n;                        /* values encoded */
+  int ival;                     /* 1-based value being encoded */
+  int depth;                    /* open tables and functions */
+  uint32_t nobj;                /* objects given an ordinal so far */
+  unsigned flags;               /* m_tag flags */
+  int rebuilt;                  /* the module map was rebuilt in this encode */
+} enc_t;
+
+static int is_ident(const char *s, size_t len) {
+  static const char *const reserved[] = {
+    "and", "break", "do", "else", "elseif", "end", "false", "for",
+    "function", "goto", "if", "in", "local", "nil", "not", "or", "repeat",
+    "return", "then", "true", "until", "while", NULL };
+  if (len == 0 || len > 64) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return 0;
+  }
+  for (int i = 0; reserved[i]; i++)
+    if (strcmp(s, reserved[i]) == 0) return 0;
+  return 1;
+}
+
+/* Appends ["..."] for a string key: escaped like %q, cut after 40 bytes. */
+static void add_quoted(luaL_Buffer *b, const char *s, size_t len) {
+  size_t lim = len > 40 ? 37 : len;
+  luaL_addstring(b, "[\"");
+  for (size_t i = 0; i < lim; i++) {
+    unsigned char c = (unsigned char)s[i];
+    char tmp[8];
+    if (c == '"' || c == '\\') { luaL_addchar(b, '\\'); luaL_addchar(b, (char)c); }
+    else if (c == '\n') luaL_addstring(b, "\\n");
+    else if (c == '\r') luaL_addstring(b, "\\r");
+    else if (c == '\t') luaL_addstring(b, "\\t");
+    else if (c < 32 || c == 127) { snprintf(tmp, sizeof tmp, "\\%d", c); luaL_addstring(b, tmp); }
+    else luaL_addchar(b, (char)c);
+  }
+  if (lim < len) luaL_addstring(b, "...");
+  luaL_addstring(b, "\"]");
+}
+
+static void add_frame(enc_t *e, luaL_Buffer *b, const pframe_t *f, int empty) {
+  lua_State *L = e->L;
+  char tmp[64];
+  switch (f->pf_kind) {
+    case PF_INDEX:
+      snprintf(tmp, sizeof tmp, "[%lld]", (long long)f->pf_i);
+      luaL_addstring(b, tmp);
+      break;
+    case PF_UPVAL:
+      if (!empty) luaL_addchar(b, ' ');
+      luaL_addstring(b, "upvalue '");
+      luaL_addstring(b, f->pf_name);
+      luaL_addchar(b, '\'');
+      break;
+    case PF_KEY: {
+      int k = f->pf_sidx;
+      switch (lua_type(L, k)) {
+        case LUA_TSTRING: {
+          size_t len;
+          const char *s = lua_tolstring(L, k, &len);  /* a string: no conversion */
+          if (is_ident(s, len)) { luaL_addchar(b, '.'); luaL_addlstring(b, s, len); }
+          else add_quoted(b, s, len);
+          break;
+        }
+        case LUA_TNUMBER:
+          if (lua_isinteger(L, k)) snprintf(tmp, sizeof tmp, "[%lld]", (long long)lua_tointeger(L, k));
+          else snprintf(tmp, sizeof tmp, "[%.14g]", (double)lua_tonumber(L, k));
+          luaL_addstring(b, tmp);
+          break;
+        case LUA_TBOOLEAN:
+          luaL_addstring(b, lua_toboolean(L, k) ? "[true]" : "[false]");
+          break;
+        default:
+          snprintf(tmp, sizeof tmp, "[<%s>]", luaL_typename(L, k));
+          luaL_addstring(b, tmp);
+          break;
+      }
+      break;
+    }
+  }
+}
+
+/* Pushes the path of the value being encoded. */
+static void push_path(enc_t *e) {
+  lua_State *L = e->L;
+  luaL_Buffer b;
+  int fnroot = e->n == 1 && strcmp(e->root, "fn") == 0;
+  int indexed = e->n != 1 || strcmp(e->root, "args") == 0 ||
+                strcmp(e->root, "results") == 0;
+  luaL_buffinit(L, &b);
+  int empty = 0;
+  if (fnroot && e->depth > 0) {
+    empty = 1;                                  /* "upvalue 'db'" */
+  } else if (indexed) {
+    lua_pushfstring(L, "%s[%d]", e->root, e->ival);
+    luaL_addvalue(&b);
+  } else {
+    luaL_addstring(&b, e->root);
+  }
+  /* A path as deep as MAXDEPTH would make a huge message: elide the middle. */
+  for (int i = 0; i < e->depth; i++) {
+    const pframe_t *f = &e->s->s_frames[i];
+    if (e->depth > 24 && i == 12) {
+      luaL_addstring(&b, "...");
+      i = e->depth - 12;
+      f = &e->s->s_frames[i];
+    }
+    if (f->pf_kind == PF_INKEY) {
+      luaL_addstring(&b, empty ? "(in a key)" : " (in a key)");
+      break;
+    }
+    add_frame(e, &b, f, empty);
+    empty = 0;
+  }
+  luaL_pushresult(&b);
+}
+
+/* Ends the encode (clears busy) and raises msg. */
+NORETURN static void enc_raise(enc_t *e) {
+  if (e->busy) *e->busy = 0;
+  lua_error(e->L);
+  UNREACHABLE();
+}
+
+NORETURN static void fail_nomem(enc_t *e) {
+  lua_pushliteral(e->L, "braid: not enough memory to encode a value");
+  enc_raise(e);
+}
+
+/* Raises "braid: cannot transfer <what> at <path><why>". */
+NORETURN static void fail_transfer(enc_t *e, const char *what, const char *why) {
+  lua_State *L = e->L;
+  lua_checkstack(L, 8);
+  push_path(e);
+  lua_pushfstring(L, "braid: cannot transfer %s at %s%s", what, lua_tostring(L, -1), why);
+  enc_raise(e);
+}
+
+/* Makes room for n more bytes; returns where they go. */
+static inline unsigned char *reserve(enc_t *e, size_t n) {
+  scratch_t *s = e->s;
+  if (s->s_cap - s->s_len < n) {
+    size_t cap = s->s_cap ? s->s_cap : 256;
+    while (cap - s->s_len < n) {
+      if (cap > SIZE_MAX / 2) fail_nomem(e);
+      cap *= 2;
+    }
+    unsigned char *nb = realloc(s->s_buf, cap);
+    if (nb == NULL) fail_nomem(e);
+    s->s_buf = nb;
+    s->s_cap = cap;
+  }
+  return s->s_buf + s->s_len;
+}
+
+static inline unsigned char *put_varint(unsigned char *w, uint64_t v) {
+  while (v >= 0x80) {
+    *w++ = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  *w++ = (unsigned char)v;
+  return w;
+}
+
+static inline size_t varint_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) { v >>= 7; n++; }
+  return n;
+}
+
+/* A scalar read from the stack once: its record can then be sized and
+ * written without further API calls. */
+typedef struct scalar {
+  int sc_tag;                   /* T_NIL .. T_STR, or 0: not a scalar */
+  size_t sc_len;                /* T_STR: length */
+  union { lua_Integer i; lua_Number n; const char *s; } sc_v;
+} scalar_t;
+
+/* Reads the value at idx, of Lua type t, into *sc; returns its record's
+ * size, or 0 when it is not a nil, boolean, number or string. */
+static inline size_t scalar_get(lua_State *L, int idx, int t, scalar_t *sc) {
+  switch (t) {
+    case LUA_TNIL: sc->sc_tag = T_NIL; return 1;
+    case LUA_TBOOLEAN: sc->sc_tag = lua_toboolean(L, idx) ? T_TRUE : T_FALSE; return 1;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        sc->sc_tag = T_INT;
+        sc->sc_v.i = lua_tointeger(L, idx);
+      } else {
+        sc->sc_tag = T_FLT;
+        sc->sc_v.n = lua_tonumber(L, idx);
+      }
+      return 9;
+    case LUA_TSTRING:
+      sc->sc_tag = T_STR;
+      sc->sc_v.s = lua_tolstring(L, idx, &sc->sc_len);  /* a string: no conversion */
+      return 1 + varint_len(sc->sc_len) + sc->sc_len;
+    default:
+      sc->sc_tag = 0;
+      return 0;
+  }
+}
+
+/* Writes the record of sc. */
+static inline unsigned char *put_scalar(const scalar_t *sc, unsigned char *w) {
+  *w++ = (unsigned char)sc->sc_tag;
+  switch (sc->sc_tag) {
+    case T_INT: memcpy(w, &sc->sc_v.i, 8); w += 8; break;
+    case T_FLT: memcpy(w, &sc->sc_v.n, 8); w += 8; break;
+    case T_STR:
+      w = put_varint(w, sc->sc_len);
+      memcpy(w, sc->sc_v.s, sc->sc_len);
+      w += sc->sc_len;
+      break;
+  }
+  return w;
+}
+
+_Static_assert(sizeof(lua_Integer) == 8 && sizeof(lua_Number) == 8,
+               "the codec stores integers and floats in 8 bytes");
+
+/* --- the seen map --- */
+
+static seen_t *seen_find(scratch_t *s, const void *p) {
+  if (!s->s_usehash) {
+    for (int i = 0; i < s->s_nsmall; i++)
+      if (s->s_small[i].sn_p == p) return &s->s_small[i];
+    return NULL;
+  }
+  size_t mask = s->s_hashcap - 1;
+  for (size_t i = hashptr(p) & mask;; i = (i + 1) & mask) {
+    seen_t *sn = &s->s_hash[i];
+    if (sn->sn_gen != s->s_gen) return NULL;
+    if (sn->sn_p == p) return sn;
+  }
+}
+
+/* Inserts into s_hash, which has room; p is not there. */
+static seen_t *hash_put(scratch_t *s, const seen_t *v) {
+  size_t mask = s->s_hashcap - 1;
+  size_t i = hashptr(v->sn_p) & mask;
+  while (s->s_hash[i].sn_gen == s->s_gen) i = (i + 1) & mask;
+  s->s_hash[i] = *v;
+  s->s_hash[i].sn_gen = s->s_gen;
+  s->s_hcount++;
+  return &s->s_hash[i];
+}
+
+/* Grows s_hash to cap slots (load stays <= 1/2), moving the live entries. */
+static void hash_grow(enc_t *e, size_t cap) {
+  scratch_t *s = e->s;
+  seen_t *old = s->s_hash;
+  size_t oldcap = s->s_hashcap;
+  seen_t *nh = calloc(cap, sizeof *nh);   /* sn_gen 0: empty (gen is never 0) */
+  if (nh == NULL) fail_nomem(e);
+  s->s_hash = nh;
+  s->s_hashcap = cap;
+  s->s_hcount = 0;
+  if (s->s_usehash)
+    for (size_t i = 0; i < oldcap; i++)
+      if (old[i].sn_gen == s->s_gen) hash_put(s, &old[i]);
+  free(old);
+}
+
+static void seen_add(enc_t *e, const void *p, uint32_t ord, uint32_t up, size_t off) {
+  scratch_t *s = e->s;
+  seen_t v = { p, 0, ord, up, off };
+  if (!s->s_usehash) {
+    if (s->s_nsmall < SMALL_SEEN) {
+      s->s_small[s->s_nsmall++] = v;
+      return;
+    }
+    if (s->s_hashcap < 64) hash_grow(e, 64);
+    s->s_hcount = 0;
+    for (int i = 0; i < SMALL_SEEN; i++) hash_put(s, &s->s_small[i]);
+    s->s_usehash = 1;
+  }
+  if ((s->s_hcount + 1) * 2 > s->s_hashcap) {
+    if (s->s_hashcap > SIZE_MAX / 2 / sizeof(seen_t)) fail_nomem(e);
+    hash_grow(e, s->s_hashcap * 2);
+  }
+  hash_put(s, &v);
+}
+
+/* --- the module map --- */
+
+static int loaded_newindex(lua_State *L) {
+  cstate_t *cs = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  cs->cs_mod_stale = 1;
+  return 0;
+}
+
+/* Is entry a a better name for its object than b?  A module beats a field
+ * of a module; then the shorter name wins (math.sqrt over a copy of it in
+ * a module "mymath"), then the byte order, so the choice is the same in
+ * every state. */
+static int mod_better(const modent_t *a, const modent_t *b) {
+  if ((a->me_key == NULL) != (b->me_key == NULL)) return a->me_key == NULL;
+  if (a->me_namelen != b->me_namelen) return a->me_namelen < b->me_namelen;
+  int c = strcmp(a->me_name, b->me_name);
+  if (c != 0) return c < 0;
+  if (a->me_key && a->me_keylen != b->me_keylen) return a->me_keylen < b->me_keylen;
+  return a->me_key && strcmp(a->me_key, b->me_key) < 0;
+}
+
+static void mod_put(modent_t *t, size_t cap, const modent_t *v) {
+  size_t mask = cap - 1;
+  for (size_t i = hashptr(v->me_p) & mask;; i = (i + 1) & mask) {
+    if (t[i].me_p == NULL) { t[i] = *v; return; }
+    if (t[i].me_p == v->me_p) {
+      if (mod_better(v, &t[i])) t[i] = *v;
+      return;
+    }
+  }
+}
+
+/* Appends obj (at -1 after the pushes below), name, key to the anchor. */
+static void anchor_add(lua_State *L, int anchor, int *n, int obj, int name, int key) {
+  lua_pushvalue(L, obj);
+  lua_rawseti(L, anchor, ++*n);
+  lua_pushvalue(L, name);
+  lua_rawseti(L, anchor, ++*n);
+  if (key) lua_pushvalue(L, key);
+  else lua_pushboolean(L, 0);
+  lua_rawseti(L, anchor, ++*n);
+}
+
+/* Rebuilds the module map of the cstate at 1 (run under lua_pcall: a memory
+ * error in the Lua part leaves the old map and nothing allocated in C).
+ * First every object and name goes into a new anchor table (Lua
+ * allocations only), then the C table is built from it without allocating
+ * anything in Lua, and swapped in. */
+static int mod_rebuild(lua_State *L) {
+  cstate_t *cs = lua_touserdata(L, 1);
+  lua_settop(L, 1);
+  lua_newtable(L);                                    /* 2: anchor */
+  int n = 0;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {  /* 3 */
+    if (!lua_getmetatable(L, 3)) {
+      lua_createtable(L, 0, 1);
+      lua_pushvalue(L, 1);
+      lua_pushcclosure(L, loaded_newindex, 1);
+      lua_setfield(L, -2, "__newindex");
+      lua_setmetatable(L, 3);
+    } else {
+      lua_pop(L, 1);  /* someone else's: loads are noticed by C function misses only */
+    }
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {                          /* 4: name, 5: value */
+      if (lua_type(L, 4) == LUA_TSTRING) {
+        if (lua_type(L, 5) == LUA_TTABLE) {
+          anchor_add(L, 2, &n, 5, 4, 0);
+          lua_pushnil(L);
+          while (lua_next(L, 5)) {                    /* 6: key, 7: value */
+            if (lua_type(L, 6) == LUA_TSTRING && lua_iscfunction(L, 7))
+              anchor_add(L, 2, &n, 7, 4, 6);
+            lua_pop(L, 1);
+          }
+        } else if (lua_iscfunction(L, 5)) {
+          anchor_add(L, 2, &n, 5, 4, 0);
+        }
+      }
+      lua_pop(L, 1);
+    }
+  }
+  size_t cap = 64;
+  while (cap < (size_t)n / 3 * 2 + 2) cap *= 2;
+  modent_t *t = calloc(cap, sizeof *t);
+  if (t == NULL) raise(L, "braid: not enough memory to encode a value");
+  for (int i = 1; i + 2 <= n; i += 3) {
+    modent_t v;
+    size_t len;
+    lua_rawgeti(L, 2, i);
+    v.me_p = lua_topointer(L, -1);
+    lua_rawgeti(L, 2, i + 1);
+    v.me_name = lua_tolstring(L, -1, &len);           /* a string: no conversion */
+    v.me_namelen = (uint32_t)len;
+    v.me_key = NULL;
+    v.me_keylen = 0;
+    if (lua_rawgeti(L, 2, i + 2) == LUA_TSTRING) {
+      v.me_key = lua_tolstring(L, -1, &len);
+      v.me_keylen = (uint32_t)len;
+    }
+    lua_pop(L, 3);  /* the anchor keeps them alive */
+    if (v.me_p) mod_put(t, cap, &v);
+  }
+  free(cs->cs_mods);
+  cs->cs_mods = t;
+  cs->cs_modcap = cap;
+  cs->cs_mod_stale = 0;
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, 1);                         /* the new anchor */
+  return 0;
+}
+
+static void mod_refresh(enc_t *e) {
+  lua_State *L = e->L;
+  if (!lua_checkstack(L, 12)) fail_nomem(e);
+  lua_pushcfunction(L, mod_rebuild);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CSTATE_KEY);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) enc_raise(e);  /* the error is on top */
+  e->rebuilt = 1;
+}
+
+static const modent_t *mod_find(enc_t *e, const void *p, int cfunc) {
+  cstate_t *cs = e->cs;
+  if (cs->cs_mod_stale) mod_refresh(e);
+  for (int pass = 0;; pass++) {
+    if (cs->cs_mods) {
+      size_t mask = cs->cs_modcap - 1;
+      for (size_t i = hashptr(p) & mask; cs->cs_mods[i].me_p; i = (i + 1) & mask)
+        if (cs->cs_mods[i].me_p == p) return &cs->cs_mods[i];
+    }
+    /* A table that is not a module is the common case: no rebuild for it. */
+    if (!cfunc || e->rebuilt || pass > 0) return NULL;
+    mod_refresh(e);
+  }
+}
+
+static void put_module(enc_t *e, const modent_t *me) {
+  unsigned char *w = reserve(e, 1 + 10 + me->me_namelen + 10 + me->me_keylen);
+  *w++ = me->me_key ? T_MODFIELD : T_MODULE;
+  w = put_varint(w, me->me_namelen);
+  memcpy(w, me->me_name, me->me_namelen);
+  w += me->me_namelen;
+  if (me->me_key) {
+    w = put_varint(w, me->me_keylen);
+    memcpy(w, me->me_key, me->me_keylen);
+    w += me->me_keylen;
+  }
+  e->s->s_len = (size_t)(w - e->s->s_buf);
+}
+
+/* T_REF to an object met before; marks the object shared. */
+static void put_ref(enc_t *e, const seen_t *sn) {
+  e->s->s_buf[sn->sn_off] |= F_SHARED;
+  e->flags |= F_REFS;
+  unsigned char *w = reserve(e, 11);
+  *w++ = T_REF;
+  w = put_varint(w, sn->sn_ord);
+  e->s->s_len = (size_t)(w - e->s->s_buf);
+}
+
+static void enter(enc_t *e, const char *what) {
+  if (e->depth >= MAXDEPTH) fail_transfer(e, what, " (nested deeper than 1000 levels)");
+  if (!lua_checkstack(e->L, 6)) fail_nomem(e);
+  if (e->s->s_frames == NULL) {
+    e->s->s_frames = malloc(MAXDEPTH * sizeof *e->s->s_frames);
+    if (e->s->s_frames == NULL) fail_nomem(e);
+  }
+}
+
+static void enc_value(enc_t *e, int idx, int t);
+
+/* One lua_next pass.  Lua visits the array part first, in index order, so
+ * while the keys run 1, 2, 3, ... the values go to the array section; from
+ * the first other key on (a hole, a string key, ...) every entry is a
+ * key/value pair.  A table whose array lives in its hash part is sent as
+ * pairs only, which decodes to the same table. */
+static void enc_table(enc_t *e, int t, const void *p) {
+  lua_State *L = e->L;
+  enter(e, "table");
+  size_t off = e->s->s_len;
+  seen_add(e, p, e->nobj++, 0, off);
+  unsigned char *w = reserve(e, 9);
+  w[0] = T_TABLE;
+  e->s->s_len += 9;                                   /* tag, u32 narr, u32 nhash */
+  pframe_t *f = &e->s->s_frames[e->depth++];
+  uint32_t narr = 0, nhash = 0;
+  int inarray = 1;
+  int k = lua_gettop(L) + 1, v = k + 1;
+  lua_pushnil(L);
+  while (lua_next(L, t)) {                            /* key at k, value at v */
+    int kt = lua_type(L, k);
+    if (inarray) {
+      int isint = 0;
+      lua_Integer i = kt == LUA_TNUMBER ? lua_tointegerx(L, k, &isint) : 0;
+      /* An integral float key is an integer key in Lua 5.4, so isint is
+       * exact; lua_tointegerx is not called on strings, which it converts. */
+      if (isint && i == (lua_Integer)narr + 1) {
+        f->pf_kind = PF_INDEX;
+        f->pf_i = i;
+        enc_value(e, v, lua_type(L, v));
+        lua_settop(L, k);                             /* keep the key */
+        if (++narr == UINT32_MAX) fail_nomem(e);
+        continue;
+      }
+      inarray = 0;
+    }
+    f->pf_kind = PF_INKEY;
+    enc_value(e, k, kt);
+    f->pf_kind = PF_KEY;
+    f->pf_sidx = k;
+    enc_value(e, v, lua_type(L, v));
+    lua_settop(L, k);                                 /* keep the key */
+    if (++nhash == UINT32_MAX) fail_nomem(e);
+  }
+  e->depth--;
+  memcpy(e->s->s_buf + off + 1, &narr, 4);
+  memcpy(e->s->s_buf + off + 5, &nhash, 4);
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+  scratch_t *s = ud;
+  (void)L;
+  if (s->s_cap - s->s_len < sz) {
+    size_t cap = s->s_cap ? s->s_cap : 256;
+    while (cap - s->s_len < sz) {
+      if (cap > SIZE_MAX / 2) return 1;
+      cap *= 2;
+    }
+    unsigned char *nb = realloc(s->s_buf, cap);
+    if (nb == NULL) return 1;                         /* no longjmp inside lua_dump */
+    s->s_buf = nb;
+    s->s_cap = cap;
+  }
+  memcpy(s->s_buf + s->s_len, p, sz);
+  s->s_len += sz;
+  return 0;
+}
+
+static void enc_lfunction(enc_t *e, int fi, const void *p) {
+  lua_State *L = e->L;
+  enter(e, "function");
+  size_t off = e->s->s_len;
+  uint32_t ord = e->nobj++;
+  seen_add(e, p, ord, 0, off);
+  unsigned char *w = reserve(e, 5);
+  w[0] = T_FUNC;
+  e->s->s_len += 5;                                   /* tag, u32 dump length */
+  lua_pushvalue(L, fi);
+  int st = lua_dump(L, dump_writer, e->s, 0);         /* not stripped: names */
+  lua_pop(L, 1);
+  if (st != 0) fail_nomem(e);
+  size_t dlen = e->s->s_len - off - 5;
+  if (dlen > UINT32_MAX) fail_nomem(e);
+  uint32_t d32 = (uint32_t)dlen;
+  memcpy(e->s->s_buf + off + 1, &d32, 4);
+  size_t nupoff = e->s->s_len;
+  reserve(e, 1);
+  e->s->s_len++;                                      /* u8 nups, patched below */
+  pframe_t *f = &e->s->s_frames[e->depth++];
+  f->pf_kind = PF_UPVAL;
+  int i;
+  const char *name;
+  for (i = 1; (name = lua_getupvalue(L, fi, i)) != NULL; i++) {  /* pushes it */
+    if (name[0] == '_' && strcmp(name, "_ENV") == 0) {
+      w = reserve(e, 1);
+      *w = T_ENV;
+      e->s->s_len++;
+    } else {
+      void *id = lua_upvalueid(L, fi, i);
+      seen_t *sn = seen_find(e->s, id);
+      if (sn) {                                       /* shared with a function met before */
+        e->s->s_buf[sn->sn_off] |= F_SHARED;
+        e->flags |= F_REFS;
+        w = reserve(e, 21);
+        *w++ = T_UPREF;
+        w = put_varint(w, sn->sn_ord);
+        w = put_varint(w, sn->sn_up);
+        e->s->s_len = (size_t)(w - e->s->s_buf);
+      } else {
+        seen_add(e, id, ord, (uint32_t)i, off);
+        f->pf_name = name;
+        enc_value(e, lua_gettop(L), lua_type(L, -1));
+      }
+    }
+    lua_pop(L, 1);
+  }
+  e->depth--;
+  e->s->s_buf[nupoff] = (unsigned char)(i - 1);       /* MAXUPVAL is 255 */
+}
+
+/* Encodes the value at idx, whose Lua type is t. */
+static void enc_value(enc_t *e, int idx, int t) {
+  lua_State *L = e->L;
+  switch (t) {
+    case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: {
+      scalar_t sc;
+      size_t n = scalar_get(L, idx, t, &sc);
+      unsigned char *w = reserve(e, n);
+      put_scalar(&sc, w);
+      e->s->s_len += n;
+      return;
+    }
+    case LUA_TTABLE: {
+      const void *p = lua_topointer(L, idx);
+      const modent_t *me = mod_find(e, p, 0);
+      if (me) { put_module(e, me); return; }
+      const seen_t *sn = seen_find(e->s, p);
+      if (sn) { put_ref(e, sn); return; }
+      enc_table(e, idx, p);
+      return;
+    }
+    case LUA_TFUNCTION: {
+      const void *p = lua_topointer(L, idx);
+      if (lua_iscfunction(L, idx)) {
+        const modent_t *me = mod_find(e, p, 1);
+        if (me == NULL) fail_transfer(e, "C function", "");
+        put_module(e, me);
+        return;
+      }
+      const seen_t *sn = seen_find(e->s, p);
+      if (sn) { put_ref(e, sn); return; }
+      enc_lfunction(e, idx, p);
+      return;
+    }
+    case LUA_TUSERDATA: {
+      braid_obj_t *o = braid__tohandle(L, idx);
+      if (o == NULL) break;
+      const void *p = lua_topointer(L, idx);
+      const seen_t *sn = seen_find(e->s, p);
+      if (sn) { put_ref(e, sn); return; }
+      scratch_t *s = e->s;
+      if (s->s_nh == s->s_hcap) {
+        size_t cap = s->s_hcap ? s->s_hcap * 2 : 8;
+        braid_obj_t **nv = realloc(s->s_hv, cap * sizeof *nv);
+        if (nv == NULL) fail_nomem(e);
+        s->s_hv = nv;
+        s->s_hcap = cap;
+      }
+      seen_add(e, p, e->nobj++, 0, s->s_len);
+      unsigned char *w = reserve(e, 11);
+      *w++ = T_HANDLE;
+      w = put_varint(w, s->s_nh);
+      s->s_len = (size_t)(w - s->s_buf);
+      s->s_hv[s->s_nh++] = o;                         /* borrowed until the end */
+      return;
+    }
+    default:
+      break;
+  }
+  fail_transfer(e, luaL_typename(L, idx), "");
+}
+
+/* Encodes n <= 8 scalars at idx.. straight into a message; NULL when one
+ * of them is not a scalar. */
+static braid_msg_t *encode_scalars(lua_State *L, int idx, int n) {
+  scalar_t sc[8];
+  size_t len = 1;                                     /* the count */
+  for (int i = 0; i < n; i++) {
+    size_t sz = scalar_get(L, idx + i, lua_type(L, idx + i), &sc[i]);
+    if (sz == 0) return NULL;
+    len += sz;
+  }
+  braid_msg_t *m = braid_msg_alloc(len, 0);
+  if (m == NULL) raise(L, "braid: not enough memory to encode a value");
+  unsigned char *w = m->m_data;
+  *w++ = (unsigned char)n;
+  for (int i = 0; i < n; i++) w = put_scalar(&sc[i], w);
+  m->m_tag = CODEC_MAGIC;
+  return m;
+}
+
+braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
+  idx = lua_absindex(L, idx);
+  if (root == NULL) root = "value";
+  if (n < 0) n = 0;
+  if (n <= 8) {
+    braid_msg_t *m = encode_scalars(L, idx, n);
+    if (m) return m;
+  }
+  if (!lua_checkstack(L, 16)) raise(L, "braid: stack overflow while encoding");
+  cstate_t *cs = getcstate(L);
+  enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0 };
+  int top = lua_gettop(L);
+  if (cs->cs_busy) {
+    /* Another encode on this state is in progress (we run in a finalizer
+     * called from its allocation): use a private scratch, freed by the GC. */
+    scratch_t *s = lua_newuserdatauv(L, sizeof *s, 0);
+    memset(s, 0, sizeof *s);
+    if (luaL_newmetatable(L, SCRATCH_MT)) {
+      lua_pushcfunction(L, scratch_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    e.s = s;
+    e.busy = NULL;
+  } else {
+    cs->cs_busy = 1;
+  }
+  scratch_t *s = e.s;
+  s->s_len = 0;
+  s->s_nh = 0;
+  s->s_nsmall = 0;
+  s->s_usehash = 0;
+  s->s_hcount = 0;
+  if (++s->s_gen == 0) {                              /* wrapped: clear for real */
+    if (s->s_hash) memset(s->s_hash, 0, s->s_hashcap * sizeof *s->s_hash);
+    s->s_gen = 1;
+  }
+  unsigned char *w = reserve(&e, 10);
+  s->s_len = (size_t)(put_varint(w, (uint64_t)n) - s->s_buf);
+  for (int i = 0; i < n; i++) {
+    e.ival = i + 1;
+    enc_value(&e, idx + i, lua_type(L, idx + i));
+  }
+  braid_msg_t *m = braid_msg_alloc(s->s_len, s->s_nh);
+  if (m == NULL) fail_nomem(&e);
+  memcpy(m->m_data, s->s_buf, s->s_len);
+  for (size_t i = 0; i < s->s_nh; i++) {
+    braid_obj_retain(s->s_hv[i]);
+    braid_msg_set_handle(m, i, s->s_hv[i]);
+  }
+  m->m_tag = CODEC_MAGIC | e.flags;
+  /* Keep the scratch small between encodes. */
+  if (s->s_cap > KEEP_BUF) { free(s->s_buf); s->s_buf = NULL; s->s_cap = 0; }
+  if (s->s_hashcap > KEEP_SEEN) {
+    free(s->s_hash); s->s_hash = NULL; s->s_hashcap = 0; s->s_usehash = 0;
+  }
+  if (s->s_hcap > KEEP_HANDLES) { free(s->s_hv); s->s_hv = NULL; s->s_hcap = 0; }
+  s->s_nh = 0;
+  if (e.busy) *e.busy = 0;
+  lua_settop(L, top);
+  return m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoder                                                                   */
+
+typedef struct dec {
+  lua_State *L;
+  braid_msg_t *m;
+  const unsigned char *p, *end;
+  int refs;                     /* stack index of the refs table, or 0 */
+  uint32_t nobj;                /* objects met so far */
+  int depth;
+} dec_t;
+
+NORETURN static void corrupt(dec_t *d) {
+  raise(d->L, "braid: corrupt message");
+}
+
+static inline unsigned rd_byte(dec_t *d) {
+  if (d->p >= d->end) corrupt(d);
+  return *d->p++;
+}
+
+static inline uint64_t rd_varint(dec_t *d) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    unsigned b = rd_byte(d);
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+  }
+  corrupt(d);
+}
+
+/* A varint that counts bytes or records still to come: at most what is
+ * left (each record is at least one byte). */
+static inline size_t rd_count(dec_t *d, size_t unit) {
+  uint64_t v = rd_varint(d);
+  if (v > (uint64_t)(d->end - d->p) / unit) corrupt(d);
+  return (size_t)v;
+}
+
+static inline const char *rd_bytes(dec_t *d, size_t n) {
+  if ((size_t)(d->end - d->p) < n) corrupt(d);
+  const char *s = (const char *)d->p;
+  d->p += n;
+  return s;
+}
+
+static inline uint32_t rd_u32(dec_t *d) {
+  uint32_t v;
+  memcpy(&v, rd_bytes(d, 4), 4);
+  return v;
+}
+
+static void dec_value(dec_t *d);
+
+static void dec_enter(dec_t *d) {
+  if (++d->depth > MAXDEPTH || !lua_checkstack(d->L, 8)) corrupt(d);
+}
+
+/* Gives the new object at the top its ordinal; keeps it when shared. */
+static void dec_register(dec_t *d, unsigned tag) {
+  uint32_t ord = d->nobj++;
+  if (tag & F_SHARED) {
+    if (d->refs == 0) corrupt(d);
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->refs, (lua_Integer)ord + 1);
+  }
+}
+
+/* Pushes refs[ord] (an object met before) and returns its type. */
+static int dec_getref(dec_t *d, uint64_t ord) {
+  if (d->refs == 0 || ord >= d->nobj) corrupt(d);
+  int t = lua_rawgeti(d->L, d->refs, (lua_Integer)ord + 1);
+  if (t == LUA_TNIL) corrupt(d);
+  return t;
+}
+
+/* Pushes package.loaded[name] of this state, requiring it if needed. */
+static void dec_module(dec_t *d, const char *name, size_t len) {
+  lua_State *L = d->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, name, len);
+  int t = lua_istable(L, -2) ? lua_rawget(L, -2) : LUA_TNIL;
+  if (t == LUA_TNIL || (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+    lua_pop(L, 1);
+    if (lua_getglobal(L, "require") != LUA_TFUNCTION) {
+      lua_pushlstring(L, name, len);
+      raise(L, "braid: cannot load module '%s' (no require)", lua_tostring(L, -1));
+    }
+    lua_pushlstring(L, name, len);
+    lua_call(L, 1, 1);                                /* may raise: not found */
+  }
+  lua_remove(L, -2);                                  /* package.loaded */
+}
+
+typedef struct rd {
+  const char *p;
+  size_t n;
+} rd_t;
+
+static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
+  rd_t *r = ud;
+  (void)L;
+  const char *p = r->p;
+  *sz = r->n;
+  r->p = NULL;
+  r->n = 0;
+  return p;
+}
+
+static void dec_function(dec_t *d, unsigned tag) {
+  lua_State *L = d->L;
+  dec_enter(d);
+  rd_t r;
+  r.n = rd_u32(d);
+  r.p = rd_bytes(d, r.n);
+  if (r.n == 0) corrupt(d);
+  if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
+    lua_pop(L, 1);  /* the error message */
+    corrupt(d);
+  }
+  int fi = lua_gettop(L);
+  dec_register(d, tag);
+  unsigned nups = rd_byte(d);
+  for (unsigned i = 1; i <= nups; i++) {
+    if (d->p < d->end && *d->p == T_ENV) {
+      d->p++;
+      braid__pushenv(L);
+    } else if (d->p < d->end && *d->p == T_UPREF) {
+      d->p++;
+      uint64_t ord = rd_varint(d), up = rd_varint(d);
+      if (dec_getref(d, ord) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+          up == 0 || up > 255 || lua_getupvalue(L, -1, (int)up) == NULL)
+        corrupt(d);
+      lua_pop(L, 1);                                  /* its value */
+      if (lua_getupvalue(L, fi, (int)i) == NULL) corrupt(d);
+      lua_pop(L, 1);
+      lua_upvaluejoin(L, fi, (int)i, -1, (int)up);
+      lua_pop(L, 1);                                  /* the other function */
+      continue;
+    } else {
+      dec_value(d);
+    }
+    if (lua_setupvalue(L, fi, (int)i) == NULL) corrupt(d);  /* pops it */
+  }
+  d->depth--;
+}
+
+static void dec_table(dec_t *d, unsigned tag) {
+  lua_State *L = d->L;
+  dec_enter(d);
+  size_t narr = rd_count(d, 1);
+  uint32_t nhash = rd_u32(d);
+  if (nhash > (size_t)(d->end - d->p) / 2 || nhash > INT32_MAX) corrupt(d);
+  if (narr > INT32_MAX) corrupt(d);
+  lua_createtable(L, (int)narr, (int)nhash);
+  int t = lua_gettop(L);
+  dec_register(d, tag);
+  for (size_t i = 1; i <= narr; i++) {
+    dec_value(d);
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (uint32_t i = 0; i < nhash; i++) {
+    dec_value(d);
+    if (lua_isnil(L, -1)) corrupt(d);
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k) corrupt(d);                         /* NaN key */
+    }
+    dec_value(d);
+    lua_rawset(L, t);
+  }
+  d->depth--;
+}
+
+static void dec_value(dec_t *d) {
+  lua_State *L = d->L;
+  unsigned tag = rd_byte(d);
+  switch (tag & ~F_SHARED) {
+    case T_NIL: case T_FALSE: case T_TRUE: case T_INT: case T_FLT: case T_STR:
+    case T_REF: case T_MODULE: case T_MODFIELD:
+      if (tag & F_SHARED) corrupt(d);
+      break;
+    default:
+      break;
+  }
+  switch (tag & ~F_SHARED) {
+    case T_NIL: lua_pushnil(L); return;
+    case T_FALSE: lua_pushboolean(L, 0); return;
+    case T_TRUE: lua_pushboolean(L, 1); return;
+    case T_INT: {
+      lua_Integer i;
+      memcpy(&i, rd_bytes(d, 8), 8);
+      lua_pushinteger(L, i);
+      return;
+    }
+    case T_FLT: {
+      lua_Number n;
+      memcpy(&n, rd_bytes(d, 8), 8);
+      lua_pushnumber(L, n);
+      return;
+    }
+    case T_STR: {
+      size_t len = rd_count(d, 1);
+      lua_pushlstring(L, rd_bytes(d, len), len);
+      return;
+    }
+    case T_TABLE: dec_table(d, tag); return;
+    case T_FUNC: dec_function(d, tag); return;
+    case T_HANDLE: {
+      uint64_t i = rd_varint(d);
+      if (i >= d->m->m_nhandles || d->m->m_handles[i] == NULL) corrupt(d);
+      braid__pushhandle(L, d->m->m_handles[i]);
+      dec_register(d, tag);
+      return;
+    }
+    case T_REF: dec_getref(d, rd_varint(d)); return;
+    case T_MODULE: case T_MODFIELD: {
+      size_t len = rd_count(d, 1);
+      const char *name = rd_bytes(d, len);
+      const char *key = NULL;
+      size_t klen = 0;
+      if ((tag & ~F_SHARED) == T_MODFIELD) {
+        klen = rd_count(d, 1);
+        key = rd_bytes(d, klen);
+      }
+      dec_module(d, name, len);
+      if (key) {
+        if (lua_type(L, -1) != LUA_TTABLE ||
+            (lua_pushlstring(L, key, klen), lua_rawget(L, -2)) == LUA_TNIL) {
+          lua_pushlstring(L, name, len);
+          lua_pushlstring(L, key, klen);
+          raise(L, "braid: module '%s' has no field '%s' in the receiving state",
+                lua_tostring(L, -2), lua_tostring(L, -1));
+        }
+        lua_remove(L, -2);                            /* the module */
+      }
+      return;
+    }
+    default:
+      corrupt(d);
+  }
+}
+
+/* Decodes up to max values (all when max < 0); returns how many. */
+static int decode(lua_State *L, braid_msg_t *m, int max) {
+  dec_t d;
+  d.L = L;
+  d.m = m;
+  d.refs = 0;
+  d.nobj = 0;
+  d.depth = 0;
+  if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) corrupt(&d);
+  d.p = m->m_data;
+  d.end = m->m_data + m->m_len;
+  size_t n = rd_count(&d, 1);
+  if (max >= 0 && n > (size_t)max) n = (size_t)max;
+  if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8))
+    raise(L, "braid: too many values to decode");
+  int base = lua_gettop(L);
+  if (m->m_tag & F_REFS) {
+    lua_newtable(L);
+    d.refs = base + 1;
+  }
+  for (size_t i = 0; i < n; i++) dec_value(&d);
+  if (max < 0 && d.p != d.end) corrupt(&d);           /* trailing bytes */
+  if (d.refs) lua_remove(L, d.refs);
+  return (int)n;
+}
+
+int braid__decode(lua_State *L, braid_msg_t *m) {
+  return decode(L, m, -1);
+}
+
+int braid__decode1(lua_State *L, braid_msg_t *m) {
+  if (decode(L, m, 1) == 0) lua_pushnil(L);
+  return 1;
+}
+
+const char *braid__msg_string(braid_msg_t *m, size_t *len) {
+  if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) return NULL;
+  const unsigned char *p = m->m_data, *end = m->m_data + m->m_len;
+  /* Count 1 and a string tag: two one-byte fields. */
+  if (end - p < 2 || p[0] != 1 || p[1] != T_STR) return NULL;
+  p += 2;
+  uint64_t v = 0;
+  for (int shift = 0;; shift += 7) {
+    if (p >= end || shift >= 64) return NULL;
+    unsigned b = *p++;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  if (v != (uint64_t)(end - p)) return NULL;          /* exactly the rest */
+  if (len) *len = (size_t)v;
+  return (const char *)p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* braid._roundtrip                                                          */
+
+static int box_gc(lua_State *L) {
+  braid_msg_t **box = lua_touserdata(L, 1);
+  if (box && *box) {
+    braid_msg_release(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+int braid__l_roundtrip(lua_State *L) {
+  int n = lua_gettop(L);
+  /* The box releases the message if decoding raises. */
+  braid_msg_t **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, BOX_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  *box = braid__encode(L, 1, n, "value");
+  int r = braid__decode(L, *box);
+  braid_msg_release(*box);
+  *box = NULL;
+  return r;
+}

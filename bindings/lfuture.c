@@ -1,0 +1,158 @@
+/*
+ * lfuture.c -- braid.future and its methods (map, catch, all, any and race
+ * are Lua: lua/braid/future.lua).
+ *
+ * A rejected future's message holds two values: the error and the remote
+ * traceback (a string, "" when there is none).  await raises the error with
+ * the traceback appended; wait returns the error alone.
+ */
+#include <stdlib.h>
+
+#include "clock.h"
+#include "err.h"
+#include "internal.h"
+#include "lruntime.h"
+
+static braid_future_t *checkfuture(lua_State *L, int arg) {
+  return (braid_future_t *)braid__checkhandle(L, arg, &braid_future_type);
+}
+
+static int l_future(lua_State *L) {
+  braid_future_t *f = braid_future_new();
+  if (f == NULL) return luaL_error(L, "braid: out of memory");
+  braid__pushhandle(L, (braid_obj_t *)f);
+  braid_future_release(f);
+  return 1;
+}
+
+static int l_resolve(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  braid_msg_t *m = braid__encode(L, 2, lua_gettop(L) - 1, "results");
+  lua_pushboolean(L, braid_future_resolve(f, m) == 0);
+  return 1;
+}
+
+static int l_reject(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) luaL_argerror(L, 1, "an error value expected");
+  lua_pushliteral(L, "");
+  braid_msg_t *m = braid__encode(L, 2, 2, "error");
+  lua_pushboolean(L, braid_future_reject(f, m) == 0);
+  return 1;
+}
+
+/* Pushes a rejected result's error value (without its traceback). */
+static void pusherror(lua_State *L, braid_msg_t *m) {
+  int k = m ? braid__decode(L, m) : 0;
+  if (k == 0) lua_pushliteral(L, "rejected");
+  else if (k > 1) lua_pop(L, k - 1);
+}
+
+static int finish_await(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
+  braid_msg_t *m = r->s_msg;
+  if (r->s_index == BRAID_W_TIMEOUT) return braid__raise(L, "timeout");
+  if (r->s_err == BRAID_ECANCELED) {
+    braid_msg_release(m);
+    return braid__raise(L, "cancelled");
+  }
+  if (r->s_err == BRAID_EREJECTED) {
+    /* Decode first, release, then raise: nothing may leak past lua_error. */
+    int k = m ? braid__decode(L, m) : 0;
+    braid_msg_release(m);
+    if (k == 0) return braid__raise(L, "rejected");
+    if (k >= 2 && lua_type(L, -k) == LUA_TSTRING && lua_type(L, -k + 1) == LUA_TSTRING &&
+        lua_rawlen(L, -k + 1) > 0) {
+      lua_settop(L, lua_gettop(L) - k + 2);
+      lua_pushliteral(L, "\n[remote] ");
+      lua_insert(L, -2);
+      lua_concat(L, 3);
+    } else {
+      lua_settop(L, lua_gettop(L) - k + 1);
+    }
+    return lua_error(L);
+  }
+  int k = m ? braid__decode(L, m) : 0;
+  braid_msg_release(m);
+  return k;
+}
+
+static int l_await(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  int64_t deadline = braid__optdeadline(L, 2);
+  lua_settop(L, 1);
+  braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
+  return braid__wait(L, &c, 1, deadline, finish_await, "await", (braid_obj_t *)f);
+}
+
+static int finish_wait(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
+  braid_msg_t *m = r->s_msg;
+  lua_settop(L, 0);
+  if (r->s_index == BRAID_W_TIMEOUT) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  if (r->s_err == BRAID_ECANCELED) {
+    braid_msg_release(m);
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "cancelled");
+    return 2;
+  }
+  if (r->s_err == BRAID_EREJECTED) {
+    lua_pushboolean(L, 0);
+    pusherror(L, m);
+    braid_msg_release(m);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  int k = m ? braid__decode(L, m) : 0;
+  braid_msg_release(m);
+  return k + 1;
+}
+
+static int l_wait(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  int64_t deadline = braid__optdeadline(L, 2);
+  lua_settop(L, 1);
+  braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
+  return braid__wait(L, &c, 1, deadline, finish_wait, "await", (braid_obj_t *)f);
+}
+
+static const char *const fstates[] = { "pending", "resolved", "rejected", "cancelled" };
+
+static int l_status(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  braid_fstate_t st = braid_future_state(f);
+  if (st != BRAID_FUTURE_PENDING) braid_future_observe(f);
+  lua_pushstring(L, fstates[st]);
+  return 1;
+}
+
+static int l_cancel(lua_State *L) {
+  braid_future_t *f = checkfuture(L, 1);
+  braid_future_observe(f);            /* the canceller expects the outcome */
+  lua_pushboolean(L, braid_future_cancel(f) == 0);
+  return 1;
+}
+
+static int l_future_tostring(lua_State *L) {
+  braid_obj_t *o = braid__tohandle(L, 1);
+  if (o == NULL) {
+    lua_pushliteral(L, "braid.future (released)");
+    return 1;
+  }
+  lua_pushfstring(L, "braid.future#%I (%s)", (lua_Integer)o->o_id,
+                  fstates[braid_future_state((braid_future_t *)o)]);
+  return 1;
+}
+
+void braid__open_future(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    { "resolve", l_resolve }, { "reject", l_reject }, { "await", l_await },
+    { "wait", l_wait }, { "status", l_status }, { "cancel", l_cancel },
+    { "__tostring", l_future_tostring }, { NULL, NULL } };
+  braid__newtype(L, &braid_future_type, methods);
+  lua_pushcfunction(L, l_future);
+  lua_setfield(L, -2, "future");
+}

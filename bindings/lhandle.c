@@ -1,0 +1,94 @@
+/*
+ * lhandle.c -- the userdata shared by every braid handle (see lbraid.h).
+ */
+#include <string.h>
+
+#include "lbraid.h"
+
+void braid__pushhandle(lua_State *L, braid_obj_t *o) {
+  braid_handle_t *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->h_obj = NULL;
+  lua_pushfstring(L, "braid.%s", o->o_type->ot_name);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE)
+    luaL_error(L, "braid: type braid.%s is not registered", o->o_type->ot_name);
+  lua_setmetatable(L, -2);
+  braid_obj_retain(o);
+  h->h_obj = o;
+}
+
+braid_obj_t *braid__tohandle(lua_State *L, int idx) {
+  braid_handle_t *h = lua_touserdata(L, idx);
+  if (h == NULL || lua_islightuserdata(L, idx) || !lua_getmetatable(L, idx)) return NULL;
+  int is = lua_getfield(L, -1, "__braid") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+  lua_pop(L, 2);  /* remove __braid and the metatable */
+  return is ? h->h_obj : NULL;
+}
+
+braid_obj_t *braid__checkhandle(lua_State *L, int arg, braid_objtype_t *type) {
+  /* Fast path: the metatable is the type's own (found in the registry under
+   * the type's address: no string hashing). */
+  braid_handle_t *h = lua_touserdata(L, arg);
+  if (h && lua_getmetatable(L, arg)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, type);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);  /* remove both metatables */
+    if (same && h->h_obj) return h->h_obj;
+  }
+  braid_obj_t *o = braid__tohandle(L, arg);
+  if (o == NULL || o->o_type != type) {
+    const char *got = luaL_typename(L, arg);
+    if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING) got = lua_tostring(L, -1);
+    luaL_argerror(L, arg, lua_pushfstring(L, "braid.%s expected, got %s", type->ot_name, got));
+  }
+  return o;
+}
+
+static int handle_gc(lua_State *L) {
+  braid_handle_t *h = lua_touserdata(L, 1);
+  if (h && h->h_obj) {
+    braid_obj_t *o = h->h_obj;
+    h->h_obj = NULL;                 /* harmless twice */
+    braid_obj_release(o);
+  }
+  return 0;
+}
+
+static int handle_tostring(lua_State *L) {
+  braid_handle_t *h = lua_touserdata(L, 1);
+  if (h == NULL || h->h_obj == NULL) {
+    lua_pushliteral(L, "braid.handle (released)");
+  } else {
+    lua_pushfstring(L, "braid.%s#%I", h->h_obj->o_type->ot_name, (lua_Integer)h->h_obj->o_id);
+  }
+  return 1;
+}
+
+static int handle_eq(lua_State *L) {
+  braid_handle_t *a = lua_touserdata(L, 1), *b = lua_touserdata(L, 2);
+  lua_pushboolean(L, a && b && a->h_obj && a->h_obj == b->h_obj);
+  return 1;
+}
+
+void braid__newtype(lua_State *L, braid_objtype_t *type, const luaL_Reg *l) {
+  lua_pushfstring(L, "braid.%s", type->ot_name);
+  const char *name = lua_tostring(L, -1);
+  luaL_newmetatable(L, name);       /* sets __name */
+  lua_remove(L, -2);                /* the name string */
+  static const luaL_Reg base[] = {
+    { "__gc", handle_gc }, { "__close", handle_gc },
+    { "__tostring", handle_tostring }, { "__eq", handle_eq }, { NULL, NULL } };
+  luaL_setfuncs(L, base, 0);
+  if (l) luaL_setfuncs(L, l, 0);    /* may override the base entries */
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "__braid");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, type);  /* for braid__checkhandle */
+  if (lua_getfield(L, -1, "__index") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index"); /* methods live in the metatable itself */
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);                    /* the metatable */
+}

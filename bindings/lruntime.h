@@ -1,0 +1,64 @@
+/*
+ * lruntime.h -- the task runtime, as the binding files see it (internal).
+ */
+#ifndef BRAID_LRUNTIME_H
+#define BRAID_LRUNTIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lbraid.h"
+#include "select.h"
+#include "timer.h"
+
+/* Pushes the Lua results of a finished wait and returns their count.  Runs
+ * in the waiting task (or thread) after the cases were disarmed; r->s_msg is
+ * the callee's to release.  Special indexes (timeout) reach it too; cancel
+ * and interrupt are raised before it is called. */
+typedef int (*braid_finish_fn)(lua_State *L, braid_case_t *cases, int n,
+                               braid_selres_t *r);
+
+/* Blocks the caller on cases until one fires or the deadline passes, then
+ * returns finish's results.  Inside a task it suspends only the task
+ * (lua_yieldk: call it as `return braid__wait(...)`); elsewhere it blocks
+ * the OS thread, checking for interrupts and, on the thread that opened
+ * braid, for deadlock.  cases is copied; send messages are owned by the wait
+ * from the call on (released when their case does not consume them).  what
+ * and on describe the wait for braid.tasks() ("recv", a channel). */
+int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
+                braid_finish_fn finish, const char *what, braid_obj_t *on);
+
+/* The process-wide timer queue (starts it on first use).  Raises on failure. */
+braid_timerq_t *braid__timers(lua_State *L);
+
+/* Counts a message that went through a braid channel/future (stats). */
+void braid__count_message(void);
+
+/* Registers the runtime's functions (go, spawn, sleep, ...) into the module
+ * table on top of the stack. */
+void braid__open_runtime(lua_State *L);
+
+/* Per-type openers: register metatables and put constructors in the module
+ * table on top of the stack. */
+void braid__open_chan(lua_State *L);
+void braid__open_future(lua_State *L);
+
+/* Checks an optional timeout argument (nil = forever, seconds >= 0) and
+ * returns the absolute deadline. */
+int64_t braid__optdeadline(lua_State *L, int arg);
+
+/* Raises a Lua error whose value is exactly the string s (no position). */
+int braid__raise(lua_State *L, const char *s);
+
+/* Pushes a message for a task's failure: the error value and a traceback. */
+/* Used by futures: raise the error in a rejected result like await does. */
+int braid__raise_rejection(lua_State *L, braid_msg_t *m);
+
+/* braid__encode under protection: returns the message, or NULL with the
+ * error message pushed (nothing leaked). */
+braid_msg_t *braid__pencode(lua_State *L, int idx, int n, const char *root);
+
+/* A message holding one float, made without a Lua state (timer threads). */
+braid_msg_t *braid__msg_number(double d);
+
+#endif
