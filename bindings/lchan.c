@@ -21,9 +21,12 @@ static braid_chan_t *checkchan(lua_State *L, int arg) {
 
 /* Encodes the value to send (argument arg); raises on nil or a value that
  * cannot travel. */
-static braid_msg_t *checkvalue(lua_State *L, int arg) {
-  if (lua_isnoneornil(L, arg))
-    luaL_argerror(L, arg, "braid: nil is never a channel value (send false or a sentinel)");
+static braid_msg_t *checkvalue(lua_State *L, int arg, const char *fname) {
+  if (lua_isnoneornil(L, arg)) {
+    lua_pushfstring(L, "braid: bad argument #%d to '%s' (nil is never a channel value: "
+                    "send false or a sentinel)", arg - 1, fname);
+    lua_error(L);
+  }
   return braid__encode(L, arg, 1, "value");
 }
 
@@ -84,7 +87,7 @@ static int finish_send(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 static int l_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
   int64_t deadline = braid__optdeadline(L, 3);
-  braid_msg_t *m = checkvalue(L, 2);
+  braid_msg_t *m = checkvalue(L, 2, "send");
   /* Fast path: room in the buffer or a receiver waiting. */
   int rc = braid_chan_try_send(ch, m);
   if (rc != BRAID_EAGAIN) {
@@ -125,7 +128,7 @@ static int l_recv(lua_State *L) {
 
 static int l_try_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  braid_msg_t *m = checkvalue(L, 2);
+  braid_msg_t *m = checkvalue(L, 2, "try_send");
   int rc = braid_chan_try_send(ch, m);
   if (rc == 0) {
     braid__count_message();
@@ -383,7 +386,8 @@ static int l_select(lua_State *L) {
         braid_msg_release(cases[k].c_msg);
     return finish_select(L, cases, n, &r);
   }
-  return braid__wait(L, cases, n, deadline, finish_select, "select", NULL);
+  return braid__wait(L, cases, n, deadline, finish_select, "select",
+                     n > 0 ? (braid_obj_t *)cases[0].c_obj : NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -25,8 +25,8 @@
  *                              kept
  *   T_STR                      varint length, the bytes (contiguous: see
  *                              braid__msg_string)
- *   T_TABLE                    varint narr, u32 nhash, narr values (t[1] ..
- *                              t[narr], nil for holes), nhash key/value pairs
+ *   T_TABLE                    u32 narr, u32 nhash, narr values (t[1] ..
+ *                              t[narr]), then nhash key/value pairs
  *   T_FUNC                     u32 length, lua_dump bytes (not stripped),
  *                              u8 nups, nups upvalue records: a value, or
  *                              T_ENV (rebound to braid__pushenv), or T_UPREF
@@ -62,6 +62,21 @@
  * own upvalues read `upvalue 'db'` and deeper values `upvalue 'db'.conn`.
  * Elsewhere an upvalue reads `value.handler upvalue 'db'`.  A failure inside
  * a table key reads `value.t (in a key)`.
+ *
+ * Limits and trust.  Tables and functions nest at most MAXDEPTH (1000)
+ * deep: both walks recurse on the C stack.  A deeper value (a linked list
+ * of more than 1000 nodes sent from its head) raises "braid: cannot
+ * transfer table at <path> (nested deeper than 1000 levels)".  The decoder
+ * bounds-checks every read and raises "braid: corrupt message" for a
+ * truncated or malformed message, but it cannot verify the bytecode inside
+ * a T_FUNC record (Lua has no verifier): messages are only ever built by
+ * this encoder, in this process.
+ *
+ * Re-entrancy.  No Lua code runs during an encode, except a finalizer
+ * called from an allocation or a metamethod reached through
+ * braid__tohandle; if such code encodes again, the inner encode sees
+ * cs_busy and uses a private scratch.  Decoding needs no scratch and may
+ * run require().
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -82,7 +97,7 @@
 
 /* Raises a message with no position prefix (luaL_error would add one when
  * level 1 is a Lua function). */
-NORETURN static void raise(lua_State *L, const char *fmt, ...) {
+NORETURN static void codec_raise(lua_State *L, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
@@ -98,9 +113,13 @@ NORETURN static void raise(lua_State *L, const char *fmt, ...) {
 #define CODEC_MAGIC_MASK 0xffffff00u
 #define F_REFS 0x01u              /* m_tag: some object has F_SHARED */
 
+/* The values are part of the format: lcodec_c.c builds messages without
+ * a lua_State (CODEC_MAGIC, a count of 1, T_FLT = 5).  Append, never
+ * renumber. */
 enum {
-  T_NIL = 1, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_FUNC,
-  T_HANDLE, T_REF, T_UPREF, T_MODULE, T_MODFIELD, T_ENV
+  T_NIL = 1, T_FALSE = 2, T_TRUE = 3, T_INT = 4, T_FLT = 5, T_STR = 6,
+  T_TABLE = 7, T_FUNC = 8, T_HANDLE = 9, T_REF = 10, T_UPREF = 11,
+  T_MODULE = 12, T_MODFIELD = 13, T_ENV = 14
 };
 #define F_SHARED 0x80u            /* on a T_TABLE/T_FUNC/T_HANDLE tag byte */
 
@@ -110,7 +129,7 @@ enum {
 
 /* Scratch memory above these sizes is freed after an encode instead of
  * being kept for the next one. */
-#define KEEP_BUF (64 * 1024)
+#define KEEP_BUF (1024 * 1024)
 #define KEEP_SEEN 4096
 #define KEEP_HANDLES 1024
 
@@ -585,7 +604,8 @@ static int mod_rebuild(lua_State *L) {
       lua_setfield(L, -2, "__newindex");
       lua_setmetatable(L, 3);
     } else {
-      lua_pop(L, 1);  /* someone else's: loads are noticed by C function misses only */
+      lua_pop(L, 1);  /* ours from an earlier build, or someone else's: then
+                         loads are noticed by C function misses only */
     }
     lua_pushnil(L);
     while (lua_next(L, 3)) {                          /* 4: name, 5: value */
@@ -608,7 +628,7 @@ static int mod_rebuild(lua_State *L) {
   size_t cap = 64;
   while (cap < (size_t)n / 3 * 2 + 2) cap *= 2;
   modent_t *t = calloc(cap, sizeof *t);
-  if (t == NULL) raise(L, "braid: not enough memory to encode a value");
+  if (t == NULL) codec_raise(L, "braid: not enough memory to encode a value");
   for (int i = 1; i + 2 <= n; i += 3) {
     modent_t v;
     size_t len;
@@ -886,7 +906,7 @@ static braid_msg_t *encode_scalars(lua_State *L, int idx, int n) {
     len += sz;
   }
   braid_msg_t *m = braid_msg_alloc(len, 0);
-  if (m == NULL) raise(L, "braid: not enough memory to encode a value");
+  if (m == NULL) codec_raise(L, "braid: not enough memory to encode a value");
   unsigned char *w = m->m_data;
   *w++ = (unsigned char)n;
   for (int i = 0; i < n; i++) w = put_scalar(&sc[i], w);
@@ -902,7 +922,7 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
     braid_msg_t *m = encode_scalars(L, idx, n);
     if (m) return m;
   }
-  if (!lua_checkstack(L, 16)) raise(L, "braid: stack overflow while encoding");
+  if (!lua_checkstack(L, 16)) codec_raise(L, "braid: stack overflow while encoding");
   cstate_t *cs = getcstate(L);
   enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0 };
   int top = lua_gettop(L);
@@ -970,7 +990,7 @@ typedef struct dec {
 } dec_t;
 
 NORETURN static void corrupt(dec_t *d) {
-  raise(d->L, "braid: corrupt message");
+  codec_raise(d->L, "braid: corrupt message");
 }
 
 static inline unsigned rd_byte(dec_t *d) {
@@ -1009,7 +1029,7 @@ static inline uint32_t rd_u32(dec_t *d) {
   return v;
 }
 
-static void dec_value(dec_t *d);
+static unsigned dec_value(dec_t *d);
 
 static void dec_enter(dec_t *d) {
   if (++d->depth > MAXDEPTH || !lua_checkstack(d->L, 8)) corrupt(d);
@@ -1043,7 +1063,7 @@ static void dec_module(dec_t *d, const char *name, size_t len) {
     lua_pop(L, 1);
     if (lua_getglobal(L, "require") != LUA_TFUNCTION) {
       lua_pushlstring(L, name, len);
-      raise(L, "braid: cannot load module '%s' (no require)", lua_tostring(L, -1));
+      codec_raise(L, "braid: cannot load module '%s' (no require)", lua_tostring(L, -1));
     }
     lua_pushlstring(L, name, len);
     lua_call(L, 1, 1);                                /* may raise: not found */
@@ -1066,6 +1086,17 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
   return p;
 }
 
+/* Every decode loads the dump again (lua_load of a binary chunk: no
+ * parsing, but a Proto with its code, constants and debug info is
+ * allocated).  Measured with tests/codec/bench_codec.c on the 2-core
+ * development machine: about 0.9 us for a 210-byte dump, most of the cost
+ * of decoding a small function.  A per-state cache of loaded prototypes
+ * (DESIGN.md) needs a new closure for a cached prototype at each decode
+ * (upvalues are per copy), and Lua 5.4 has no public API for that; the only
+ * public route is a hand-assembled binary chunk whose main function
+ * executes OP_CLOSURE on the cached prototype, which ties the codec to the
+ * 5.4 bytecode format.  Not done: send a function once per worker where
+ * that matters (pmap), not once per item. */
 static void dec_function(dec_t *d, unsigned tag) {
   lua_State *L = d->L;
   dec_enter(d);
@@ -1107,23 +1138,24 @@ static void dec_function(dec_t *d, unsigned tag) {
 static void dec_table(dec_t *d, unsigned tag) {
   lua_State *L = d->L;
   dec_enter(d);
-  size_t narr = rd_count(d, 1);
-  uint32_t nhash = rd_u32(d);
-  if (nhash > (size_t)(d->end - d->p) / 2 || nhash > INT32_MAX) corrupt(d);
-  if (narr > INT32_MAX) corrupt(d);
+  uint32_t narr = rd_u32(d), nhash = rd_u32(d);
+  size_t left = (size_t)(d->end - d->p);
+  if (narr > left || nhash > (left - narr) / 2 || narr > INT32_MAX || nhash > INT32_MAX)
+    corrupt(d);
   lua_createtable(L, (int)narr, (int)nhash);
   int t = lua_gettop(L);
   dec_register(d, tag);
-  for (size_t i = 1; i <= narr; i++) {
-    dec_value(d);
-    if (lua_isnil(L, -1)) lua_pop(L, 1);
+  for (uint32_t i = 1; i <= narr; i++) {
+    if (dec_value(d) == T_NIL) lua_pop(L, 1);         /* never encoded; harmless */
     else lua_rawseti(L, t, (lua_Integer)i);
   }
   for (uint32_t i = 0; i < nhash; i++) {
-    dec_value(d);
-    if (lua_isnil(L, -1)) corrupt(d);
-    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-      lua_Number k = lua_tonumber(L, -1);
+    const unsigned char *kp = d->p;
+    unsigned kt = dec_value(d);
+    if (kt == T_NIL) corrupt(d);
+    if (kt == T_FLT) {
+      lua_Number k;
+      memcpy(&k, kp + 1, 8);
       if (k != k) corrupt(d);                         /* NaN key */
     }
     dec_value(d);
@@ -1132,54 +1164,50 @@ static void dec_table(dec_t *d, unsigned tag) {
   d->depth--;
 }
 
-static void dec_value(dec_t *d) {
+/* Pushes the next value; returns its record's tag (without F_SHARED). */
+static unsigned dec_value(dec_t *d) {
   lua_State *L = d->L;
   unsigned tag = rd_byte(d);
-  switch (tag & ~F_SHARED) {
-    case T_NIL: case T_FALSE: case T_TRUE: case T_INT: case T_FLT: case T_STR:
-    case T_REF: case T_MODULE: case T_MODFIELD:
-      if (tag & F_SHARED) corrupt(d);
-      break;
-    default:
-      break;
-  }
-  switch (tag & ~F_SHARED) {
-    case T_NIL: lua_pushnil(L); return;
-    case T_FALSE: lua_pushboolean(L, 0); return;
-    case T_TRUE: lua_pushboolean(L, 1); return;
+  unsigned type = tag & ~F_SHARED;
+  if ((tag & F_SHARED) && type != T_TABLE && type != T_FUNC && type != T_HANDLE)
+    corrupt(d);
+  switch (type) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
     case T_INT: {
       lua_Integer i;
       memcpy(&i, rd_bytes(d, 8), 8);
       lua_pushinteger(L, i);
-      return;
+      break;
     }
     case T_FLT: {
       lua_Number n;
       memcpy(&n, rd_bytes(d, 8), 8);
       lua_pushnumber(L, n);
-      return;
+      break;
     }
     case T_STR: {
       size_t len = rd_count(d, 1);
       lua_pushlstring(L, rd_bytes(d, len), len);
-      return;
+      break;
     }
-    case T_TABLE: dec_table(d, tag); return;
-    case T_FUNC: dec_function(d, tag); return;
+    case T_TABLE: dec_table(d, tag); break;
+    case T_FUNC: dec_function(d, tag); break;
     case T_HANDLE: {
       uint64_t i = rd_varint(d);
       if (i >= d->m->m_nhandles || d->m->m_handles[i] == NULL) corrupt(d);
       braid__pushhandle(L, d->m->m_handles[i]);
       dec_register(d, tag);
-      return;
+      break;
     }
-    case T_REF: dec_getref(d, rd_varint(d)); return;
+    case T_REF: dec_getref(d, rd_varint(d)); break;
     case T_MODULE: case T_MODFIELD: {
       size_t len = rd_count(d, 1);
       const char *name = rd_bytes(d, len);
       const char *key = NULL;
       size_t klen = 0;
-      if ((tag & ~F_SHARED) == T_MODFIELD) {
+      if (type == T_MODFIELD) {
         klen = rd_count(d, 1);
         key = rd_bytes(d, klen);
       }
@@ -1189,16 +1217,20 @@ static void dec_value(dec_t *d) {
             (lua_pushlstring(L, key, klen), lua_rawget(L, -2)) == LUA_TNIL) {
           lua_pushlstring(L, name, len);
           lua_pushlstring(L, key, klen);
-          raise(L, "braid: module '%s' has no field '%s' in the receiving state",
+          codec_raise(L, "braid: module '%s' has no field '%s' in the receiving state",
                 lua_tostring(L, -2), lua_tostring(L, -1));
         }
         lua_remove(L, -2);                            /* the module */
       }
-      return;
+      /* A module can be false or nil only if require returned that: keep
+       * the key checks of dec_table sound. */
+      if (lua_isnil(L, -1)) corrupt(d);
+      break;
     }
     default:
       corrupt(d);
   }
+  return type;
 }
 
 /* Decodes up to max values (all when max < 0); returns how many. */
@@ -1215,7 +1247,7 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   size_t n = rd_count(&d, 1);
   if (max >= 0 && n > (size_t)max) n = (size_t)max;
   if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8))
-    raise(L, "braid: too many values to decode");
+    codec_raise(L, "braid: too many values to decode");
   int base = lua_gettop(L);
   if (m->m_tag & F_REFS) {
     lua_newtable(L);

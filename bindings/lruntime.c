@@ -105,7 +105,9 @@ struct worker {
   task_t *wk_rhead, *wk_rtail;    /* started tasks ready to resume */
   task_t *wk_nhead, *wk_ntail;    /* unstarted tasks (stealable) */
   _Atomic int wk_nnew;        /* length of the new queue, read lock-free by thieves */
+  _Atomic int wk_nready;      /* length of the ready queue, read lock-free when spinning */
   bool wk_sleeping;
+  bool wk_fair;               /* the last task yielded its slice (worker only) */
   task_t *wk_current;         /* the task being resumed, for the monitor */
   uint64_t wk_seq;            /* resumes so far */
   int64_t wk_start;           /* when the current resume began */
@@ -124,7 +126,8 @@ typedef struct bjob {
 static struct runtime {
   pthread_mutex_t mtx;        /* Protects: the fields up to the atomics */
   pthread_cond_t mon_cv;      /* the monitor sleeps here */
-  bool started, stopping;
+  bool started;
+  _Atomic bool stopping;       /* shutdown has begun; read lock-free */
   int nworkers;               /* config, then immutable once started */
   double preempt_ms;
   int blocking_max;
@@ -325,6 +328,8 @@ static void push_ready(worker_t *w, task_t *t) {
   pthread_mutex_lock(&w->wk_mtx);
   if (w->wk_rtail) w->wk_rtail->t_next = t; else w->wk_rhead = t;
   w->wk_rtail = t;
+  /* Relaxed: a hint for the spinning worker, which then takes the lock. */
+  atomic_fetch_add_explicit(&w->wk_nready, 1, memory_order_relaxed);
   if (w->wk_sleeping) {
     w->wk_sleeping = false;
     pthread_cond_signal(&w->wk_cv);
@@ -356,12 +361,26 @@ static task_t *pop_list(task_t **head, task_t **tail) {
   return t;
 }
 
+/* Called with w->wk_mtx held. */
+static task_t *pop_ready(worker_t *w) {
+  task_t *t = pop_list(&w->wk_rhead, &w->wk_rtail);
+  if (t) atomic_fetch_sub_explicit(&w->wk_nready, 1, memory_order_relaxed);
+  return t;
+}
+
 static task_t *next_task(worker_t *w) {
   task_t *t;
+  /* After a task yielded its slice, unstarted work (here, injected, or on
+   * other workers) goes first, so that a preempted task cannot starve tasks
+   * that have not started yet (Go checks its global queue likewise). */
+  bool fair = w->wk_fair;
+  w->wk_fair = false;
   pthread_mutex_lock(&w->wk_mtx);
-  t = pop_list(&w->wk_rhead, &w->wk_rtail);
+  t = fair ? NULL : pop_ready(w);
   if (t == NULL && (t = pop_list(&w->wk_nhead, &w->wk_ntail)) != NULL)
     atomic_fetch_sub_explicit(&w->wk_nnew, 1, memory_order_relaxed);
+  if (t == NULL && fair && atomic_load_explicit(&rt.ninj, memory_order_relaxed) == 0)
+    t = pop_ready(w);
   pthread_mutex_unlock(&w->wk_mtx);
   if (t) return t;
   if (atomic_load_explicit(&rt.ninj, memory_order_relaxed) > 0) {
@@ -381,7 +400,12 @@ static task_t *next_task(worker_t *w) {
     pthread_mutex_unlock(&v->wk_mtx);
     if (t) return t;
   }
-  return NULL;
+  if (fair) {                           /* nothing else: back to our own */
+    pthread_mutex_lock(&w->wk_mtx);
+    t = pop_ready(w);
+    pthread_mutex_unlock(&w->wk_mtx);
+  }
+  return t;
 }
 
 static bool work_visible(worker_t *w) {
@@ -398,7 +422,8 @@ static void worker_idle(worker_t *w) {
   int64_t until = braid_now_ns() + BRAID_SPIN_NS;
   for (int i = 0;; i++) {
     if ((i & 31) == 31 && braid_now_ns() > until) break;
-    if (w->wk_rhead || atomic_load_explicit(&rt.ninj, memory_order_relaxed) > 0 ||
+    if (atomic_load_explicit(&w->wk_nready, memory_order_relaxed) > 0 ||
+        atomic_load_explicit(&rt.ninj, memory_order_relaxed) > 0 ||
         atomic_load_explicit(&w->wk_nnew, memory_order_relaxed) > 0)
       return;
 #if defined(__x86_64__) || defined(__i386__)
@@ -408,12 +433,12 @@ static void worker_idle(worker_t *w) {
   pthread_mutex_lock(&w->wk_mtx);
   w->wk_sleeping = true;
   atomic_fetch_add_explicit(&rt.nsleeping, 1, memory_order_seq_cst);
-  if (!work_visible(w) && !rt.stopping) {
+  if (!work_visible(w) && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 50 * 1000000;         /* a safety net, not a poll */
     if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    while (w->wk_sleeping && !rt.stopping && w->wk_rhead == NULL)
+    while (w->wk_sleeping && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst) && w->wk_rhead == NULL)
       if (pthread_cond_timedwait(&w->wk_cv, &w->wk_mtx, &ts) == ETIMEDOUT) break;
   }
   w->wk_sleeping = false;
@@ -550,6 +575,7 @@ static void run_task(worker_t *w, task_t *t) {
     lua_pop(co, nres);
     if (t->t_yield != Y_BLOCK) {      /* preempted, braid.yield, coroutine.yield */
       atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
+      w->wk_fair = true;
       push_ready(w, t);
     }
     return;
@@ -591,7 +617,7 @@ static void *worker_main(void *arg) {
       continue;
     }
     pthread_mutex_lock(&rt.mtx);
-    bool stop = rt.stopping;
+    bool stop = atomic_load_explicit(&rt.stopping, memory_order_seq_cst);
     pthread_mutex_unlock(&rt.mtx);
     if (stop) break;
     worker_idle(w);
@@ -619,14 +645,14 @@ static void *monitor_main(void *arg) {
   int64_t slice = (int64_t)(rt.preempt_ms * 1e6);
   int64_t tick = slice / 2 > 1000000 ? slice / 2 : 1000000;
   pthread_mutex_lock(&rt.mtx);
-  while (!rt.stopping) {
+  while (!atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += tick;
     ts.tv_sec += ts.tv_nsec / 1000000000;
     ts.tv_nsec %= 1000000000;
     pthread_cond_timedwait(&rt.mon_cv, &rt.mtx, &ts);
-    if (rt.stopping) break;
+    if (atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) break;
     bool inj = rt.inj_head != NULL;
     pthread_mutex_unlock(&rt.mtx);
     int64_t now = braid_now_ns();
@@ -759,11 +785,11 @@ static void blocking_shutdown(void);
  * is closed. */
 static void rt_stop(void) {
   pthread_mutex_lock(&rt.mtx);
-  if (!rt.started || rt.stopping) {
+  if (!rt.started || atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
     pthread_mutex_unlock(&rt.mtx);
     return;
   }
-  rt.stopping = true;
+  atomic_store_explicit(&rt.stopping, true, memory_order_seq_cst);
   pthread_cond_broadcast(&rt.mon_cv);
   /* A task computing without end: make it yield at its next instruction. */
   for (task_t *t = rt.live; t; t = t->t_lnext)
@@ -783,6 +809,7 @@ static void rt_stop(void) {
     worker_t *w = &rt.workers[i];
     pthread_mutex_lock(&w->wk_mtx);
     w->wk_rhead = w->wk_rtail = NULL;   /* ready tasks stay on the live list */
+    atomic_store_explicit(&w->wk_nready, 0, memory_order_relaxed);
     w->wk_nhead = w->wk_ntail = NULL;
     atomic_store_explicit(&w->wk_nnew, 0, memory_order_relaxed);
     pthread_mutex_unlock(&w->wk_mtx);
@@ -817,7 +844,7 @@ static void rt_stop(void) {
   rt.path = rt.cpath = NULL;
   pthread_mutex_lock(&rt.mtx);
   rt.started = false;
-  rt.stopping = false;
+  atomic_store_explicit(&rt.stopping, false, memory_order_seq_cst);
   rt.have_owner = false;
   pthread_mutex_unlock(&rt.mtx);
 }
@@ -1011,7 +1038,7 @@ static void *pool_main(void *arg) {
   pthread_mutex_lock(&rt.mtx);
   L = new_private_state();
   for (;;) {
-    while (rt.b_head == NULL && !rt.stopping) {
+    while (rt.b_head == NULL && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
       rt.b_idle++;
       pthread_cond_wait(&rt.b_cv, &rt.mtx);
       rt.b_idle--;
@@ -1137,7 +1164,7 @@ static int spawn_common(lua_State *L, int fnidx, const char *name) {
   t->t_lnext = rt.live;
   if (rt.live) rt.live->t_lprev = t;
   rt.live = t;
-  bool stopping = rt.stopping;
+  bool stopping = atomic_load_explicit(&rt.stopping, memory_order_seq_cst);
   pthread_mutex_unlock(&rt.mtx);
   atomic_fetch_add_explicit(&rt.nlive, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.spawned, 1, memory_order_relaxed);

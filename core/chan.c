@@ -131,15 +131,15 @@ int braid__chan_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *
   switch (ch->c_policy) {
     case BRAID_POLICY_DROP:
       ch->c_dropped++;
-      braid_msg_release(m);
+      wl->wl_drop = m;
       return 0;
     case BRAID_POLICY_SLIDE:
       ch->c_dropped++;
       if (ch->c_len == 0) {         /* a rendezvous with nobody waiting */
-        braid_msg_release(m);
+        wl->wl_drop = m;
         return 0;
       }
-      braid_msg_release(ring_pop(ch));
+      wl->wl_drop = ring_pop(ch);
       BRAID_ASSERT(ring_push(ch, m) == 0);
       ch->c_sent++;
       return 0;
@@ -157,10 +157,12 @@ void braid__wl_wake(braid_wakelist_t *wl) {
     n = next;
   }
   wl->wl_head = NULL;
+  braid_msg_release(wl->wl_drop);
+  wl->wl_drop = NULL;
 }
 
 int braid_chan_close(braid_chan_t *ch, braid_msg_t *err) {
-  braid_wakelist_t wl = { NULL };
+  braid_wakelist_t wl = { NULL, NULL };
   braid_wnode_t *n;
   braid_obj_lock(&ch->c_obj);
   if (ch->c_closed) {
@@ -187,7 +189,7 @@ int braid_chan_close(braid_chan_t *ch, braid_msg_t *err) {
 }
 
 int braid_chan_try_send(braid_chan_t *ch, braid_msg_t *m) {
-  braid_wakelist_t wl = { NULL };
+  braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_send_locked(ch, m, &wl);
   braid_obj_unlock(&ch->c_obj);
@@ -196,7 +198,7 @@ int braid_chan_try_send(braid_chan_t *ch, braid_msg_t *m) {
 }
 
 int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
-  braid_wakelist_t wl = { NULL };
+  braid_wakelist_t wl = { NULL, NULL };
   *out = NULL;
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_recv_locked(ch, out, &wl);

@@ -72,7 +72,7 @@ int braid_future_settle(braid_future_t *f, braid_fstate_t state, braid_msg_t *ms
     braid_msg_release(msg);
     return BRAID_EINVAL;
   }
-  braid_wakelist_t wl = { NULL };
+  braid_wakelist_t wl = { NULL, NULL };
   braid_wnode_t *n;
   braid_obj_lock(&f->f_obj);
   if (atomic_load_explicit(&f->f_state, memory_order_relaxed) != BRAID_FUTURE_PENDING) {

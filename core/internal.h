@@ -47,6 +47,9 @@ struct braid_future {
  * through n_next (the nodes are off their queues by then). */
 typedef struct braid_wakelist {
   braid_wnode_t *wl_head;
+  braid_msg_t *wl_drop;       /* a value lost to drop/slide: released after
+                                 unlocking, since its handles' destructors
+                                 may run any code */
 } braid_wakelist_t;
 
 static inline void braid__wl_add(braid_wakelist_t *wl, braid_wnode_t *n) {
@@ -54,7 +57,7 @@ static inline void braid__wl_add(braid_wakelist_t *wl, braid_wnode_t *n) {
   wl->wl_head = n;
 }
 
-/* Wakes every node's waiter.  Call with no lock held. */
+/* Wakes every node's waiter and releases wl_drop.  Call with no lock held. */
 void braid__wl_wake(braid_wakelist_t *wl);
 
 /* Try one operation; the caller holds the object's o_mtx.  Return

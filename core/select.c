@@ -128,7 +128,7 @@ static int poll_case(braid_case_t *c, int i, braid_selres_t *r, braid_wakelist_t
 /* Try every case; when none is ready and w != NULL, queue the nodes. */
 static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres_t *r) {
   order_t o;
-  braid_wakelist_t wl = { NULL };
+  braid_wakelist_t wl = { NULL, NULL };
   r->s_index = BRAID_W_ARMED;
   r->s_err = 0;
   r->s_msg = NULL;

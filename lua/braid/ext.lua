@@ -9,4 +9,27 @@ meta.future.map = future.map
 meta.future.catch = future.catch
 braid.all, braid.any, braid.race = future.all, future.any, future.race
 
+-- Channel pipelines.
+local pipeline = require "braid.pipeline"
+meta.chan.map = pipeline.map
+meta.chan.filter = pipeline.filter
+meta.chan.take = pipeline.take
+meta.chan.batch = pipeline.batch
+braid.merge, braid.tee, braid.pipeline = pipeline.merge, pipeline.tee, pipeline.pipeline
+braid.from, braid.collect = pipeline.from, pipeline.collect
+
+-- Parallel map, pools, worklists, limiters, memo.
+braid.pmap = require("braid.pmap").pmap
+braid.pool = require("braid.pool").new
+braid.worklist = require("braid.worklist").worklist
+braid.limiter = require("braid.limiter").new
+braid.memo = require("braid.memo").new
+
+-- Structured concurrency, pub/sub, servers.
+braid.group = require("braid.group").new
+braid.broker = require("braid.broker").new
+local server = require "braid.server"
+braid.server = server.new
+braid.noreply = server.noreply
+
 return true

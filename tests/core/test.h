@@ -286,6 +286,11 @@ static inline void test_sleep_ms(int64_t ms) {
   while (nanosleep(&ts, &ts) != 0) {}
 }
 
+static inline void test_sleep_us(int64_t us) {
+  struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000L};
+  while (nanosleep(&ts, &ts) != 0) {}
+}
+
 static inline pthread_t test_spawn(void *(*fn)(void *), void *arg) {
   pthread_t t;
   ASSERT_EQ_INT(pthread_create(&t, NULL, fn, arg), 0);

@@ -291,6 +291,8 @@ TEST(test_chan_buffered_blocking_sender) {
 
 /* Several producers and consumers: every value arrives exactly once, and
  * each producer's values arrive in its order at any one consumer. */
+enum { MPMC_PER = 1500 };   /* values per producer */
+
 typedef struct {
   braid_chan_t *ch;
   int64_t n;               /* values to take */
@@ -308,13 +310,13 @@ static void *consumer_main(void *p) {
     int prod = (int)(v / 100000), seq = (int)(v % 100000);
     if (seq <= a->last[prod]) a->in_order = false;
     a->last[prod] = seq;
-    __atomic_fetch_add(&a->seen[prod * 5000 + seq], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&a->seen[prod * MPMC_PER + seq], 1, __ATOMIC_RELAXED);
   }
   return NULL;
 }
 
 TEST(test_chan_mpmc) {
-  enum { NP = 4, NC = 4, PER = 5000 };
+  enum { NP = 4, NC = 4, PER = MPMC_PER };
   size_t caps[] = {0, 3, BRAID_UNBOUNDED};
   for (size_t c = 0; c < 3; c++) {
     braid_chan_t *ch = chan_new(caps[c], BRAID_POLICY_BLOCK);
@@ -406,6 +408,7 @@ TEST(test_chan_drop_policy) {
   ASSERT_EQ_UINT(st.len, 2);
   ASSERT_EQ_UINT(st.cap, 2);
   ASSERT_EQ_UINT(st.dropped, 2);
+  ASSERT_EQ_UINT(st.sent, 2);              /* a dropped value never entered */
   ASSERT_EQ_UINT(st.received, 0);
   ASSERT_EQ_INT(try_recv_int(ch), 1);
   ASSERT_EQ_INT(try_recv_int(ch), 2);
@@ -416,6 +419,7 @@ TEST(test_chan_drop_policy) {
   ASSERT_EQ_INT(try_recv_int(ch), 5);
   stats(ch, &st);
   ASSERT_EQ_UINT(st.dropped, 2);
+  ASSERT_EQ_UINT(st.sent, 3);
   ASSERT_EQ_UINT(st.received, 3);
   ASSERT_EQ_UINT(st.len, 0);
   braid_chan_release(ch);
@@ -437,6 +441,8 @@ TEST(test_chan_slide_policy) {
   stats(ch, &st);
   ASSERT_EQ_UINT(st.len, 2);
   ASSERT_EQ_UINT(st.dropped, 1);
+  ASSERT_EQ_UINT(st.sent, 3);              /* 3 entered, pushing 1 out */
+  ASSERT_EQ_UINT(st.received, 0);
   ASSERT_EQ_INT(try_recv_int(ch), 2);
   ASSERT_EQ_INT(try_recv_int(ch), 3);
 
@@ -446,6 +452,7 @@ TEST(test_chan_slide_policy) {
   stats(one, &st);
   ASSERT_EQ_UINT(st.len, 1);
   ASSERT_EQ_UINT(st.dropped, 99);
+  ASSERT_EQ_UINT(st.sent, 100);
   ASSERT_EQ_INT(try_recv_int(one), 99);
   stats(one, &st);
   ASSERT_EQ_UINT(st.received, 1);
@@ -847,6 +854,75 @@ TEST(test_chan_stats_exact) {
   braid_chan_release(ch);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Lock discipline                                                           */
+
+/* STYLE.md: never free (or run other code) while holding a channel lock.
+ * A value lost to the drop or slide policy may hold the last reference to
+ * a handle whose destructor runs arbitrary code (a Lua-side object, a
+ * future's unobserved-error reporter, ...), so the channel must release it
+ * after unlocking.  The probe object's destructor checks, with trylock
+ * from the same thread, whether the channel's lock is held. */
+typedef struct {
+  braid_obj_t p_base;
+  braid_chan_t *p_chan;            /* whose lock must be free */
+  int *p_state;                    /* 1: destroyed, lock free; 2: lock held */
+} probe_obj_t;
+
+static void probe_destroy(braid_obj_t *o) {
+  probe_obj_t *p = (probe_obj_t *)o;
+  pthread_mutex_t *mtx = &((braid_obj_t *)p->p_chan)->o_mtx;
+  if (pthread_mutex_trylock(mtx) == 0) {
+    pthread_mutex_unlock(mtx);
+    *p->p_state = 1;
+  } else {
+    *p->p_state = 2;
+  }
+  braid_obj_fini(o);
+  free(p);
+}
+
+static braid_objtype_t probe_type = {"probe", probe_destroy, 0};
+
+static braid_msg_t *probe_msg(braid_chan_t *ch, int *state) {
+  probe_obj_t *p = malloc(sizeof *p);
+  ASSERT_NOT_NULL(p);
+  braid_obj_init(&p->p_base, &probe_type);
+  p->p_chan = ch;
+  p->p_state = state;
+  braid_msg_t *m = braid_msg_alloc(0, 1);
+  ASSERT_NOT_NULL(m);
+  braid_msg_set_handle(m, 0, &p->p_base);   /* the message's is the only ref */
+  return m;
+}
+
+TEST(test_chan_policy_frees_outside_lock) {
+  /* Drop: the new value is lost. */
+  int state = 0;
+  braid_chan_t *ch = chan_new(1, BRAID_POLICY_DROP);
+  send_int(ch, 1);
+  ASSERT_OK(braid_chan_try_send(ch, probe_msg(ch, &state)));
+  ASSERT_EQ_INT(state, 1);                 /* 2: freed under the lock */
+  braid_chan_release(ch);
+
+  /* Slide: the oldest value is lost. */
+  state = 0;
+  ch = chan_new(1, BRAID_POLICY_SLIDE);
+  ASSERT_OK(braid_chan_try_send(ch, probe_msg(ch, &state)));
+  send_int(ch, 2);
+  ASSERT_EQ_INT(state, 1);
+  ASSERT_EQ_INT(try_recv_int(ch), 2);
+  braid_chan_release(ch);
+
+  /* A second close's error. */
+  state = 0;
+  ch = chan_new(1, BRAID_POLICY_BLOCK);
+  ASSERT_OK(braid_chan_close(ch, NULL));
+  ASSERT_EQ_ERR(braid_chan_close(ch, probe_msg(ch, &state)), BRAID_ECLOSED);
+  ASSERT_EQ_INT(state, 1);
+  braid_chan_release(ch);
+}
+
 TEST_LIST {
   RUN(test_chan_new);
   RUN(test_chan_new_bad_policy);
@@ -874,4 +950,5 @@ TEST_LIST {
   RUN(test_chan_deadline_value_in_time);
   RUN(test_chan_timeout_race);
   RUN(test_chan_stats_exact);
+  RUN(test_chan_policy_frees_outside_lock);
 }

@@ -602,6 +602,134 @@ TEST(test_future_release_frees_result) {
   sem_destroy(&hr.sem);
 }
 
+/* A future destroyed while rejected and never observed is reported to
+ * braid_future_unobserved with its error message (borrowed); observed,
+ * resolved, cancelled or pending ones are not. */
+static atomic_int unobserved_calls;
+static _Atomic int64_t unobserved_value;
+static void on_unobserved(braid_future_t *f, braid_msg_t *err) {
+  (void)f;
+  atomic_store(&unobserved_value, err ? msg_get_int(err) : INT64_MIN);
+  atomic_fetch_add(&unobserved_calls, 1);
+}
+
+TEST(test_future_unobserved_rejection) {
+  braid_future_unobserved = on_unobserved;
+  atomic_store(&unobserved_calls, 0);
+  long destroyed = test_objs_destroyed_count();
+  braid_obj_t *h = test_obj_new();
+
+  braid_future_t *f = future_new();
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-17, h)));
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 1);
+  ASSERT_EQ_INT(atomic_load(&unobserved_value), -17);
+  ASSERT_EQ_UINT(obj_rc(h), 1);            /* the error was still freed */
+
+  /* Rejected with no message: reported with NULL. */
+  f = future_new();
+  ASSERT_OK(braid_future_reject(f, NULL));
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 2);
+  ASSERT_EQ_INT(atomic_load(&unobserved_value), INT64_MIN);
+
+  /* Observed explicitly: not reported. */
+  f = future_new();
+  braid_future_observe(f);
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-18, h)));
+  braid_future_release(f);
+  f = future_new();
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-19, h)));
+  braid_future_observe(f);
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 2);
+
+  /* Awaited (wait_until, or a select case): the outcome was looked at. */
+  f = future_new();
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-20, h)));
+  braid_msg_t *out = NULL;
+  ASSERT_EQ_ERR(braid_future_wait_until(f, &out, BRAID_FOREVER), BRAID_EREJECTED);
+  braid_msg_release(out);
+  braid_future_release(f);
+  f = future_new();
+  braid_case_t cs[1] = {await_case(f)};
+  braid_selres_t r;
+  ASSERT_EQ_ERR(braid_select_try(cs, 1, &r), BRAID_EAGAIN);   /* will look */
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-21, h)));
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 2);
+
+  /* Other outcomes are never reported. */
+  f = future_new();
+  ASSERT_OK(braid_future_resolve(f, msg_int_h(1, h)));
+  braid_future_release(f);
+  f = future_new();
+  ASSERT_OK(braid_future_cancel(f));
+  braid_future_release(f);
+  f = future_new();
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 2);
+
+  braid_future_unobserved = NULL;
+  /* Without a reporter nothing happens (and nothing leaks). */
+  f = future_new();
+  ASSERT_OK(braid_future_reject(f, msg_int_h(-22, h)));
+  braid_future_release(f);
+  ASSERT_EQ_INT(atomic_load(&unobserved_calls), 2);
+  ASSERT_EQ_UINT(obj_rc(h), 1);
+  braid_obj_release(h);
+  ASSERT_EQ_INT(test_objs_destroyed_count(), destroyed + 1);
+}
+
+/* A message a settle call gives up (ESETTLED, EINVAL) is released with no
+ * future lock held (STYLE.md): its last handle's destructor may run any
+ * code.  The probe checks with trylock from the same thread. */
+typedef struct {
+  braid_obj_t p_base;
+  braid_future_t *p_fut;
+  int *p_state;            /* 1: destroyed, lock free; 2: lock held */
+} probe_obj_t;
+
+static void probe_destroy(braid_obj_t *o) {
+  probe_obj_t *p = (probe_obj_t *)o;
+  pthread_mutex_t *mtx = &((braid_obj_t *)p->p_fut)->o_mtx;
+  if (pthread_mutex_trylock(mtx) == 0) {
+    pthread_mutex_unlock(mtx);
+    *p->p_state = 1;
+  } else {
+    *p->p_state = 2;
+  }
+  braid_obj_fini(o);
+  free(p);
+}
+
+static braid_objtype_t probe_type = {"probe", probe_destroy, 0};
+
+static braid_msg_t *probe_msg(braid_future_t *f, int *state) {
+  probe_obj_t *p = malloc(sizeof *p);
+  ASSERT_NOT_NULL(p);
+  braid_obj_init(&p->p_base, &probe_type);
+  p->p_fut = f;
+  p->p_state = state;
+  braid_msg_t *m = braid_msg_alloc(0, 1);
+  ASSERT_NOT_NULL(m);
+  braid_msg_set_handle(m, 0, &p->p_base);
+  return m;
+}
+
+TEST(test_future_frees_outside_lock) {
+  int state = 0;
+  braid_future_t *f = future_new();
+  ASSERT_EQ_ERR(braid_future_settle(f, BRAID_FUTURE_PENDING, probe_msg(f, &state)),
+                BRAID_EINVAL);
+  ASSERT_EQ_INT(state, 1);
+  ASSERT_OK(braid_future_resolve(f, NULL));
+  state = 0;
+  ASSERT_EQ_ERR(braid_future_resolve(f, probe_msg(f, &state)), BRAID_ESETTLED);
+  ASSERT_EQ_INT(state, 1);
+  braid_future_release(f);
+}
+
 TEST_LIST {
   RUN(test_future_new_pending);
   RUN(test_future_settle_once);
@@ -622,4 +750,6 @@ TEST_LIST {
   RUN(test_future_select_case);
   RUN(test_future_settle_race);
   RUN(test_future_release_frees_result);
+  RUN(test_future_unobserved_rejection);
+  RUN(test_future_frees_outside_lock);
 }

@@ -1,0 +1,231 @@
+-- codec_spec.lua -- values that cross threads (API.md), checked through
+-- braid._roundtrip(...), which returns decode(encode(...)) in the same
+-- state with the root "value".
+
+local braid = require "braid"
+local roundtrip = braid._roundtrip
+
+local function errof(...)
+  local ok, err = pcall(roundtrip, ...)
+  assert.is_false(ok)
+  return err
+end
+
+describe("braid codec", function()
+  describe("scalars", function()
+    it("keeps nil, booleans and the integer/float subtype", function()
+      local a = table.pack(roundtrip(nil, true, false, 0, 3, 3.0, math.mininteger, math.maxinteger, 2^53))
+      assert.equal(9, a.n)
+      assert.is_nil(a[1])
+      assert.is_true(a[2])
+      assert.is_false(a[3])
+      assert.equal("integer", math.type(a[4]))
+      assert.equal("integer", math.type(a[5]))
+      assert.equal("float", math.type(a[6]))
+      assert.equal(math.mininteger, a[7])
+      assert.equal("integer", math.type(a[7]))
+      assert.equal(math.maxinteger, a[8])
+      assert.equal("float", math.type(a[9]))
+    end)
+
+    it("keeps -0.0, NaN and infinities", function()
+      local nz, nan, inf, ninf = roundtrip(-0.0, 0/0, 1/0, -1/0)
+      assert.equal(-1/0, 1/nz)
+      assert.is_true(nan ~= nan)
+      assert.equal(1/0, inf)
+      assert.equal(-1/0, ninf)
+    end)
+
+    it("keeps nil among several values", function()
+      assert.equal(2, select("#", roundtrip(nil, 2)))
+      assert.equal(2, select("#", roundtrip(1, nil)))
+      assert.equal(0, select("#", roundtrip()))
+    end)
+
+    it("copies strings byte for byte", function()
+      local s = "a\0b\255" .. ("x"):rep(100000) .. "\0"
+      assert.equal(s, roundtrip(s))
+      assert.equal("", roundtrip(""))
+    end)
+  end)
+
+  describe("tables", function()
+    it("copies nested tables with every kind of key", function()
+      local t = {id = 1, name = "San Francisco", temp = 288.9, tags = {"a", "b"},
+                 [1.5] = "f", [true] = "T", [-3] = "neg", [0] = "zero", [10] = "ten",
+                 nested = {a = {b = {c = "deep"}}}}
+      local c = roundtrip(t)
+      assert.are_not.equal(t, c)
+      assert.same(t, c)
+      assert.equal("integer", math.type(c.id))
+    end)
+
+    it("keeps holes in arrays", function()
+      local c = roundtrip({1, nil, 3, nil, 5})
+      assert.equal(1, c[1]); assert.is_nil(c[2]); assert.equal(3, c[3]); assert.equal(5, c[5])
+    end)
+
+    it("preserves shared references and cycles", function()
+      local shared = {v = 1}
+      local t = {a = shared, b = shared, list = {shared}}
+      t.self = t
+      local k = {}
+      t[k] = k
+      local c = roundtrip(t)
+      assert.equal(c.a, c.b)
+      assert.equal(c.a, c.list[1])
+      assert.equal(c, c.self)
+      assert.are_not.equal(shared, c.a)
+      local keys = 0
+      for key, v in pairs(c) do
+        if type(key) == "table" then keys = keys + 1; assert.equal(key, v) end
+      end
+      assert.equal(1, keys)
+    end)
+
+    it("keeps one table passed twice as one table", function()
+      local t = {}
+      local a, b = roundtrip(t, t)
+      assert.equal(a, b)
+    end)
+
+    it("does not copy metatables", function()
+      local c = roundtrip(setmetatable({x = 1}, {__index = function() return "mt" end}))
+      assert.is_nil(getmetatable(c))
+      assert.is_nil(c.y)
+    end)
+
+    it("makes a distinct copy every time", function()
+      local t = {1}
+      local a, b = roundtrip(t), roundtrip(t)
+      assert.are_not.equal(a, b)
+      a[1] = 2
+      assert.equal(1, t[1])
+      assert.equal(1, b[1])
+    end)
+  end)
+
+  describe("functions", function()
+    it("copies a Lua function with its upvalues", function()
+      local n, t = 40, {k = "v"}
+      local f = roundtrip(function(x) return n + x, t.k end)
+      local a, b = f(2)
+      assert.equal(42, a)
+      assert.equal("v", b)
+    end)
+
+    it("copies upvalues by value", function()
+      local count = 0
+      local function inc() count = count + 1; return count end
+      local c = roundtrip(inc)
+      assert.equal(1, c())
+      assert.equal(0, count)
+    end)
+
+    it("keeps recursion and upvalues shared between functions in one value", function()
+      local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
+      local count = 0
+      local t = roundtrip({fact = fact, inc = function() count = count + 1 end,
+                           get = function() return count end})
+      assert.equal(3628800, t.fact(10))
+      t.inc(); t.inc()
+      assert.equal(2, t.get())
+      assert.equal(0, count)
+    end)
+
+    it("rebinds _ENV to the receiver's globals", function()
+      rawset(_G, "braid_codec_probe", "global")
+      local function make()
+        local _ENV = {braid_codec_probe = "private"}
+        return function() return braid_codec_probe end
+      end
+      local f = make()
+      assert.equal("private", f())
+      local g = roundtrip(f)
+      assert.equal("global", g())
+      local name, env = debug.getupvalue(g, 1)
+      assert.equal("_ENV", name)
+      assert.equal(_G, env)
+      rawset(_G, "braid_codec_probe", nil)
+    end)
+
+    it("keeps line information for tracebacks", function()
+      local f = load("local x = 1\nreturn function() error('boom') end", "@task.lua")()
+      local ok, err = pcall(roundtrip(f))
+      assert.is_false(ok)
+      assert.truthy(err:find("task.lua:2: boom", 1, true))
+    end)
+  end)
+
+  describe("modules and standard functions", function()
+    it("sends loaded modules and their C functions by name", function()
+      local s, sq, p, g, b = roundtrip(string, math.sqrt, print, _G, braid)
+      assert.equal(string, s)
+      assert.equal(math.sqrt, sq)
+      assert.equal(print, p)
+      assert.equal(_G, g)
+      assert.equal(braid, b)
+    end)
+
+    it("lets a function capture a module", function()
+      local fmt = string.format
+      local f = roundtrip(function(x) return fmt("%d!", x), braid end)
+      local s, b = f(3)
+      assert.equal("3!", s)
+      assert.equal(braid, b)
+    end)
+
+    it("notices a module loaded after the first transfer", function()
+      roundtrip({})
+      package.preload["braid_codec_test_mod"] = function() return {name = "m"} end
+      local m = require "braid_codec_test_mod"
+      assert.equal(m, roundtrip(m))
+      package.loaded["braid_codec_test_mod"] = nil
+      package.preload["braid_codec_test_mod"] = nil
+    end)
+  end)
+
+  describe("handles", function()
+    it("sends a channel as the same channel", function()
+      local ch = braid.chan(1)
+      local c, t = roundtrip(ch, {ch, ch})
+      assert.equal(tostring(ch), tostring(c))
+      assert.is_true(ch == c)
+      assert.is_true(rawequal(c, t[1]) and rawequal(c, t[2]))
+    end)
+  end)
+
+  describe("untransferable values", function()
+    it("names the userdata and its path", function()
+      assert.equal("braid: cannot transfer userdata at value[2].conn", errof(1, {conn = io.stdout}))
+    end)
+
+    it("names a coroutine", function()
+      assert.equal("braid: cannot transfer thread at value[1]", errof({coroutine.create(print)}))
+    end)
+
+    it("names a foreign C function", function()
+      assert.equal("braid: cannot transfer C function at value", errof(coroutine.wrap(print)))
+    end)
+
+    it("names a captured variable", function()
+      local db = io.stdout
+      assert.equal("braid: cannot transfer userdata at value upvalue 'db'",
+                   errof(function() return db end))
+      local t = {handler = function() return db end}
+      assert.equal("braid: cannot transfer userdata at value.handler upvalue 'db'", errof(t))
+    end)
+
+    it("quotes keys that are not names", function()
+      assert.equal('braid: cannot transfer userdata at value["a b"][1.5][true]',
+                   errof({["a b"] = {[1.5] = {[true] = io.stdout}}}))
+      assert.equal("braid: cannot transfer userdata at value.x (in a key)",
+                   errof({x = {[io.stdout] = 1}}))
+    end)
+
+    it("still works after a failed transfer", function()
+      errof({io.stdout})
+      assert.same({1, {2}}, roundtrip({1, {2}}))
+    end)
+  end)
+end)
