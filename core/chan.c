@@ -208,16 +208,20 @@ int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
 }
 
 int braid_chan_send_until(braid_chan_t *ch, braid_msg_t *m, int64_t deadline) {
+  int rc = braid_chan_try_send(ch, m);   /* fast path: no waiter needed */
+  if (rc != BRAID_EAGAIN) return rc;
   braid_case_t c = { .c_op = BRAID_OP_SEND, .c_obj = ch, .c_msg = m };
   braid_selres_t r;
-  int rc = braid_select_until(&c, 1, deadline, &r);
+  rc = braid_select_until(&c, 1, deadline, &r);
   return rc == 0 ? r.s_err : rc;
 }
 
 int braid_chan_recv_until(braid_chan_t *ch, braid_msg_t **out, int64_t deadline) {
+  int rc = braid_chan_try_recv(ch, out);  /* fast path: no waiter needed */
+  if (rc != BRAID_EAGAIN) return rc;
   braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
   braid_selres_t r;
-  int rc = braid_select_until(&c, 1, deadline, &r);
+  rc = braid_select_until(&c, 1, deadline, &r);
   *out = r.s_msg;
   return rc == 0 ? r.s_err : rc;
 }

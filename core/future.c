@@ -48,6 +48,9 @@ static void future_destroy(braid_obj_t *o) {
   free(f);
 }
 
+static void settle_locked(braid_future_t *f, braid_fstate_t state, braid_msg_t *msg,
+                          braid_wakelist_t *wl);
+
 static int state_err(int state) {
   switch (state) {
     case BRAID_FUTURE_RESOLVED: return 0;
@@ -73,13 +76,23 @@ int braid_future_settle(braid_future_t *f, braid_fstate_t state, braid_msg_t *ms
     return BRAID_EINVAL;
   }
   braid_wakelist_t wl = { NULL, NULL };
-  braid_wnode_t *n;
   braid_obj_lock(&f->f_obj);
   if (atomic_load_explicit(&f->f_state, memory_order_relaxed) != BRAID_FUTURE_PENDING) {
     braid_obj_unlock(&f->f_obj);
     braid_msg_release(msg);
     return BRAID_ESETTLED;
   }
+  settle_locked(f, state, msg, &wl);
+  braid_obj_unlock(&f->f_obj);
+  braid__wl_wake(&wl);
+  return 0;
+}
+
+/* Settles a pending future; called with o_mtx held.  The awaiters to wake
+ * are added to wl. */
+static void settle_locked(braid_future_t *f, braid_fstate_t state, braid_msg_t *msg,
+                          braid_wakelist_t *wl) {
+  braid_wnode_t *n;
   f->f_msg = msg;
   /* Release: a lock-free reader that sees the new state sees f_msg. */
   atomic_store_explicit(&f->f_state, state, memory_order_release);
@@ -88,11 +101,8 @@ int braid_future_settle(braid_future_t *f, braid_fstate_t state, braid_msg_t *ms
     if (msg) braid_msg_retain(msg);
     n->n_waiter->w_err = state_err(state);
     n->n_waiter->w_msg = msg;
-    braid__wl_add(&wl, n);
+    braid__wl_add(wl, n);
   }
-  braid_obj_unlock(&f->f_obj);
-  braid__wl_wake(&wl);
-  return 0;
 }
 
 int braid_future_cancel(braid_future_t *f) {
@@ -109,9 +119,11 @@ int braid_future_cancel(braid_future_t *f) {
     braid_obj_unlock(&f->f_obj);
     return 0;
   }
+  braid_wakelist_t wl = { NULL, NULL };
+  settle_locked(f, BRAID_FUTURE_CANCELLED, NULL, &wl);   /* no hook: nobody else will */
   braid_obj_unlock(&f->f_obj);
-  int rc = braid_future_settle(f, BRAID_FUTURE_CANCELLED, NULL);
-  return rc == BRAID_ESETTLED ? BRAID_ESETTLED : 0;
+  braid__wl_wake(&wl);
+  return 0;
 }
 
 bool braid_future_cancel_requested(braid_future_t *f) {

@@ -54,6 +54,12 @@ typedef struct order {
 } order_t;
 
 static int order_init(order_t *o, braid_case_t *cases, int n) {
+  if (n == 1) {                       /* nothing to shuffle or sort */
+    o->poll = o->small;
+    o->lock = o->small + SMALL;
+    o->poll[0] = o->lock[0] = 0;
+    return 0;
+  }
   if (n <= SMALL) {
     o->poll = o->small;
     o->lock = o->small + SMALL;

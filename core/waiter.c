@@ -8,12 +8,23 @@
  *   WOKEN    -> the waker has delivered its wake
  *
  * The waker exchanges the state to WOKEN; only if it was SLEEPING does it
- * take w_mtx and signal.  The waiter moves IDLE -> SLEEPING with a
- * compare-and-swap made while holding w_mtx, so a waker that sees SLEEPING
- * cannot signal before the waiter is inside pthread_cond_wait.  Spinning
- * first keeps the common rendezvous case free of system calls.
+ * make a system call.  On Linux the state word is itself a futex: the
+ * sleeper waits while it reads SLEEPING, the waker wakes the address.  A
+ * futex wake on memory that the woken thread has already freed is harmless
+ * (the kernel only hashes the address, and every futex user tolerates
+ * spurious wakes), which a condition variable inside the waiter would not
+ * allow: the signal would have to be sent under the waiter's mutex.
+ * Elsewhere the waiter moves IDLE -> SLEEPING with a compare-and-swap made
+ * while holding w_mtx, so a waker that sees SLEEPING cannot signal before
+ * the waiter is inside pthread_cond_wait.  Spinning first keeps the common
+ * rendezvous case free of system calls.
  */
 #include <time.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "clock.h"
 #include "err.h"
@@ -38,20 +49,43 @@ void braid_waiter_init(braid_waiter_t *w, braid_wake_fn wake, void *data) {
   w->w_wake = wake;
   w->w_data = data;
   atomic_init(&w->w_state, W_IDLE);
+#ifndef __linux__
   pthread_mutex_init(&w->w_mtx, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&w->w_cv, &ca);
   pthread_condattr_destroy(&ca);
+#endif
 }
 
 void braid_waiter_fini(braid_waiter_t *w) {
   braid_msg_release(w->w_msg);
   w->w_msg = NULL;
+#ifndef __linux__
   pthread_cond_destroy(&w->w_cv);
   pthread_mutex_destroy(&w->w_mtx);
+#endif
 }
+
+#ifdef __linux__
+/* Sleeps while *addr == val, until woken or the absolute CLOCK_MONOTONIC
+ * deadline passes (FUTEX_WAIT_BITSET takes an absolute monotonic time). */
+static void futex_wait(_Atomic int *addr, int val, int64_t deadline) {
+  struct timespec ts, *tp = NULL;
+  if (deadline != BRAID_FOREVER) {
+    ts.tv_sec = deadline / 1000000000;
+    ts.tv_nsec = deadline % 1000000000;
+    tp = &ts;
+  }
+  syscall(SYS_futex, (int *)addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val, tp, NULL,
+          FUTEX_BITSET_MATCH_ANY);
+}
+
+static void futex_wake(_Atomic int *addr) {
+  syscall(SYS_futex, (int *)addr, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}
+#endif
 
 void braid_waiter_rearm(braid_waiter_t *w) {
   w->w_err = 0;
@@ -67,13 +101,26 @@ void braid_waiter_wake(braid_waiter_t *w) {
     w->w_wake(w);
     return;
   }
+#ifndef __linux__
+  /* The sleeper reads the state only under w_mtx once it is SLEEPING, so
+   * it cannot return (and free w) before this signal is done. */
+  int idle = W_IDLE;
+  if (atomic_compare_exchange_strong_explicit(&w->w_state, &idle, W_WOKEN,
+                                              memory_order_acq_rel, memory_order_acquire))
+    return;
+  pthread_mutex_lock(&w->w_mtx);
+  atomic_store_explicit(&w->w_state, W_WOKEN, memory_order_release);
+  pthread_cond_signal(&w->w_cv);
+  pthread_mutex_unlock(&w->w_mtx);
+  return;
+#endif
   /* acq_rel: release publishes w_err/w_msg to the parked thread (paired with
    * its acquire loads of w_state); acquire orders the SLEEPING check. */
   int prev = atomic_exchange_explicit(&w->w_state, W_WOKEN, memory_order_acq_rel);
   if (prev == W_SLEEPING) {
-    pthread_mutex_lock(&w->w_mtx);
-    pthread_cond_signal(&w->w_cv);
-    pthread_mutex_unlock(&w->w_mtx);
+#ifdef __linux__
+    futex_wake(&w->w_state);          /* w may be gone already: see above */
+#endif
   }
 }
 
@@ -102,6 +149,24 @@ int braid_waiter_park_until(braid_waiter_t *w, int64_t deadline) {
       if ((i & 31) == 31 && braid_now_ns() > until) break;
     }
   }
+#ifdef __linux__
+  int idle = W_IDLE;
+  /* Acquire on failure: the state is WOKEN and the result is visible. */
+  if (!atomic_compare_exchange_strong_explicit(&w->w_state, &idle, W_SLEEPING,
+                                               memory_order_acq_rel, memory_order_acquire))
+    return 0;
+  while (atomic_load_explicit(&w->w_state, memory_order_acquire) == W_SLEEPING) {
+    if (deadline != BRAID_FOREVER && braid_now_ns() >= deadline) {
+      int sleeping = W_SLEEPING;
+      if (atomic_compare_exchange_strong_explicit(&w->w_state, &sleeping, W_IDLE,
+                                                  memory_order_acq_rel, memory_order_acquire))
+        return BRAID_ETIMEDOUT;
+      return 0;                       /* the wake arrived just now */
+    }
+    futex_wait(&w->w_state, W_SLEEPING, deadline);
+  }
+  return 0;
+#else
   struct timespec ts;
   if (deadline != BRAID_FOREVER) {
     ts.tv_sec = deadline / 1000000000;
@@ -129,6 +194,7 @@ int braid_waiter_park_until(braid_waiter_t *w, int64_t deadline) {
   }
   pthread_mutex_unlock(&w->w_mtx);
   return rc;
+#endif
 }
 
 /* --- queues (the caller holds the owner's o_mtx) --- */

@@ -56,9 +56,12 @@ struct braid_waiter {
                                error, owned by the waiter's side */
   braid_wake_fn w_wake;     /* immutable: NULL for OS-thread parking */
   void *w_data;             /* immutable: for w_wake (the runtime's task) */
-  _Atomic int w_state;      /* OS-thread park protocol (waiter.c) */
+  _Atomic int w_state;      /* OS-thread park protocol (waiter.c); on Linux
+                               also the futex the thread sleeps on */
+#ifndef __linux__
   pthread_mutex_t w_mtx;    /* Protects: sleeping on w_cv */
   pthread_cond_t w_cv;      /* signalled once, by the waker */
+#endif
 };
 
 /* A node per case, on the queue of one channel or future.  Lives in the
@@ -119,7 +122,7 @@ extern int braid_spin_iterations;
 
 /* The longest an OS thread spins before sleeping, in nanoseconds.  Spinning
  * pays only while the partner runs on another core at the same moment. */
-#define BRAID_SPIN_NS 20000
+#define BRAID_SPIN_NS 10000
 
 /* Queue operations; the caller holds the owner's o_mtx. */
 void braid__wq_push(braid_wqueue_t *q, braid_wnode_t *n);
