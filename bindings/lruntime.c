@@ -152,6 +152,7 @@ static struct runtime {
   _Atomic uint64_t epoch;     /* bumped by every wake, spawn and end */
   _Atomic uint64_t spawned, completed, failed, messages, next_id;
   _Atomic int interrupt;      /* braid_interrupt() was called */
+  _Atomic bool no_deadlock;   /* the deadlock check is off */
   _Atomic int bexit;          /* blocking threads still running at shutdown */
 } rt = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
@@ -899,7 +900,17 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   return complete(L, t, t->t_cases, n, &r, t->t_finish, t->t_what, NULL);
 }
 
+enum { TASK_SPIN_NS = 3000 };
+
+/* Whether w has no other task to run now (lock-free hints). */
+static bool worker_has_nothing_else(worker_t *w) {
+  return atomic_load_explicit(&w->wk_nready, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&w->wk_nnew, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&rt.ninj, memory_order_relaxed) == 0;
+}
+
 static bool deadlocked(void) {
+  if (atomic_load_explicit(&rt.no_deadlock, memory_order_relaxed)) return false;
   if (atomic_load_explicit(&rt.binflight, memory_order_seq_cst) > 0) return false;
   if (!rt.started) return true;         /* no task exists that could help */
   uint64_t e = atomic_load_explicit(&rt.epoch, memory_order_seq_cst);
@@ -941,8 +952,20 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       t->t_casecap = n;
     }
     memcpy(t->t_cases, cases, (size_t)n * sizeof *cases);
-    int rc = now_only ? braid_select_try(t->t_cases, n, &r)
-                      : braid_select_arm(t->t_cases, n, &t->t_waiter, &r);
+    int rc = BRAID_EAGAIN;
+    if (!now_only && n > 0 && worker_has_nothing_else(t->t_home)) {
+      /* Like Go's spinning M: with nothing else to run on this worker, a
+       * few microseconds of polling usually catch the partner on another
+       * core, and save the suspend/wake round trip. */
+      int64_t until = braid_now_ns() + TASK_SPIN_NS;
+      do {
+        rc = braid_select_try(t->t_cases, n, &r);
+      } while (rc == BRAID_EAGAIN && braid_now_ns() < until &&
+               worker_has_nothing_else(t->t_home));
+    }
+    if (rc == BRAID_EAGAIN)
+      rc = now_only ? braid_select_try(t->t_cases, n, &r)
+                    : braid_select_arm(t->t_cases, n, &t->t_waiter, &r);
     if (rc != BRAID_EAGAIN || now_only) {
       if (rc == BRAID_EAGAIN) {
         r.s_index = BRAID_W_TIMEOUT;
@@ -1397,4 +1420,35 @@ void braid__open_runtime(lua_State *L) {
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, "braid.runtime");
   }
+}
+
+/* ------------------------------------------------------------------------ */
+/* for the embedding API */
+
+int braid__rt_configure(int workers, double preempt_ms, int blocking_threads) {
+  pthread_mutex_lock(&rt.mtx);
+  if (rt.started) {
+    pthread_mutex_unlock(&rt.mtx);
+    return BRAID_EINVAL;
+  }
+  if (workers > 0) rt.nworkers = workers;
+  if (preempt_ms >= 1) rt.preempt_ms = preempt_ms;
+  if (blocking_threads > 0) rt.blocking_max = blocking_threads;
+  pthread_mutex_unlock(&rt.mtx);
+  return 0;
+}
+
+void braid__rt_stop(void) { rt_stop(); }
+
+void braid__rt_start(lua_State *L) {
+  if (!rt.started) rt_start(L);
+}
+
+void braid__rt_job(int delta) {
+  atomic_fetch_add_explicit(&rt.binflight, delta, memory_order_seq_cst);
+  atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
+}
+
+void braid__rt_set_deadlock_check(bool on) {
+  atomic_store_explicit(&rt.no_deadlock, !on, memory_order_relaxed);
 }

@@ -61,4 +61,19 @@ braid_msg_t *braid__pencode(lua_State *L, int idx, int n, const char *root);
 /* A message holding one float, made without a Lua state (timer threads). */
 braid_msg_t *braid__msg_number(double d);
 
+/* For the embedding API (include/braid.h).  Configure before the runtime
+ * starts (returns BRAID_EINVAL once started); stop it (cancels and joins
+ * everything; it may start again later). */
+int braid__rt_configure(int workers, double preempt_ms, int blocking_threads);
+void braid__rt_stop(void);
+/* Starts the runtime now if it is not running (L: a host state, for its
+ * package.path); raises on failure. */
+void braid__rt_start(lua_State *L);
+/* Jobs that run outside tasks (native calls): counted so that the deadlock
+ * check knows they may still complete something.  delta is +1 or -1. */
+void braid__rt_job(int delta);
+/* Turns the main thread's deadlock check on or off (a C host whose own
+ * threads feed channels turns it off). */
+void braid__rt_set_deadlock_check(bool on);
+
 #endif
