@@ -3,6 +3,8 @@
  * codec's wire format (lcodec.c documents it): for the timer thread
  * (braid.after, braid.ticker).
  */
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lbraid.h"
@@ -19,4 +21,27 @@ braid_msg_t *braid__msg_number(double d) {
   m->m_data[1] = C_T_FLT;
   memcpy(m->m_data + 2, &d, sizeof d);
   return m;
+}
+
+/* Reads a varint at *p (bounded by end); false when malformed. */
+static bool get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+  *v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*p >= end) return false;
+    unsigned b = *(*p)++;
+    *v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+const char *braid__msg_first_string(braid_msg_t *m, size_t *len) {
+  enum { C_T_STR = 6 };
+  if (m == NULL || (m->m_tag & 0xffffff00u) != C_MAGIC) return NULL;
+  const unsigned char *p = m->m_data, *end = m->m_data + m->m_len;
+  uint64_t n, l;
+  if (!get_varint(&p, end, &n) || n < 1 || p >= end || *p++ != C_T_STR) return NULL;
+  if (!get_varint(&p, end, &l) || l > (uint64_t)(end - p)) return NULL;
+  *len = (size_t)l;
+  return (const char *)p;
 }

@@ -273,7 +273,7 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
 
 static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
   size_t len = 0;
-  const char *s = err ? braid__msg_string(err, &len) : NULL;
+  const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   fprintf(stderr, "braid: a failed task's error was never observed (braid.future#%llu): %.*s\n",
           (unsigned long long)braid_future_id(f), s ? (int)len : 7, s ? s : "(error)");
   fflush(stderr);
@@ -1298,11 +1298,13 @@ static int l_cancelled(lua_State *L) {
 
 static int l_config(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  static const char *const keys[] = { "workers", "preempt_ms", "blocking_threads", NULL };
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING || luaL_checkoption(L, -1, NULL, keys) < 0) {}
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+    if (strcmp(k, "workers") && strcmp(k, "preempt_ms") && strcmp(k, "blocking_threads"))
+      return luaL_error(L, "braid: config: unknown option '%s' (workers, preempt_ms, "
+                           "blocking_threads)", k);
   }
   pthread_mutex_lock(&rt.mtx);
   bool started = rt.started;
