@@ -19,7 +19,7 @@ CMAKE_ARGS ?=
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean distclean
+.PHONY: all deps build test demo bench install clean distclean
 
 all: build
 
@@ -45,3 +45,7 @@ clean:
 
 distclean:
 	rm -rf build build-*/ build_*/
+
+# `make install [PREFIX=/usr/local]`; DESTDIR passes through the environment.
+install: build
+	$(CMAKE) --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX))

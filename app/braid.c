@@ -28,12 +28,12 @@
  * write(2), braid_interrupt(), and lua_sethook on the main state, which
  * lua.c itself relies on being callable asynchronously.
  *
- * The third SIGINT during one chunk restores the default action, so that a
- * main thread stuck where neither the hook nor braid can reach it (a long
- * C call) can still be killed.  lua.c does that on the second; braid waits
- * for one more because a parked braid call notices the flag only at its
- * next poll (some milliseconds), and a quick double press should not kill
- * a REPL session.
+ * A third SIGINT during one chunk kills the process (the second restores
+ * the default action), so that a main thread stuck where neither the hook
+ * nor braid can reach it (a long C call) can still be stopped.  lua.c kills
+ * on the second; braid allows one more because a parked braid call notices
+ * the flag only at its next poll (some milliseconds), and a quick double
+ * press should not end a REPL session.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,7 +51,7 @@
 #include "app.h"
 #include "braid.h"
 
-#define SIGINTS_TO_KILL 3
+#define SIGINTS_TO_KILL 3     /* during one chunk; lua.c: 2 */
 
 const char *app_progname = "braid";
 
@@ -160,7 +160,7 @@ static void setaction(int sig, void (*handler)(int), struct sigaction *old) {
 static void laction(int sig) {
   int saved_errno = errno;
   int n = atomic_fetch_add_explicit(&chunk_sigints, 1, memory_order_relaxed) + 1;
-  if (n >= SIGINTS_TO_KILL) {
+  if (n + 1 >= SIGINTS_TO_KILL) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -173,26 +173,10 @@ static void laction(int sig) {
   errno = saved_errno;
 }
 
-/* Consumes a braid interrupt that no blocking call took.  braid.h has no
- * call to clear the flag, so this makes a blocking call that cannot block:
- * a zero-timeout recv on a fresh channel returns "timeout" at once, or
- * raises "braid: interrupted" if the flag was up; either way the flag is
- * down afterwards. */
-static int drain_interrupt_k(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "braid") != LUA_TTABLE) return 0;
-  if (lua_getfield(L, -1, "chan") != LUA_TFUNCTION) return 0;
-  lua_call(L, 0, 1);           /* a fresh channel: never ready */
-  lua_getfield(L, -1, "recv");
-  lua_insert(L, -2);           /* recv, channel */
-  lua_pushinteger(L, 0);
-  lua_call(L, 2, 0);
-  return 0;
-}
-
+/* Forgets a braid interrupt that no blocking call took. */
 static void drain_interrupt(lua_State *L) {
-  lua_pushcfunction(L, drain_interrupt_k);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);  /* "braid: interrupted" */
+  (void)L;
+  braid_interrupt_clear();
 }
 
 int app_docall(lua_State *L, int narg, int nres) {

@@ -117,10 +117,10 @@ static int read_rl(const char *prompt, char **out) {
     };
     int r = poll(fds, fds[1].fd >= 0 ? 2 : 1, -1);
     if (app_prompt_take()) {         /* Ctrl-C: drop the line */
-      FILE *out = rl_outstream ? rl_outstream : stdout;
+      FILE *term = rl_outstream ? rl_outstream : stdout;
       rl_echo_signal_char(SIGINT);   /* "^C" after the text, as bash shows it */
-      fputc('\n', out);
-      fflush(out);
+      fputc('\n', term);
+      fflush(term);
       rl_free_line_state();
       rl_callback_sigcleanup();
       rl_replace_line("", 0);        /* the next prompt starts empty */
@@ -222,6 +222,10 @@ static int complete_k(lua_State *L) {
       }
     addfields(L, "", 0, text, 0);
     return 1;                        /* the result is on top again */
+  }
+  if (sep - 1 == text) {             /* ".x" or ":x": after an expression */
+    lua_settop(L, 2);                /* that we will not evaluate */
+    return 1;
   }
   /* "a.b.c:pa": look a, b, c up from the globals, then complete "pa". */
   for (const char *p = text; p < sep - 1;) {

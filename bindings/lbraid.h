@@ -17,7 +17,7 @@
 #include "msg.h"
 #include "refcnt.h"
 
-#define BRAID_VERSION "0.1.0"
+#include "braid.h"               /* BRAID_VERSION */
 
 /* The userdata block of every handle. */
 typedef struct braid_handle {

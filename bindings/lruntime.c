@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,7 @@ static _Thread_local worker_t *tls_worker;    /* this thread's worker, if any */
 static _Thread_local task_t *tls_task;        /* the task being resumed here */
 
 static void preempt_hook(lua_State *L, lua_Debug *ar);
+static void block_signals(void);
 
 /* ------------------------------------------------------------------------ */
 /* helpers */
@@ -611,6 +613,7 @@ static void run_task(worker_t *w, task_t *t) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   tls_worker = w;
+  block_signals();
   for (;;) {
     task_t *t = next_task(w);
     if (t) {
@@ -643,6 +646,7 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
 
 static void *monitor_main(void *arg) {
   (void)arg;
+  block_signals();
   int64_t slice = (int64_t)(rt.preempt_ms * 1e6);
   int64_t tick = slice / 2 > 1000000 ? slice / 2 : 1000000;
   pthread_mutex_lock(&rt.mtx);
@@ -1049,6 +1053,18 @@ void braid_interrupt(void) {
   atomic_store_explicit(&rt.interrupt, 1, memory_order_release);
 }
 
+void braid_interrupt_clear(void) {
+  atomic_store_explicit(&rt.interrupt, 0, memory_order_release);
+}
+
+/* Runtime threads take no signals: SIGINT must reach the main thread (the
+ * REPL's handler, EINTR in its reads). */
+static void block_signals(void) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* the blocking pool */
 
@@ -1057,6 +1073,7 @@ static _Thread_local bool tls_pool_thread;
 static void *pool_main(void *arg) {
   (void)arg;
   tls_pool_thread = true;
+  block_signals();
   lua_State *L = NULL;
   pthread_mutex_lock(&rt.mtx);
   L = new_private_state();

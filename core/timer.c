@@ -11,6 +11,7 @@
  * callback runs so that cancel can wait for it (q_done is broadcast after
  * every callback).
  */
+#include <signal.h>
 #include <stdlib.h>
 
 #include "clock.h"
@@ -77,6 +78,10 @@ static void heap_remove(braid_timerq_t *q, braid_timer_t *t) {
 
 static void *timer_thread(void *arg) {
   braid_timerq_t *q = arg;
+  /* Signals are for the application's threads, not this one. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
   pthread_mutex_lock(&q->q_mtx);
   while (!q->q_stop) {
     if (q->q_len == 0) {

@@ -15,7 +15,8 @@
 extern "C" {
 #endif
 
-#define BRAID_VERSION_STRING "braid 0.1.0"
+#define BRAID_VERSION "0.1.0"
+#define BRAID_VERSION_STRING "braid " BRAID_VERSION
 
 /* Opens the braid module into L: pushes the module table (as require does)
  * and returns 1.  The first call starts the runtime (worker threads);
@@ -28,6 +29,10 @@ int luaopen_braid(lua_State *L);
  * "braid: interrupted".  Async-signal-safe: it only sets a flag, so a SIGINT
  * handler may call it. */
 void braid_interrupt(void);
+
+/* Forgets an interrupt that no blocking call has taken yet (the REPL calls
+ * it before each new line, after Ctrl-C stopped computing code instead). */
+void braid_interrupt_clear(void);
 
 #ifdef __cplusplus
 }

@@ -160,9 +160,23 @@ def main():
     check(r.expect(r"\nstill here\n") is not None, "state survives the error", r)
     r.expect(PROMPT)
 
+    # Tab completes names: globals, then fields after '.'.
+    r.send("string.fo\t")
+    time.sleep(0.2)
+    r.line("('%d+%s', 4, 'x')")
+    check(r.expect(r"\n4\+x\n> $") is not None,
+          "Tab completes string.fo to string.format", r)
+
     r.line("require('braid') == braid")
     check(r.expect(r"\ntrue\n> $") is not None,
           "braid is a global and require returns it", r)
+
+    # Deadlock detection instead of a hang (before any task exists: a
+    # sleeping task could still send).
+    r.line("braid.chan():recv()")
+    check(r.expect(r"deadlock", timeout=5) is not None,
+          "recv on a channel nobody can send to reports a deadlock", r)
+    r.expect(PROMPT)
 
     # Ctrl-C while the main thread is blocked in a braid call.
     r.line("braid.sleep(100)")
@@ -177,6 +191,18 @@ def main():
           "the prompt comes back after the interrupt", r)
     r.line("=40+2")
     check(r.expect(r"\n42\n> $") is not None, "the session goes on after Ctrl-C", r)
+
+    # The same for recv on an empty channel that a live task could still
+    # send to (so no deadlock), and for await on a pending future.
+    for what, stmt in (
+            ("recv", "c = braid.chan(); braid.go(function() braid.sleep(60); c:send(1) end); c:recv()"),
+            ("await", "f = braid.go(function() braid.sleep(60) end); f:await()")):
+        r.line(stmt)
+        time.sleep(0.5)
+        r.send("\x03")
+        ok = r.expect(r"braid: interrupted", timeout=5) is not None
+        ok = ok and r.expect(PROMPT, timeout=5) is not None
+        check(ok, "Ctrl-C interrupts a blocked %s and the prompt comes back" % what, r)
 
     # Ctrl-C while Lua code computes: lua5.4's "interrupted!".
     r.line("while true do end")
@@ -208,12 +234,6 @@ def main():
     check(r.expect(r"\n8\n> $", timeout=5) is not None,
           "Ctrl-C at >> abandons the unfinished statement", r)
 
-    # Deadlock detection instead of a hang.
-    r.line("braid.chan():recv()")
-    check(r.expect(r"deadlock", timeout=5) is not None,
-          "recv on a channel nobody can send to reports a deadlock", r)
-    r.expect(PROMPT)
-
     # Tables of records print as aligned tables.
     r.line("{{id=1, name='a', state='x'}, {id=22, name='bbb', state='y'}}")
     ok = r.expect(r"\nid  name  state\n--  ----  -----\n 1  a     x\n22  bbb   y\n\(2 rows\)\n") is not None
@@ -224,7 +244,7 @@ def main():
     r.line("f = braid.spawn({name = 'sleeper'}, function() braid.sleep(30) end)")
     r.expect(PROMPT)
     r.line("braid.sleep(0.2); return braid.tasks()")
-    ok = r.expect(r"\nid +name +state +waiting_on *\n[- ]+\n *\d+ +sleeper +sleeping +sleep *\n\(1 row\)") is not None
+    ok = r.expect(r"\nid +name +state +waiting_on *\n[- ]+\n(.*\n)* *\d+ +sleeper +sleeping +sleep *\n(.*\n)*\(\d+ rows?\)") is not None
     check(ok, "braid.tasks() prints as a table (a sleeping task)", r)
     r.expect(PROMPT)
 
