@@ -15,8 +15,9 @@
  * size is known up front and it is written straight into the message.
  *
  * Wire format.  m_tag is CODEC_MAGIC | flags (F_REFS: the message holds
- * shared objects).  m_data is a varint count of values, then one record
- * per value.  A record is a tag byte, then:
+ * shared objects; F_DEEP: it nests deeper than the decoder's local
+ * frames).  m_data is a varint count of values, then one record per
+ * value.  A record is a tag byte, then:
  *
  *   T_NIL, T_FALSE, T_TRUE     nothing
  *   T_INT, T_FLT               8 raw bytes (host order: messages never
@@ -63,14 +64,16 @@
  * Elsewhere an upvalue reads `value.handler upvalue 'db'`.  A failure inside
  * a table key reads `value.t (in a key)`.
  *
- * Limits and trust.  Tables and functions nest at most MAXDEPTH (1000)
- * deep: both walks recurse on the C stack.  A deeper value (a linked list
- * of more than 1000 nodes sent from its head) raises "braid: cannot
- * transfer table at <path> (nested deeper than 1000 levels)".  The decoder
- * bounds-checks every read and raises "braid: corrupt message" for a
- * truncated or malformed message, but it cannot verify the bytecode inside
- * a T_FUNC record (Lua has no verifier): messages are only ever built by
- * this encoder, in this process.
+ * Limits and trust.  Neither walk recurses on the C stack: each keeps its
+ * own stack of open tables and functions (the encoder's in the scratch, the
+ * decoder's on the C stack up to DEC_LOCAL_FRAMES and then in a userdata),
+ * so nesting is bounded by the Lua stack (two slots per level, about
+ * LUAI_MAXSTACK / 2 levels); deeper raises "braid: cannot transfer table
+ * at <path> (nested too deep)".  The decoder bounds-checks every read and
+ * raises "braid: corrupt message" for a truncated or malformed message,
+ * but it cannot verify the bytecode inside a T_FUNC record (Lua has no
+ * verifier): messages are only ever built by this encoder, in this
+ * process.
  *
  * Re-entrancy.  No Lua code runs during an encode, except a finalizer
  * called from an allocation or a metamethod reached through
@@ -112,6 +115,7 @@ NORETURN static void codec_raise(lua_State *L, const char *fmt, ...) {
 #define CODEC_MAGIC 0x62726400u   /* "brd" + one byte of flags */
 #define CODEC_MAGIC_MASK 0xffffff00u
 #define F_REFS 0x01u              /* m_tag: some object has F_SHARED */
+#define F_DEEP 0x02u              /* m_tag: nesting deeper than DEC_LOCAL_FRAMES */
 
 /* The values are part of the format: lcodec_c.c builds messages without
  * a lua_State (CODEC_MAGIC, a count of 1, T_FLT = 5).  Append, never
@@ -123,17 +127,15 @@ enum {
 };
 #define F_SHARED 0x80u            /* on a T_TABLE/T_FUNC/T_HANDLE tag byte */
 
-/* Nesting of tables and functions (cjson's default).  Bounds the C stack
- * of the recursive walks on both sides. */
-#define MAXDEPTH 1000
-
 /* Scratch memory above these sizes is freed after an encode instead of
  * being kept for the next one. */
 #define KEEP_BUF (1024 * 1024)
 #define KEEP_SEEN 4096
 #define KEEP_HANDLES 1024
+#define KEEP_FRAMES 1024
 
 #define SMALL_SEEN 8              /* linear scan up to this many objects */
+#define DEC_LOCAL_FRAMES 32       /* decoder frames on the C stack */
 
 /* ------------------------------------------------------------------------ */
 /* Per-state scratch and the module map                                      */
@@ -150,13 +152,26 @@ typedef struct seen {
 
 enum { PF_INDEX, PF_KEY, PF_INKEY, PF_UPVAL };
 
-/* Where the walk is inside one open table or function (for error paths). */
-typedef struct pframe {
-  int pf_kind;                  /* PF_* */
-  int pf_sidx;                  /* PF_KEY: stack index of the key */
+/* An open table or function of the encoder's walk (the walk keeps its own
+ * stack of these instead of recursing, so nesting is bounded by the Lua
+ * stack, not the C stack).  The pf_ fields say where the child being
+ * encoded sits, for error paths. */
+typedef struct eframe {
+  int ef_func;                  /* a function (else a table) */
+  int ef_obj;                   /* stack index of the table or function */
+  int ef_k;                     /* table: key slot (value at ef_k + 1);
+                                   function: slot of the current upvalue */
+  int ef_valnext;               /* table: the key is done, the value is next */
+  int ef_inarray;               /* table: keys have run 1, 2, 3, ... so far */
+  uint32_t ef_narr, ef_nhash;   /* table: counts written so far */
+  uint32_t ef_ord;              /* function: its ordinal */
+  int ef_up;                    /* function: current upvalue number */
+  size_t ef_off;                /* offset of the tag byte in the buffer */
+  size_t ef_nupoff;             /* function: offset of its u8 nups */
+  int pf_kind;                  /* PF_*: what the child is */
   lua_Integer pf_i;             /* PF_INDEX: the index */
   const char *pf_name;          /* PF_UPVAL: the upvalue's name */
-} pframe_t;
+} eframe_t;
 
 typedef struct scratch {
   unsigned char *s_buf;         /* records being built */
@@ -169,7 +184,8 @@ typedef struct scratch {
   seen_t *s_hash;               /* open addressing, power-of-2 size */
   size_t s_hashcap, s_hcount;
   uint32_t s_gen;               /* bumped per encode: clears s_hash in O(1) */
-  pframe_t *s_frames;           /* MAXDEPTH entries, allocated on first use */
+  eframe_t *s_frames;           /* the walk's open tables and functions */
+  size_t s_fcap;
 } scratch_t;
 
 /* An entry of the module map. */
@@ -257,7 +273,8 @@ typedef struct enc {
   const char *root;
   int n;                        /* values encoded */
   int ival;                     /* 1-based value being encoded */
-  int depth;                    /* open tables and functions */
+  int depth;                    /* open tables and functions (s_frames) */
+  int maxdepth;                 /* deepest nesting met */
   uint32_t nobj;                /* objects given an ordinal so far */
   unsigned flags;               /* m_tag flags */
   int rebuilt;                  /* the module map was rebuilt in this encode */
@@ -297,7 +314,7 @@ static void add_quoted(luaL_Buffer *b, const char *s, size_t len) {
   luaL_addstring(b, "\"]");
 }
 
-static void add_frame(enc_t *e, luaL_Buffer *b, const pframe_t *f, int empty) {
+static void add_frame(enc_t *e, luaL_Buffer *b, const eframe_t *f, int empty) {
   lua_State *L = e->L;
   char tmp[64];
   switch (f->pf_kind) {
@@ -312,7 +329,7 @@ static void add_frame(enc_t *e, luaL_Buffer *b, const pframe_t *f, int empty) {
       luaL_addchar(b, '\'');
       break;
     case PF_KEY: {
-      int k = f->pf_sidx;
+      int k = f->ef_k;
       switch (lua_type(L, k)) {
         case LUA_TSTRING: {
           size_t len;
@@ -356,11 +373,11 @@ static void push_path(enc_t *e) {
   } else {
     luaL_addstring(&b, e->root);
   }
-  /* A path as deep as MAXDEPTH would make a huge message: elide the middle. */
+  /* A deep path would make a huge message: elide the middle. */
   for (int i = 0; i < e->depth; i++) {
-    const pframe_t *f = &e->s->s_frames[i];
+    const eframe_t *f = &e->s->s_frames[i];
     if (e->depth > 24 && i == 12) {
-      luaL_addstring(&b, "...");
+      luaL_addstring(&b, "[...]");
       i = e->depth - 12;
       f = &e->s->s_frames[i];
     }
@@ -604,8 +621,9 @@ static int mod_rebuild(lua_State *L) {
       lua_setfield(L, -2, "__newindex");
       lua_setmetatable(L, 3);
     } else {
-      lua_pop(L, 1);  /* ours from an earlier build, or someone else's: then
-                         loads are noticed by C function misses only */
+      /* Already set: ours from an earlier build, or someone else's, and
+       * then only C function misses notice new modules. */
+      lua_pop(L, 1);
     }
     lua_pushnil(L);
     while (lua_next(L, 3)) {                          /* 4: name, 5: value */
@@ -703,63 +721,37 @@ static void put_ref(enc_t *e, const seen_t *sn) {
   e->s->s_len = (size_t)(w - e->s->s_buf);
 }
 
-static void enter(enc_t *e, const char *what) {
-  if (e->depth >= MAXDEPTH) fail_transfer(e, what, " (nested deeper than 1000 levels)");
-  if (!lua_checkstack(e->L, 6)) fail_nomem(e);
-  if (e->s->s_frames == NULL) {
-    e->s->s_frames = malloc(MAXDEPTH * sizeof *e->s->s_frames);
-    if (e->s->s_frames == NULL) fail_nomem(e);
+/* Pushes a frame for a table or function at obj; returns it.  Fails when the
+ * Lua stack cannot grow (nesting of about LUAI_MAXSTACK / 2 levels). */
+static eframe_t *push_frame(enc_t *e, int obj, const char *what) {
+  scratch_t *s = e->s;
+  if (!lua_checkstack(e->L, 4)) fail_transfer(e, what, " (nested too deep)");
+  if ((size_t)e->depth == s->s_fcap) {
+    size_t cap = s->s_fcap ? s->s_fcap * 2 : 32;
+    eframe_t *nf = realloc(s->s_frames, cap * sizeof *nf);
+    if (nf == NULL) fail_nomem(e);
+    s->s_frames = nf;
+    s->s_fcap = cap;
   }
+  eframe_t *f = &s->s_frames[e->depth++];
+  if (e->depth > e->maxdepth) e->maxdepth = e->depth;
+  f->ef_obj = obj;
+  f->ef_k = lua_gettop(e->L) + 1;
+  f->ef_off = s->s_len;
+  return f;
 }
 
-static void enc_value(enc_t *e, int idx, int t);
-
-/* One lua_next pass.  Lua visits the array part first, in index order, so
- * while the keys run 1, 2, 3, ... the values go to the array section; from
- * the first other key on (a hole, a string key, ...) every entry is a
- * key/value pair.  A table whose array lives in its hash part is sent as
- * pairs only, which decodes to the same table. */
-static void enc_table(enc_t *e, int t, const void *p) {
-  lua_State *L = e->L;
-  enter(e, "table");
-  size_t off = e->s->s_len;
-  seen_add(e, p, e->nobj++, 0, off);
+static void open_table(enc_t *e, int t, const void *p) {
+  eframe_t *f = push_frame(e, t, "table");
+  seen_add(e, p, e->nobj++, 0, f->ef_off);
+  f->ef_func = 0;
+  f->ef_valnext = 0;
+  f->ef_inarray = 1;
+  f->ef_narr = f->ef_nhash = 0;
   unsigned char *w = reserve(e, 9);
   w[0] = T_TABLE;
   e->s->s_len += 9;                                   /* tag, u32 narr, u32 nhash */
-  pframe_t *f = &e->s->s_frames[e->depth++];
-  uint32_t narr = 0, nhash = 0;
-  int inarray = 1;
-  int k = lua_gettop(L) + 1, v = k + 1;
-  lua_pushnil(L);
-  while (lua_next(L, t)) {                            /* key at k, value at v */
-    int kt = lua_type(L, k);
-    if (inarray) {
-      int isint = 0;
-      lua_Integer i = kt == LUA_TNUMBER ? lua_tointegerx(L, k, &isint) : 0;
-      /* An integral float key is an integer key in Lua 5.4, so isint is
-       * exact; lua_tointegerx is not called on strings, which it converts. */
-      if (isint && i == (lua_Integer)narr + 1) {
-        f->pf_kind = PF_INDEX;
-        f->pf_i = i;
-        enc_value(e, v, lua_type(L, v));
-        lua_settop(L, k);                             /* keep the key */
-        if (++narr == UINT32_MAX) fail_nomem(e);
-        continue;
-      }
-      inarray = 0;
-    }
-    f->pf_kind = PF_INKEY;
-    enc_value(e, k, kt);
-    f->pf_kind = PF_KEY;
-    f->pf_sidx = k;
-    enc_value(e, v, lua_type(L, v));
-    lua_settop(L, k);                                 /* keep the key */
-    if (++nhash == UINT32_MAX) fail_nomem(e);
-  }
-  e->depth--;
-  memcpy(e->s->s_buf + off + 1, &narr, 4);
-  memcpy(e->s->s_buf + off + 5, &nhash, 4);
+  lua_pushnil(e->L);                                  /* the key slot, at ef_k */
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
@@ -781,10 +773,10 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   return 0;
 }
 
-static void enc_lfunction(enc_t *e, int fi, const void *p) {
+static void open_function(enc_t *e, int fi, const void *p) {
   lua_State *L = e->L;
-  enter(e, "function");
-  size_t off = e->s->s_len;
+  eframe_t *f = push_frame(e, fi, "function");
+  size_t off = f->ef_off;
   uint32_t ord = e->nobj++;
   seen_add(e, p, ord, 0, off);
   unsigned char *w = reserve(e, 5);
@@ -798,43 +790,19 @@ static void enc_lfunction(enc_t *e, int fi, const void *p) {
   if (dlen > UINT32_MAX) fail_nomem(e);
   uint32_t d32 = (uint32_t)dlen;
   memcpy(e->s->s_buf + off + 1, &d32, 4);
-  size_t nupoff = e->s->s_len;
   reserve(e, 1);
-  e->s->s_len++;                                      /* u8 nups, patched below */
-  pframe_t *f = &e->s->s_frames[e->depth++];
+  f = &e->s->s_frames[e->depth - 1];
+  f->ef_nupoff = e->s->s_len++;                       /* u8 nups, patched when done */
+  f->ef_func = 1;
+  f->ef_ord = ord;
+  f->ef_up = 0;
   f->pf_kind = PF_UPVAL;
-  int i;
-  const char *name;
-  for (i = 1; (name = lua_getupvalue(L, fi, i)) != NULL; i++) {  /* pushes it */
-    if (name[0] == '_' && strcmp(name, "_ENV") == 0) {
-      w = reserve(e, 1);
-      *w = T_ENV;
-      e->s->s_len++;
-    } else {
-      void *id = lua_upvalueid(L, fi, i);
-      seen_t *sn = seen_find(e->s, id);
-      if (sn) {                                       /* shared with a function met before */
-        e->s->s_buf[sn->sn_off] |= F_SHARED;
-        e->flags |= F_REFS;
-        w = reserve(e, 21);
-        *w++ = T_UPREF;
-        w = put_varint(w, sn->sn_ord);
-        w = put_varint(w, sn->sn_up);
-        e->s->s_len = (size_t)(w - e->s->s_buf);
-      } else {
-        seen_add(e, id, ord, (uint32_t)i, off);
-        f->pf_name = name;
-        enc_value(e, lua_gettop(L), lua_type(L, -1));
-      }
-    }
-    lua_pop(L, 1);
-  }
-  e->depth--;
-  e->s->s_buf[nupoff] = (unsigned char)(i - 1);       /* MAXUPVAL is 255 */
 }
 
-/* Encodes the value at idx, whose Lua type is t. */
-static void enc_value(enc_t *e, int idx, int t) {
+/* Encodes the value at idx, whose Lua type is t.  A scalar, a reference, a
+ * module or a handle is written at once (returns 0); a new table or Lua
+ * function gets a frame whose children step() encodes (returns 1). */
+static int enc_value(enc_t *e, int idx, int t) {
   lua_State *L = e->L;
   switch (t) {
     case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: {
@@ -843,16 +811,16 @@ static void enc_value(enc_t *e, int idx, int t) {
       unsigned char *w = reserve(e, n);
       put_scalar(&sc, w);
       e->s->s_len += n;
-      return;
+      return 0;
     }
     case LUA_TTABLE: {
       const void *p = lua_topointer(L, idx);
       const modent_t *me = mod_find(e, p, 0);
-      if (me) { put_module(e, me); return; }
+      if (me) { put_module(e, me); return 0; }
       const seen_t *sn = seen_find(e->s, p);
-      if (sn) { put_ref(e, sn); return; }
-      enc_table(e, idx, p);
-      return;
+      if (sn) { put_ref(e, sn); return 0; }
+      open_table(e, idx, p);
+      return 1;
     }
     case LUA_TFUNCTION: {
       const void *p = lua_topointer(L, idx);
@@ -860,19 +828,19 @@ static void enc_value(enc_t *e, int idx, int t) {
         const modent_t *me = mod_find(e, p, 1);
         if (me == NULL) fail_transfer(e, "C function", "");
         put_module(e, me);
-        return;
+        return 0;
       }
       const seen_t *sn = seen_find(e->s, p);
-      if (sn) { put_ref(e, sn); return; }
-      enc_lfunction(e, idx, p);
-      return;
+      if (sn) { put_ref(e, sn); return 0; }
+      open_function(e, idx, p);
+      return 1;
     }
     case LUA_TUSERDATA: {
       braid_obj_t *o = braid__tohandle(L, idx);
       if (o == NULL) break;
       const void *p = lua_topointer(L, idx);
       const seen_t *sn = seen_find(e->s, p);
-      if (sn) { put_ref(e, sn); return; }
+      if (sn) { put_ref(e, sn); return 0; }
       scratch_t *s = e->s;
       if (s->s_nh == s->s_hcap) {
         size_t cap = s->s_hcap ? s->s_hcap * 2 : 8;
@@ -887,12 +855,102 @@ static void enc_value(enc_t *e, int idx, int t) {
       w = put_varint(w, s->s_nh);
       s->s_len = (size_t)(w - s->s_buf);
       s->s_hv[s->s_nh++] = o;                         /* borrowed until the end */
-      return;
+      return 0;
     }
     default:
       break;
   }
   fail_transfer(e, luaL_typename(L, idx), "");
+}
+
+/* Encodes the next child of the innermost open table or function, or
+ * closes it when it has none left.  Frame pointers are re-read after
+ * enc_value, which may grow the frame array. */
+static void step(enc_t *e) {
+  lua_State *L = e->L;
+  eframe_t *f = &e->s->s_frames[e->depth - 1];
+  if (!f->ef_func) {
+    /* Tables: one lua_next pass.  Lua visits the array part first, in index
+     * order, so while the keys run 1, 2, 3, ... the values go to the array
+     * section; from the first other key on (a hole, a string key, ...)
+     * every entry is a key/value pair.  A table whose array lives in its
+     * hash part is sent as pairs only, which decodes to the same table. */
+    int k = f->ef_k;
+    if (f->ef_valnext) {                              /* the key was a table or function */
+      f->ef_valnext = 0;
+      f->pf_kind = PF_KEY;
+      if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+      f = &e->s->s_frames[e->depth - 1];
+    }
+    for (;;) {
+      lua_settop(L, k);                               /* keep the key */
+      if (!lua_next(L, f->ef_obj)) {                  /* done; the key is popped */
+        memcpy(e->s->s_buf + f->ef_off + 1, &f->ef_narr, 4);
+        memcpy(e->s->s_buf + f->ef_off + 5, &f->ef_nhash, 4);
+        e->depth--;
+        return;
+      }
+      int kt = lua_type(L, k);
+      if (f->ef_inarray) {
+        int isint = 0;
+        lua_Integer i = kt == LUA_TNUMBER ? lua_tointegerx(L, k, &isint) : 0;
+        /* An integral float key is an integer key in Lua 5.4, so isint is
+         * exact; lua_tointegerx is not called on strings, which it converts. */
+        if (isint && i == (lua_Integer)f->ef_narr + 1) {
+          if (++f->ef_narr == UINT32_MAX) fail_nomem(e);
+          f->pf_kind = PF_INDEX;
+          f->pf_i = i;
+          if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+          f = &e->s->s_frames[e->depth - 1];
+          continue;
+        }
+        f->ef_inarray = 0;
+      }
+      if (++f->ef_nhash == UINT32_MAX) fail_nomem(e);
+      f->pf_kind = PF_INKEY;
+      if (enc_value(e, k, kt)) {
+        e->s->s_frames[e->depth - 2].ef_valnext = 1;  /* the value after the key */
+        return;
+      }
+      f = &e->s->s_frames[e->depth - 1];
+      f->pf_kind = PF_KEY;
+      if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+      f = &e->s->s_frames[e->depth - 1];
+    }
+  }
+  /* Functions: the upvalues in order; _ENV is not sent. */
+  for (;;) {
+    lua_settop(L, f->ef_k - 1);                       /* the previous upvalue */
+    int i = ++f->ef_up;
+    const char *name = lua_getupvalue(L, f->ef_obj, i);  /* pushes it at ef_k */
+    if (name == NULL) {
+      e->s->s_buf[f->ef_nupoff] = (unsigned char)(i - 1);  /* MAXUPVAL is 255 */
+      e->depth--;
+      return;
+    }
+    if (name[0] == '_' && strcmp(name, "_ENV") == 0) {
+      unsigned char *w = reserve(e, 1);
+      *w = T_ENV;
+      e->s->s_len++;
+      continue;
+    }
+    void *id = lua_upvalueid(L, f->ef_obj, i);
+    seen_t *sn = seen_find(e->s, id);
+    if (sn) {                                         /* shared with a function met before */
+      e->s->s_buf[sn->sn_off] |= F_SHARED;
+      e->flags |= F_REFS;
+      unsigned char *w = reserve(e, 21);
+      *w++ = T_UPREF;
+      w = put_varint(w, sn->sn_ord);
+      w = put_varint(w, sn->sn_up);
+      e->s->s_len = (size_t)(w - e->s->s_buf);
+      continue;
+    }
+    seen_add(e, id, f->ef_ord, (uint32_t)i, f->ef_off);
+    f->pf_name = name;
+    if (enc_value(e, f->ef_k, lua_type(L, f->ef_k))) return;
+    f = &e->s->s_frames[e->depth - 1];
+  }
 }
 
 /* Encodes n <= 8 scalars at idx.. straight into a message; NULL when one
@@ -924,7 +982,7 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
   }
   if (!lua_checkstack(L, 16)) codec_raise(L, "braid: stack overflow while encoding");
   cstate_t *cs = getcstate(L);
-  enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0 };
+  enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0, 0 };
   int top = lua_gettop(L);
   if (cs->cs_busy) {
     /* Another encode on this state is in progress (we run in a finalizer
@@ -955,8 +1013,10 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
   s->s_len = (size_t)(put_varint(w, (uint64_t)n) - s->s_buf);
   for (int i = 0; i < n; i++) {
     e.ival = i + 1;
-    enc_value(&e, idx + i, lua_type(L, idx + i));
+    if (enc_value(&e, idx + i, lua_type(L, idx + i)))
+      while (e.depth > 0) step(&e);
   }
+  if (e.maxdepth > DEC_LOCAL_FRAMES) e.flags |= F_DEEP;
   braid_msg_t *m = braid_msg_alloc(s->s_len, s->s_nh);
   if (m == NULL) fail_nomem(&e);
   memcpy(m->m_data, s->s_buf, s->s_len);
@@ -971,6 +1031,7 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
     free(s->s_hash); s->s_hash = NULL; s->s_hashcap = 0; s->s_usehash = 0;
   }
   if (s->s_hcap > KEEP_HANDLES) { free(s->s_hv); s->s_hv = NULL; s->s_hcap = 0; }
+  if (s->s_fcap > KEEP_FRAMES) { free(s->s_frames); s->s_frames = NULL; s->s_fcap = 0; }
   s->s_nh = 0;
   if (e.busy) *e.busy = 0;
   lua_settop(L, top);
@@ -980,12 +1041,28 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
 /* ------------------------------------------------------------------------ */
 /* Decoder                                                                   */
 
+/* An open table or function of the decoder (which, like the encoder,
+ * keeps its own stack instead of recursing). */
+typedef struct dframe {
+  int df_func;                  /* a function (else a table) */
+  int df_obj;                   /* stack index of the table or function */
+  uint32_t df_arr;              /* table: array values still to come */
+  uint32_t df_hash;             /* table: pairs still to come */
+  uint32_t df_i;                /* table: index of the next array value */
+  int df_valnext;               /* table: a key is on the stack, its value next */
+  unsigned df_up, df_nups;      /* function: upvalues set so far, and in all */
+} dframe_t;
+
 typedef struct dec {
   lua_State *L;
   braid_msg_t *m;
   const unsigned char *p, *end;
-  int refs;                     /* stack index of the refs table, or 0 */
+  int aux;                      /* stack index of the aux table, or 0: shared
+                                   objects at [ord + 1], deep frames at [0] */
   uint32_t nobj;                /* objects met so far */
+  dframe_t *frames;             /* DEC_LOCAL_FRAMES on the C stack, then a
+                                   userdata held by the aux table */
+  size_t fcap;
   int depth;
 } dec_t;
 
@@ -1029,26 +1106,20 @@ static inline uint32_t rd_u32(dec_t *d) {
   return v;
 }
 
-static unsigned dec_value(dec_t *d);
-
-static void dec_enter(dec_t *d) {
-  if (++d->depth > MAXDEPTH || !lua_checkstack(d->L, 8)) corrupt(d);
-}
-
 /* Gives the new object at the top its ordinal; keeps it when shared. */
 static void dec_register(dec_t *d, unsigned tag) {
   uint32_t ord = d->nobj++;
   if (tag & F_SHARED) {
-    if (d->refs == 0) corrupt(d);
+    if (d->aux == 0) corrupt(d);
     lua_pushvalue(d->L, -1);
-    lua_rawseti(d->L, d->refs, (lua_Integer)ord + 1);
+    lua_rawseti(d->L, d->aux, (lua_Integer)ord + 1);
   }
 }
 
-/* Pushes refs[ord] (an object met before) and returns its type. */
+/* Pushes the object of ordinal ord (met before) and returns its type. */
 static int dec_getref(dec_t *d, uint64_t ord) {
-  if (d->refs == 0 || ord >= d->nobj) corrupt(d);
-  int t = lua_rawgeti(d->L, d->refs, (lua_Integer)ord + 1);
+  if (d->aux == 0 || ord >= d->nobj) corrupt(d);
+  int t = lua_rawgeti(d->L, d->aux, (lua_Integer)ord + 1);
   if (t == LUA_TNIL) corrupt(d);
   return t;
 }
@@ -1086,6 +1157,27 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
   return p;
 }
 
+/* Opens a frame for the table or function just pushed. */
+static dframe_t *dec_push_frame(dec_t *d) {
+  lua_State *L = d->L;
+  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  if ((size_t)d->depth == d->fcap) {
+    /* Past the local frames: a userdata owned by the aux table, so a raise
+     * leaks nothing.  Only messages flagged F_DEEP have an aux table. */
+    if (d->aux == 0) corrupt(d);
+    size_t cap = d->fcap * 2;
+    if (cap > SIZE_MAX / sizeof(dframe_t)) corrupt(d);
+    dframe_t *nf = lua_newuserdatauv(L, cap * sizeof *nf, 0);
+    memcpy(nf, d->frames, d->fcap * sizeof *nf);
+    lua_rawseti(L, d->aux, 0);                        /* replaces the old one */
+    d->frames = nf;
+    d->fcap = cap;
+  }
+  dframe_t *f = &d->frames[d->depth++];
+  f->df_obj = lua_gettop(L);
+  return f;
+}
+
 /* Every decode loads the dump again (lua_load of a binary chunk: no
  * parsing, but a Proto with its code, constants and debug info is
  * allocated).  Measured with tests/codec/bench_codec.c on the 2-core
@@ -1096,81 +1188,92 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
  * public route is a hand-assembled binary chunk whose main function
  * executes OP_CLOSURE on the cached prototype, which ties the codec to the
  * 5.4 bytecode format.  Not done: send a function once per worker where
- * that matters (pmap), not once per item. */
-static void dec_function(dec_t *d, unsigned tag) {
+ * that matters (pmap), not once per item.
+ *
+ * Returns 1 when a frame was opened for its upvalues. */
+static int dec_function(dec_t *d, unsigned tag) {
   lua_State *L = d->L;
-  dec_enter(d);
   rd_t r;
   r.n = rd_u32(d);
   r.p = rd_bytes(d, r.n);
   if (r.n == 0) corrupt(d);
+  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
   if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
   }
-  int fi = lua_gettop(L);
   dec_register(d, tag);
   unsigned nups = rd_byte(d);
-  for (unsigned i = 1; i <= nups; i++) {
-    if (d->p < d->end && *d->p == T_ENV) {
-      d->p++;
-      braid__pushenv(L);
-    } else if (d->p < d->end && *d->p == T_UPREF) {
-      d->p++;
-      uint64_t ord = rd_varint(d), up = rd_varint(d);
-      if (dec_getref(d, ord) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
-          up == 0 || up > 255 || lua_getupvalue(L, -1, (int)up) == NULL)
-        corrupt(d);
-      lua_pop(L, 1);                                  /* its value */
-      if (lua_getupvalue(L, fi, (int)i) == NULL) corrupt(d);
-      lua_pop(L, 1);
-      lua_upvaluejoin(L, fi, (int)i, -1, (int)up);
-      lua_pop(L, 1);                                  /* the other function */
-      continue;
-    } else {
-      dec_value(d);
-    }
-    if (lua_setupvalue(L, fi, (int)i) == NULL) corrupt(d);  /* pops it */
-  }
-  d->depth--;
+  if (nups == 0) return 0;
+  dframe_t *f = dec_push_frame(d);
+  f->df_func = 1;
+  f->df_up = 0;
+  f->df_nups = nups;
+  return 1;
 }
 
-static void dec_table(dec_t *d, unsigned tag) {
+static int dec_table(dec_t *d, unsigned tag) {
   lua_State *L = d->L;
-  dec_enter(d);
   uint32_t narr = rd_u32(d), nhash = rd_u32(d);
   size_t left = (size_t)(d->end - d->p);
   if (narr > left || nhash > (left - narr) / 2 || narr > INT32_MAX || nhash > INT32_MAX)
     corrupt(d);
+  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
   lua_createtable(L, (int)narr, (int)nhash);
-  int t = lua_gettop(L);
   dec_register(d, tag);
-  for (uint32_t i = 1; i <= narr; i++) {
-    if (dec_value(d) == T_NIL) lua_pop(L, 1);         /* never encoded; harmless */
-    else lua_rawseti(L, t, (lua_Integer)i);
-  }
-  for (uint32_t i = 0; i < nhash; i++) {
-    const unsigned char *kp = d->p;
-    unsigned kt = dec_value(d);
-    if (kt == T_NIL) corrupt(d);
-    if (kt == T_FLT) {
-      lua_Number k;
-      memcpy(&k, kp + 1, 8);
-      if (k != k) corrupt(d);                         /* NaN key */
-    }
-    dec_value(d);
-    lua_rawset(L, t);
-  }
-  d->depth--;
+  if (narr == 0 && nhash == 0) return 0;
+  dframe_t *f = dec_push_frame(d);
+  f->df_func = 0;
+  f->df_arr = narr;
+  f->df_hash = nhash;
+  f->df_i = 1;
+  f->df_valnext = 0;
+  return 1;
 }
 
-/* Pushes the next value; returns its record's tag (without F_SHARED). */
-static unsigned dec_value(dec_t *d) {
+/* Puts the value just pushed (its record's tag is t) into the innermost
+ * open container, then closes every container that is complete, each
+ * going into its own parent.  At depth 0 the value is a result and stays. */
+static void dec_deliver(dec_t *d, unsigned t) {
+  lua_State *L = d->L;
+  while (d->depth > 0) {
+    dframe_t *f = &d->frames[d->depth - 1];
+    if (f->df_func) {
+      if (lua_setupvalue(L, f->df_obj, (int)++f->df_up) == NULL) corrupt(d);  /* pops it */
+      if (f->df_up < f->df_nups) return;
+    } else if (f->df_arr) {
+      if (t == T_NIL) lua_pop(L, 1);                  /* never encoded; harmless */
+      else lua_rawseti(L, f->df_obj, (lua_Integer)f->df_i);
+      f->df_i++;
+      if (--f->df_arr || f->df_hash) return;
+    } else if (!f->df_valnext) {                      /* a key */
+      if (t == T_NIL) corrupt(d);
+      if (t == T_FLT) {
+        lua_Number k = lua_tonumber(L, -1);
+        if (k != k) corrupt(d);                       /* NaN key */
+      }
+      f->df_valnext = 1;
+      return;
+    } else {
+      lua_rawset(L, f->df_obj);
+      f->df_valnext = 0;
+      if (--f->df_hash) return;
+    }
+    /* f is complete, and at the top of the stack: deliver it. */
+    t = f->df_func ? T_FUNC : T_TABLE;
+    d->depth--;
+  }
+}
+
+/* Reads one record: pushes a value and delivers it, or opens a frame. */
+static void dec_record(dec_t *d) {
   lua_State *L = d->L;
   unsigned tag = rd_byte(d);
   unsigned type = tag & ~F_SHARED;
   if ((tag & F_SHARED) && type != T_TABLE && type != T_FUNC && type != T_HANDLE)
     corrupt(d);
+  dframe_t *f = d->depth ? &d->frames[d->depth - 1] : NULL;
+  int upvalue = f && f->df_func;
   switch (type) {
     case T_NIL: lua_pushnil(L); break;
     case T_FALSE: lua_pushboolean(L, 0); break;
@@ -1192,8 +1295,12 @@ static unsigned dec_value(dec_t *d) {
       lua_pushlstring(L, rd_bytes(d, len), len);
       break;
     }
-    case T_TABLE: dec_table(d, tag); break;
-    case T_FUNC: dec_function(d, tag); break;
+    case T_TABLE:
+      if (dec_table(d, tag)) return;
+      break;
+    case T_FUNC:
+      if (dec_function(d, tag)) return;
+      break;
     case T_HANDLE: {
       uint64_t i = rd_varint(d);
       if (i >= d->m->m_nhandles || d->m->m_handles[i] == NULL) corrupt(d);
@@ -1218,28 +1325,52 @@ static unsigned dec_value(dec_t *d) {
           lua_pushlstring(L, name, len);
           lua_pushlstring(L, key, klen);
           codec_raise(L, "braid: module '%s' has no field '%s' in the receiving state",
-                lua_tostring(L, -2), lua_tostring(L, -1));
+                      lua_tostring(L, -2), lua_tostring(L, -1));
         }
         lua_remove(L, -2);                            /* the module */
       }
-      /* A module can be false or nil only if require returned that: keep
-       * the key checks of dec_table sound. */
+      /* Only if require returned nil: keep the key checks sound. */
       if (lua_isnil(L, -1)) corrupt(d);
+      break;
+    }
+    case T_ENV:                                       /* upvalues only */
+      if (!upvalue) corrupt(d);
+      braid__pushenv(L);
+      break;
+    case T_UPREF: {                                   /* upvalues only */
+      if (!upvalue) corrupt(d);
+      uint64_t ord = rd_varint(d), up = rd_varint(d);
+      if (dec_getref(d, ord) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+          up == 0 || up > 255 || lua_getupvalue(L, -1, (int)up) == NULL)
+        corrupt(d);
+      lua_pop(L, 1);                                  /* its value */
+      int i = (int)f->df_up + 1;
+      if (lua_getupvalue(L, f->df_obj, i) == NULL) corrupt(d);
+      lua_pop(L, 1);
+      lua_upvaluejoin(L, f->df_obj, i, -1, (int)up);
+      /* Deliver the function itself in place of a value: setting the
+       * upvalue to it would undo the join, so set it to the value it now
+       * shares (a no-op store). */
+      lua_pop(L, 1);
+      lua_getupvalue(L, f->df_obj, i);
       break;
     }
     default:
       corrupt(d);
   }
-  return type;
+  dec_deliver(d, type);
 }
 
 /* Decodes up to max values (all when max < 0); returns how many. */
 static int decode(lua_State *L, braid_msg_t *m, int max) {
+  dframe_t local[DEC_LOCAL_FRAMES];
   dec_t d;
   d.L = L;
   d.m = m;
-  d.refs = 0;
+  d.aux = 0;
   d.nobj = 0;
+  d.frames = local;
+  d.fcap = DEC_LOCAL_FRAMES;
   d.depth = 0;
   if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) corrupt(&d);
   d.p = m->m_data;
@@ -1249,13 +1380,16 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8))
     codec_raise(L, "braid: too many values to decode");
   int base = lua_gettop(L);
-  if (m->m_tag & F_REFS) {
+  if (m->m_tag & (F_REFS | F_DEEP)) {
     lua_newtable(L);
-    d.refs = base + 1;
+    d.aux = base + 1;
   }
-  for (size_t i = 0; i < n; i++) dec_value(&d);
+  for (size_t i = 0; i < n;) {
+    dec_record(&d);
+    if (d.depth == 0) i++;
+  }
   if (max < 0 && d.p != d.end) corrupt(&d);           /* trailing bytes */
-  if (d.refs) lua_remove(L, d.refs);
+  if (d.aux) lua_remove(L, d.aux);
   return (int)n;
 }
 

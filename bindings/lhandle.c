@@ -19,7 +19,8 @@ void braid__pushhandle(lua_State *L, braid_obj_t *o) {
 braid_obj_t *braid__tohandle(lua_State *L, int idx) {
   braid_handle_t *h = lua_touserdata(L, idx);
   if (h == NULL || lua_islightuserdata(L, idx) || !lua_getmetatable(L, idx)) return NULL;
-  int is = lua_getfield(L, -1, "__braid") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+  lua_pushliteral(L, "__braid");
+  int is = lua_rawget(L, -2) == LUA_TBOOLEAN && lua_toboolean(L, -1);  /* no metamethods */
   lua_pop(L, 2);  /* remove __braid and the metatable */
   return is ? h->h_obj : NULL;
 }
