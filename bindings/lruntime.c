@@ -955,7 +955,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       t->t_cases = nc;
       t->t_casecap = n;
     }
-    memcpy(t->t_cases, cases, (size_t)n * sizeof *cases);
+    if (n > 0) memcpy(t->t_cases, cases, (size_t)n * sizeof *cases);
     int rc = BRAID_EAGAIN;
     if (!now_only && n > 0 && worker_has_nothing_else(t->t_home)) {
       /* Like Go's spinning M: with nothing else to run on this worker, a

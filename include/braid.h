@@ -4,10 +4,40 @@
  * braid gives Lua 5.4 scripts channels, select, futures, timers and an M:N
  * scheduler that runs Lua tasks in parallel on native threads.  A host opens
  * braid into its own lua_State with luaopen_braid (or requires it) and runs
- * scripts as usual.
+ * scripts as usual.  A host that wants more uses the embedding API below:
+ *
+ *   braid_runtime_t *rt;
+ *   braid_runtime_new(NULL, &rt);                   // defaults
+ *   braid_native_register(rt, "sha256_file", sha256_file, NULL);
+ *   lua_State *L = luaL_newstate();
+ *   luaL_openlibs(L);
+ *   braid_runtime_open(rt, L);                      // global `braid`
+ *   luaL_dofile(L, "checksums.lua");                // braid.native.sha256_file(path)
+ *   lua_close(L);
+ *   braid_runtime_free(rt);
+ *
+ * Conventions (as in libuv's uv.h):
+ *
+ * - Functions that can fail return an int: 0, or a negative BRAID_E* code
+ *   (braid_strerror() names it).  On failure nothing was modified unless the
+ *   function says otherwise.
+ * - Deadlines are absolute: nanoseconds of CLOCK_MONOTONIC, as made by
+ *   braid_deadline_after(seconds); BRAID_FOREVER never passes, and a
+ *   deadline at or before now (0 will do) means "try once, do not wait".
+ *   A wait blocks the calling OS thread.
+ * - Channels and futures are reference counted: a function that "returns a
+ *   new reference" hands one to the caller, who drops it with
+ *   braid_chan_unref / braid_future_unref.  "Borrows" means the function
+ *   keeps no reference after it returns.
+ * - Every function is thread-safe unless it takes a lua_State: those follow
+ *   Lua's rule (only the thread that currently runs that state).
  */
 #ifndef BRAID_H
 #define BRAID_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -17,6 +47,56 @@ extern "C" {
 
 #define BRAID_VERSION "0.1.0"
 #define BRAID_VERSION_STRING "braid " BRAID_VERSION
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+
+/* The same X-macro map as braid's internal core/err.h, under the same
+ * include guard: whichever of the two a file includes first defines the
+ * codes, and they must stay identical (tests/bindings/test_embed.c checks
+ * every name and message against braid_err_name/braid_strerror). */
+#ifndef BRAID_ERR_H
+#define BRAID_ERR_H
+
+#define BRAID_ERRNO_MAP(XX)                                   \
+  XX(ECLOSED,    -1, "closed")                                \
+  XX(ETIMEDOUT,  -2, "timeout")                               \
+  XX(ECANCELED,  -3, "cancelled")                             \
+  XX(EAGAIN,     -4, "would block")                           \
+  XX(ENOMEM,     -5, "out of memory")                         \
+  XX(EINVAL,     -6, "invalid argument")                      \
+  XX(EREJECTED,  -7, "rejected")                              \
+  XX(ESETTLED,   -8, "already settled")                       \
+  XX(EINTR,      -9, "interrupted")                           \
+  XX(EDEADLK,   -10, "deadlock")                              \
+  XX(ENOENT,    -11, "not found")
+
+enum {
+#define XX(name, val, msg) BRAID_##name = (val),
+  BRAID_ERRNO_MAP(XX)
+#undef XX
+};
+
+/* Returns a static, human-readable message for err ("unknown error" for a
+ * code that is not in the map). */
+const char *braid_strerror(int err);
+
+/* Returns the static name of err without the BRAID_ prefix ("ECLOSED"). */
+const char *braid_err_name(int err);
+
+#endif /* BRAID_ERR_H */
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                      */
+
+#define BRAID_FOREVER INT64_MAX
+
+/* Returns the deadline `seconds` from now (saturating at BRAID_FOREVER); a
+ * negative or NaN timeout counts as 0. */
+int64_t braid_deadline_after(double seconds);
+
+/* ------------------------------------------------------------------------ */
+/* The Lua module                                                            */
 
 /* Opens the braid module into L: pushes the module table (as require does)
  * and returns 1.  The first call starts the runtime (worker threads);
@@ -33,6 +113,323 @@ void braid_interrupt(void);
 /* Forgets an interrupt that no blocking call has taken yet (the REPL calls
  * it before each new line, after Ctrl-C stopped computing code instead). */
 void braid_interrupt_clear(void);
+
+/* ------------------------------------------------------------------------ */
+/* Values                                                                    */
+
+/* The plain C values that cross between C and scripts: what a native
+ * function receives and returns, and what C sends on channels and settles
+ * futures with.  A Lua table arrives as BRAID_TARRAY when it has only the
+ * keys 1..n, else as BRAID_TMAP (with its 1..n part as integer keys); an
+ * empty table arrives as an empty array.  A value shared twice in a Lua
+ * table is copied twice here; a cycle, a function, or a handle other than a
+ * channel or a future cannot be represented (BRAID_EINVAL).
+ *
+ * Ownership: a braid_value_t owns its string bytes, its items, pairs and
+ * handle references, recursively.  Assigning the struct moves that
+ * ownership (then clear only one of the two); braid_value_clear() releases
+ * it.  A braid_value_t may live anywhere (stack, array, heap): the library
+ * never frees the struct itself.  Read the fields directly; change
+ * containers only through the functions below. */
+typedef enum braid_type {
+  BRAID_TNIL = 0,
+  BRAID_TBOOLEAN,
+  BRAID_TINTEGER,       /* Lua integer subtype */
+  BRAID_TNUMBER,        /* Lua float subtype */
+  BRAID_TSTRING,        /* bytes with a length (binary-safe) */
+  BRAID_TARRAY,         /* items[0 .. len) are t[1] .. t[len] */
+  BRAID_TMAP,           /* key/value pairs (keys never nil nor NaN) */
+  BRAID_TCHAN,          /* a braid.chan: one reference */
+  BRAID_TFUTURE,        /* a braid.future: one reference */
+} braid_type_t;
+
+typedef struct braid_chan braid_chan_t;        /* opaque */
+typedef struct braid_future braid_future_t;    /* opaque */
+typedef struct braid_value braid_value_t;
+typedef struct braid_pair braid_pair_t;
+
+struct braid_value {
+  braid_type_t type;
+  union {
+    bool boolean;
+    int64_t integer;
+    double number;
+    struct {
+      char *ptr;                /* len bytes, then a NUL not counted in len */
+      size_t len;
+    } string;
+    struct {
+      braid_value_t *items;
+      size_t len;
+      size_t cap;               /* allocated items (private) */
+    } array;
+    struct {
+      braid_pair_t *pairs;
+      size_t len;
+      size_t cap;               /* allocated pairs (private) */
+    } map;
+    braid_chan_t *chan;
+    braid_future_t *future;
+  } u;
+};
+
+struct braid_pair {
+  braid_value_t key;
+  braid_value_t val;
+};
+
+/* The deepest nesting of arrays and maps a value may have, both ways. */
+#define BRAID_VALUE_MAX_DEPTH 200
+
+/* Initialise v, overwriting whatever it held without releasing it (use on
+ * fresh or cleared values).  These cannot fail. */
+void braid_value_init_nil(braid_value_t *v);
+void braid_value_init_boolean(braid_value_t *v, bool b);
+void braid_value_init_integer(braid_value_t *v, int64_t i);
+void braid_value_init_number(braid_value_t *v, double n);
+void braid_value_init_array(braid_value_t *v);         /* empty, allocates nothing */
+void braid_value_init_map(braid_value_t *v);           /* empty, allocates nothing */
+/* Takes a new reference to ch / f (the caller keeps its own). */
+void braid_value_init_chan(braid_value_t *v, braid_chan_t *ch);
+void braid_value_init_future(braid_value_t *v, braid_future_t *f);
+
+/* Initialises v as a copy of s[0 .. len) (s may be NULL when len is 0).
+ * Returns 0, or BRAID_ENOMEM with v nil. */
+int braid_value_init_string(braid_value_t *v, const char *s, size_t len);
+
+/* The same for a NUL-terminated s. */
+int braid_value_init_cstring(braid_value_t *v, const char *s);
+
+/* Releases everything v owns and makes it nil.  NULL is ignored; clearing
+ * twice is harmless. */
+void braid_value_clear(braid_value_t *v);
+
+/* Initialises dst as a deep copy of src (handles: new references).
+ * Returns 0, or BRAID_ENOMEM with dst nil and nothing leaked. */
+int braid_value_copy(braid_value_t *dst, const braid_value_t *src);
+
+/* Appends *item to the array: moves it (item becomes nil).  Returns 0,
+ * BRAID_EINVAL when array is not an array, BRAID_ENOMEM; on error item is
+ * unchanged and still the caller's. */
+int braid_array_push(braid_value_t *array, braid_value_t *item);
+
+/* Adds the pair (*key, *val) to the map: moves both (they become nil).  A
+ * key set twice keeps both pairs; a script sees the last one, and so does
+ * braid_map_get.  Returns 0, BRAID_EINVAL when map is not a map or key is
+ * nil or NaN, BRAID_ENOMEM; on error key and val are unchanged. */
+int braid_map_set(braid_value_t *map, braid_value_t *key, braid_value_t *val);
+
+/* Returns the value of the last pair of map whose key is the string key,
+ * or NULL when there is none (or map is not a map).  Borrowed from map. */
+const braid_value_t *braid_map_get(const braid_value_t *map, const char *key);
+
+/* ------------------------------------------------------------------------ */
+/* The runtime                                                               */
+
+typedef struct braid_runtime braid_runtime_t;         /* opaque */
+
+/* Receives the error of a failed task (or of a rejected future) that
+ * nothing ever observed: no await, wait, status or cancel looked at it.
+ * err is the error's text (borrowed for the call), not NUL-terminated
+ * when len says otherwise.  Called on whichever braid thread dropped the
+ * future last, with no braid lock held; it must not call into Lua. */
+typedef void (*braid_report_fn)(const char *err, size_t len, void *ud);
+
+typedef struct braid_config {
+  int workers;                /* worker threads; 0: online CPUs */
+  double preempt_ms;          /* time slice of a computing task; 0: 10 ms */
+  int blocking_threads;       /* braid.blocking threads; 0: 64 */
+  int native_threads;         /* native function threads; 0: online CPUs */
+  /* The main thread's deadlock check (API.md, "Deadlock"): a blocking call
+   * that no task, timer, blocking or native job can complete raises
+   * "braid: deadlock: ...".  Off by default here, because the runtime
+   * cannot see a host's own threads: a script blocked on a channel that a
+   * C thread will feed would be reported wrongly.  Turn it on (1) when no
+   * thread of the host ever completes a braid operation. */
+  int deadlock_check;
+  braid_report_fn report;     /* NULL: print unobserved errors to stderr */
+  void *report_ud;            /* passed to report */
+} braid_config_t;
+
+/* Fills cfg with the defaults (all zero: see the fields). */
+void braid_config_init(braid_config_t *cfg);
+
+/* Creates the runtime with cfg (NULL: the defaults); cfg is copied.  Starts
+ * no thread yet: braid_runtime_open and native calls do.  braid has one
+ * runtime per process.  Returns 0 with *out set; BRAID_EINVAL when a
+ * runtime already exists or has already started (a script required braid
+ * before), or a field of cfg is out of range (workers 1..1024, preempt_ms
+ * >= 1, blocking_threads 1..4096, native_threads 1..4096, when not 0);
+ * BRAID_ENOMEM.  On error *out is NULL. */
+int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out);
+
+/* Opens braid into L as luaL_requiref does, as the global `braid` and
+ * package.loaded.braid, and starts the runtime (worker threads) if it is
+ * not running.  Call it on the thread that will run the scripts: that
+ * thread's blocking calls are the ones braid_interrupt interrupts.  The
+ * first state opened owns the runtime: closing it stops the tasks (as
+ * lua_close does for luaopen_braid).  L needs the standard libraries
+ * (luaL_openlibs) for package and require.  Returns 0 and leaves L's stack
+ * as it was; BRAID_EINVAL for a NULL rt or L; BRAID_ENOMEM (braid could
+ * not be loaded or the runtime could not start: L is unchanged except that
+ * braid may be loaded). */
+int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
+
+/* Shuts the runtime down and frees it.  Native jobs not yet started are
+ * cancelled; running native functions are asked to stop
+ * (braid_call_cancelled) and waited for, so a host may free their userdata
+ * once this returns; then every task is cancelled, every braid thread
+ * joined, and futures still pending that C holds are left pending (they
+ * stay valid until unreferenced).  Safe with tasks blocked and native jobs
+ * in flight.  No other thread may use rt or run a braid script during or
+ * after the call.  Close the lua_States opened with braid_runtime_open
+ * before or after, but before another runtime is created.  NULL is
+ * ignored. */
+void braid_runtime_free(braid_runtime_t *rt);
+
+/* ------------------------------------------------------------------------ */
+/* Native functions                                                          */
+
+/* One call of a native function: opaque, valid until the function
+ * returns. */
+typedef struct braid_call braid_call_t;
+
+/* A native function: braid.native.NAME(...) returns a future at once and
+ * the function runs later on a native thread, with the call's arguments
+ * decoded into args[0 .. nargs) (borrowed for the call: copy what you
+ * keep).  It has no Lua state and must not touch one.  It returns 0 to
+ * resolve the future with the values given to braid_call_return (none:
+ * the future resolves with no values), or anything else to reject it: with
+ * the message set by braid_call_error, or else with
+ * "braid.native.NAME: <braid_strerror(result)>".  ud is the pointer given
+ * to braid_native_register. */
+typedef int (*braid_native_fn)(braid_call_t *call, const braid_value_t *args,
+                               size_t nargs, void *ud);
+
+/* Makes fn callable from every script as braid.native.NAME (the tasks'
+ * states included).  name is copied; ud is borrowed until
+ * braid_runtime_free returns.  Register before braid_runtime_open so that
+ * the function value itself can travel to tasks (as an upvalue, or as
+ * braid.pmap's fn); one registered later is still reachable as
+ * braid.native.NAME everywhere.  Thread-safe.  Returns 0; BRAID_EINVAL for
+ * a NULL rt or fn, a name that is not a Lua identifier, a name already
+ * registered; BRAID_ENOMEM. */
+int braid_native_register(braid_runtime_t *rt, const char *name,
+                          braid_native_fn fn, void *ud);
+
+/* Appends *v to the call's results: moves it (v becomes nil).  Returns 0,
+ * or BRAID_ENOMEM with v unchanged. */
+int braid_call_return(braid_call_t *call, braid_value_t *v);
+
+/* Sets the error the future is rejected with (printf-style; a later call
+ * replaces it) and returns BRAID_EREJECTED, so that a native function can
+ * `return braid_call_error(call, "open %s: %s", path, strerror(errno));`. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+int braid_call_error(braid_call_t *call, const char *fmt, ...);
+
+/* Whether the call's future was cancelled or the runtime is shutting down:
+ * a long native function should poll this and return early. */
+bool braid_call_cancelled(braid_call_t *call);
+
+/* The registered name of the function being called (borrowed). */
+const char *braid_call_name(braid_call_t *call);
+
+/* ------------------------------------------------------------------------ */
+/* Channels from C                                                           */
+
+/* Overflow policies of a buffered channel (braid.chan's `policy`). */
+#define BRAID_CHAN_BLOCK 0        /* a full channel makes the sender wait */
+#define BRAID_CHAN_DROP 1         /* a full channel drops the new value */
+#define BRAID_CHAN_SLIDE 2        /* a full channel drops its oldest value */
+
+/* Capacity of an unbounded channel (braid.chan(math.huge)). */
+#define BRAID_UNBOUNDED SIZE_MAX
+
+/* Creates a channel: cap 0 is a rendezvous, BRAID_UNBOUNDED has no bound.
+ * Needs no runtime.  Returns 0 with *out a new reference; BRAID_EINVAL for
+ * a bad policy; BRAID_ENOMEM.  On error *out is NULL. */
+int braid_chan_create(size_t cap, int policy, braid_chan_t **out);
+
+/* Takes / drops a reference.  The last unref frees the channel (closing
+ * and freeing are separate: an unclosed channel's blocked parties stay
+ * blocked while any reference remains). */
+void braid_chan_ref(braid_chan_t *ch);
+void braid_chan_unref(braid_chan_t *ch);
+
+/* Sends a copy of *v (borrowed) on ch, waiting until the deadline for room
+ * or a receiver.  Returns 0; BRAID_ECLOSED; BRAID_ETIMEDOUT; BRAID_EINVAL
+ * when v is nil (never a channel value) or cannot be encoded (a nil or NaN
+ * map key, nesting deeper than BRAID_VALUE_MAX_DEPTH); BRAID_ENOMEM. */
+int braid_chan_send_value(braid_chan_t *ch, const braid_value_t *v, int64_t deadline);
+
+/* Receives a value into *out (overwritten, not released first), waiting
+ * until the deadline.  Returns 0 with *out the caller's; BRAID_ETIMEDOUT
+ * with *out nil; BRAID_ECLOSED once ch is closed and drained, with *out
+ * the close error (nil when closed without one); BRAID_EINVAL when the
+ * value received cannot be represented (a function, a cycle, ...; the
+ * value is consumed and lost, *out nil); BRAID_ENOMEM (likewise). */
+int braid_chan_recv_value(braid_chan_t *ch, braid_value_t *out, int64_t deadline);
+
+/* Closes ch; err (borrowed; NULL or nil for none) is what receivers get
+ * once the buffer is drained (a script's recv returns nil, err).  Wakes
+ * every blocked sender and receiver.  Returns 0; BRAID_ECLOSED when it was
+ * already closed (nothing changes); BRAID_EINVAL / BRAID_ENOMEM when err
+ * cannot be encoded (ch is not closed). */
+int braid_chan_close_value(braid_chan_t *ch, const braid_value_t *err);
+
+/* Whether ch is closed; values buffered now. */
+bool braid_chan_is_closed(braid_chan_t *ch);
+size_t braid_chan_len(braid_chan_t *ch);
+
+/* Pushes a braid.chan handle for ch onto L (it takes its own reference;
+ * the caller keeps its own), e.g. to set a global or pass an argument.
+ * braid must have been opened in L.  Raises a Lua error when out of
+ * memory. */
+void braid_push_chan(lua_State *L, braid_chan_t *ch);
+
+/* Returns the channel of the braid.chan handle at idx as a new reference
+ * (the Lua value may be collected, the C side keeps the channel), or raises
+ * Lua's "bad argument #idx (braid.chan expected, got X)". */
+braid_chan_t *braid_check_chan(lua_State *L, int idx);
+
+/* ------------------------------------------------------------------------ */
+/* Futures from C                                                            */
+
+/* Creates a pending future (braid.future()).  Needs no runtime.  Returns 0
+ * with *out a new reference, or BRAID_ENOMEM with *out NULL. */
+int braid_future_create(braid_future_t **out);
+
+void braid_future_ref(braid_future_t *f);
+void braid_future_unref(braid_future_t *f);
+
+/* Resolves f with copies of vals[0 .. n) (borrowed; a script's await
+ * returns them).  Returns 0; BRAID_ESETTLED when f was already settled
+ * (nothing changes); BRAID_EINVAL when a value cannot be encoded;
+ * BRAID_ENOMEM. */
+int braid_future_resolve_values(braid_future_t *f, const braid_value_t *vals, size_t n);
+
+/* Rejects f with a copy of *err (borrowed; not nil: a string, usually): a
+ * script's await raises it.  Returns as braid_future_resolve_values. */
+int braid_future_reject_value(braid_future_t *f, const braid_value_t *err);
+
+/* Waits until f settles or the deadline passes, and marks its outcome as
+ * observed.  *out is overwritten.  Returns 0 with *out an array of the
+ * values f resolved with; BRAID_EREJECTED with *out the error (a task's
+ * error message, without its traceback); BRAID_ECANCELED with *out nil;
+ * BRAID_ETIMEDOUT with *out nil (f is still pending); BRAID_EINVAL /
+ * BRAID_ENOMEM with *out nil when the outcome cannot be represented. */
+int braid_future_await_values(braid_future_t *f, braid_value_t *out, int64_t deadline);
+
+/* Asks f's producer to stop (f:cancel()): a task's future stops its task;
+ * a native call's or a hand-made future settles as cancelled at once.
+ * Returns 0, or BRAID_ESETTLED when f was already settled. */
+int braid_future_cancel(braid_future_t *f);
+
+/* As braid_push_chan / braid_check_chan, for braid.future handles. */
+void braid_push_future(lua_State *L, braid_future_t *f);
+braid_future_t *braid_check_future(lua_State *L, int idx);
 
 #ifdef __cplusplus
 }
