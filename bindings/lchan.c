@@ -89,7 +89,7 @@ static int l_send(lua_State *L) {
   int64_t deadline = braid__optdeadline(L, 3);
   braid_msg_t *m = checkvalue(L, 2, "send");
   /* Fast path: room in the buffer or a receiver waiting. */
-  int rc = braid_chan_try_send(ch, m);
+  int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_send(ch, m);
   if (rc != BRAID_EAGAIN) {
     braid_case_t c = { .c_op = BRAID_OP_SEND, .c_obj = ch, .c_msg = m };
     braid_selres_t r = { 0, rc, NULL };
@@ -120,8 +120,8 @@ static int l_recv(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
   int64_t deadline = braid__optdeadline(L, 2);
   braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
-  braid_selres_t r = { 0, 0, NULL };
-  r.s_err = braid_chan_try_recv(ch, &r.s_msg);   /* fast path */
+  braid_selres_t r = { 0, BRAID_EAGAIN, NULL };
+  if (!braid__cancel_pending(L)) r.s_err = braid_chan_try_recv(ch, &r.s_msg);  /* fast path */
   if (r.s_err != BRAID_EAGAIN) return finish_recv(L, &c, 1, &r);
   return braid__wait(L, &c, 1, deadline, finish_recv, "recv", (braid_obj_t *)ch);
 }
@@ -185,8 +185,8 @@ static int iter_next(lua_State *L) {
   if (!lua_isnil(L, lua_upvalueindex(2)))
     deadline = braid_deadline_after(lua_tonumber(L, lua_upvalueindex(2)));
   braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
-  braid_selres_t r = { 0, 0, NULL };
-  r.s_err = braid_chan_try_recv(ch, &r.s_msg);   /* fast path */
+  braid_selres_t r = { 0, BRAID_EAGAIN, NULL };
+  if (!braid__cancel_pending(L)) r.s_err = braid_chan_try_recv(ch, &r.s_msg);  /* fast path */
   if (r.s_err != BRAID_EAGAIN) return finish_iter(L, &c, 1, &r);
   return braid__wait(L, &c, 1, deadline, finish_iter, "recv", (braid_obj_t *)ch);
 }

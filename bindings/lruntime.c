@@ -100,7 +100,7 @@ struct worker {
   int wk_id;                  /* immutable */
   pthread_t wk_thread;
   lua_State *wk_L;            /* touched only by this worker (and shutdown) */
-  pthread_mutex_t wk_mtx;     /* Protects: the queues, wk_sleeping, wk_current,
+  pthread_mutex_t wk_mtx;     /* Protects: the queues, wk_sleeping, (hooking) wk_current,
                                  wk_seq, wk_start */
   pthread_cond_t wk_cv;       /* the worker sleeps here */
   task_t *wk_rhead, *wk_rtail;    /* started tasks ready to resume */
@@ -109,9 +109,13 @@ struct worker {
   _Atomic int wk_nready;      /* length of the ready queue, read lock-free when spinning */
   bool wk_sleeping;
   bool wk_fair;               /* the last task yielded its slice (worker only) */
-  task_t *wk_current;         /* the task being resumed, for the monitor */
-  uint64_t wk_seq;            /* resumes so far */
-  int64_t wk_start;           /* when the current resume began */
+  /* The task resumed last, for the monitor: written by the worker without
+   * the lock at each resume; cleared under wk_mtx before the task is freed,
+   * and only read under wk_mtx to set a hook, so a task seen there is alive
+   * (its coroutine may be suspended: a hook there only costs one yield). */
+  task_t *_Atomic wk_current;
+  _Atomic uint64_t wk_seq;    /* resumes so far */
+  _Atomic int64_t wk_start;   /* when the current resume began */
   uint64_t wk_mon_seq;        /* the monitor's last look (monitor only) */
   int wk_pool[POOL_MAX];      /* registry refs of idle coroutines */
   int wk_npool;
@@ -462,7 +466,8 @@ static void task_cancel_hook(braid_future_t *f, void *arg) {
   worker_t *w = atomic_load_explicit(&t->t_home, memory_order_acquire);
   if (w) {
     pthread_mutex_lock(&w->wk_mtx);
-    if (w->wk_current == t) lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
+    if (atomic_load_explicit(&w->wk_current, memory_order_relaxed) == t)
+      lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
     pthread_mutex_unlock(&w->wk_mtx);
   }
 }
@@ -487,6 +492,11 @@ static void task_free(task_t *t) {
 /* Settles the task's future and frees it; the coroutine is recycled. */
 static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) {
   lua_State *L = w->wk_L;
+  if (atomic_load_explicit(&w->wk_current, memory_order_relaxed) == t) {
+    pthread_mutex_lock(&w->wk_mtx);   /* the monitor must not see t any more */
+    atomic_store_explicit(&w->wk_current, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&w->wk_mtx);
+  }
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
   if (st == BRAID_FUTURE_REJECTED && m &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1) {
@@ -558,11 +568,11 @@ static void run_task(worker_t *w, task_t *t) {
   lua_State *L = w->wk_L;
   if (t->t_co == NULL && !task_start(w, t)) return;
   lua_State *co = t->t_co;
-  pthread_mutex_lock(&w->wk_mtx);
-  w->wk_current = t;
-  w->wk_seq++;
-  w->wk_start = braid_now_ns();
-  pthread_mutex_unlock(&w->wk_mtx);
+  /* Relaxed: the monitor only needs eventually-visible hints; it takes
+   * wk_mtx before acting on wk_current. */
+  atomic_store_explicit(&w->wk_start, braid_now_ns(), memory_order_relaxed);
+  atomic_store_explicit(&w->wk_current, t, memory_order_relaxed);
+  atomic_fetch_add_explicit(&w->wk_seq, 1, memory_order_relaxed);
   atomic_store_explicit(&t->t_state, T_RUNNING, memory_order_relaxed);
   t->t_yield = Y_NONE;
   tls_task = t;
@@ -570,9 +580,6 @@ static void run_task(worker_t *w, task_t *t) {
   int status = lua_resume(co, L, t->t_nargs, &nres);
   tls_task = NULL;
   t->t_nargs = 0;
-  pthread_mutex_lock(&w->wk_mtx);
-  w->wk_current = NULL;
-  pthread_mutex_unlock(&w->wk_mtx);
   lua_sethook(co, NULL, 0, 0);        /* a hook that did not fire */
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
@@ -634,7 +641,11 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);         /* one shot */
   task_t *t = current_task(L);
   if (t == NULL) return;
-  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised) {
+  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed)) {
+    /* Cancellation is sticky: a task that caught "cancelled" (a pcall
+     * around its work) and computes on is told again, every so often,
+     * until it stops.  Only cancelled tasks pay for this hook. */
+    lua_sethook(L, preempt_hook, LUA_MASKCOUNT, 100000);
     t->t_cancel_raised = true;
     braid__raise(L, "cancelled");
   }
@@ -664,12 +675,15 @@ static void *monitor_main(void *arg) {
     for (int i = 0; i < rt.nworkers; i++) {
       worker_t *w = &rt.workers[i];
       pthread_mutex_lock(&w->wk_mtx);
-      if (w->wk_current && w->wk_seq == w->wk_mon_seq && now - w->wk_start >= slice &&
+      task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_relaxed);
+      uint64_t seq = atomic_load_explicit(&w->wk_seq, memory_order_relaxed);
+      if (cur && seq == w->wk_mon_seq &&
+          now - atomic_load_explicit(&w->wk_start, memory_order_relaxed) >= slice &&
           (w->wk_rhead || w->wk_nhead || inj)) {
-        lua_sethook(w->wk_current->t_co, preempt_hook, LUA_MASKCOUNT, 1);
-        w->wk_start = now;
+        lua_sethook(cur->t_co, preempt_hook, LUA_MASKCOUNT, 1);
+        atomic_store_explicit(&w->wk_start, now, memory_order_relaxed);
       }
-      w->wk_mon_seq = w->wk_seq;
+      w->wk_mon_seq = seq;
       pthread_mutex_unlock(&w->wk_mtx);
     }
     pthread_mutex_lock(&rt.mtx);
@@ -803,7 +817,8 @@ static void rt_stop(void) {
   for (int i = 0; i < rt.nworkers; i++) {
     worker_t *w = &rt.workers[i];
     pthread_mutex_lock(&w->wk_mtx);
-    if (w->wk_current) lua_sethook(w->wk_current->t_co, preempt_hook, LUA_MASKCOUNT, 1);
+    task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_relaxed);
+    if (cur) lua_sethook(cur->t_co, preempt_hook, LUA_MASKCOUNT, 1);
     w->wk_sleeping = false;
     pthread_cond_signal(&w->wk_cv);
     pthread_mutex_unlock(&w->wk_mtx);
@@ -1047,6 +1062,11 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     braid_select_disarm(cases, n, &tw, &r);
   }
   return complete(L, NULL, cases, n, &r, finish, what, on);
+}
+
+bool braid__cancel_pending(lua_State *L) {
+  task_t *t = current_task(L);
+  return t && atomic_load_explicit(&t->t_cancel, memory_order_relaxed);
 }
 
 void braid_interrupt(void) {

@@ -65,6 +65,10 @@ const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
 /* A message holding one float, made without a Lua state (timer threads). */
 braid_msg_t *braid__msg_number(double d);
 
+/* Whether L is a task whose cancellation was requested: the channel fast
+ * paths then take the slow path, which raises "cancelled". */
+bool braid__cancel_pending(lua_State *L);
+
 /* For the embedding API (include/braid.h).  Configure before the runtime
  * starts (returns BRAID_EINVAL once started); stop it (cancels and joins
  * everything; it may start again later). */
