@@ -510,10 +510,11 @@ static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) 
       lua_settop(co, 0);
       w->wk_pool[w->wk_npool++] = t->t_coref;
     } else {
+      /* Not recycled: an error raised by a hook (cancellation) leaves the
+       * coroutine with hooks disabled (Lua restores allowhook only for a
+       * pcall), and no preemption could ever stop the next task in it. */
       reset_thread(co, L);
-      lua_settop(co, 0);                /* the reset leaves the error there */
-      if (w->wk_npool < POOL_MAX) w->wk_pool[w->wk_npool++] = t->t_coref;
-      else luaL_unref(L, LUA_REGISTRYINDEX, t->t_coref);
+      luaL_unref(L, LUA_REGISTRYINDEX, t->t_coref);
     }
     t->t_co = NULL;
   }
@@ -575,6 +576,10 @@ static void run_task(worker_t *w, task_t *t) {
   atomic_fetch_add_explicit(&w->wk_seq, 1, memory_order_relaxed);
   atomic_store_explicit(&t->t_state, T_RUNNING, memory_order_relaxed);
   t->t_yield = Y_NONE;
+  /* Cancelled while it waited in a queue: stop at its first instruction
+   * (the cancel hook could only interrupt a running or blocked task). */
+  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised)
+    lua_sethook(co, preempt_hook, LUA_MASKCOUNT, 1);
   tls_task = t;
   int nres = 0;
   int status = lua_resume(co, L, t->t_nargs, &nres);
@@ -641,11 +646,9 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);         /* one shot */
   task_t *t = current_task(L);
   if (t == NULL) return;
-  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed)) {
-    /* Cancellation is sticky: a task that caught "cancelled" (a pcall
-     * around its work) and computes on is told again, every so often,
-     * until it stops.  Only cancelled tasks pay for this hook. */
-    lua_sethook(L, preempt_hook, LUA_MASKCOUNT, 100000);
+  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised) {
+    /* Raised once by a hook (a task that catches it and computes on is
+     * not interrupted again); every later blocking call raises too. */
     t->t_cancel_raised = true;
     braid__raise(L, "cancelled");
   }
@@ -951,6 +954,9 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
   for (int i = 0; i < n; i++) braid_obj_retain((braid_obj_t *)cases[i].c_obj);
   bool now_only = deadline != BRAID_FOREVER && deadline <= braid_now_ns();
   if (t && lua_isyieldable(L)) {
+    /* Sticky: after a cancel every blocking call raises, so a task that
+     * caught "cancelled" still stops at its next wait; cleanup uses the
+     * non-blocking try_* calls. */
     if (atomic_load_explicit(&t->t_cancel, memory_order_seq_cst)) {
       r.s_index = BRAID_W_CANCEL;
       r.s_err = BRAID_ECANCELED;
@@ -1303,7 +1309,7 @@ static int l_sleep(lua_State *L) {
 static int l_yield(lua_State *L) {
   task_t *t = current_task(L);
   if (t && lua_isyieldable(L)) {
-    if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed)) {
+    if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised) {
       t->t_cancel_raised = true;
       return braid__raise(L, "cancelled");
     }
