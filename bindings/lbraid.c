@@ -11,6 +11,7 @@
 
 #include "braid.h"
 #include "lbraid.h"
+#include "lembed.h"
 #include "lruntime.h"
 
 struct braid_embedded { const char *name, *chunkname, *code; size_t len; };
@@ -34,6 +35,7 @@ int luaopen_braid(lua_State *L) {
   braid__open_runtime(L);
   braid__open_chan(L);
   braid__open_future(L);
+  braid__open_native(L);
   lua_pushcfunction(L, braid__l_roundtrip);
   lua_setfield(L, -2, "_roundtrip");
   lua_pushliteral(L, BRAID_VERSION);

@@ -466,7 +466,7 @@ static void task_cancel_hook(braid_future_t *f, void *arg) {
   worker_t *w = atomic_load_explicit(&t->t_home, memory_order_acquire);
   if (w) {
     pthread_mutex_lock(&w->wk_mtx);
-    if (atomic_load_explicit(&w->wk_current, memory_order_relaxed) == t)
+    if (atomic_load_explicit(&w->wk_current, memory_order_seq_cst) == t)
       lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
     pthread_mutex_unlock(&w->wk_mtx);
   }
@@ -572,13 +572,16 @@ static void run_task(worker_t *w, task_t *t) {
   /* Relaxed: the monitor only needs eventually-visible hints; it takes
    * wk_mtx before acting on wk_current. */
   atomic_store_explicit(&w->wk_start, braid_now_ns(), memory_order_relaxed);
-  atomic_store_explicit(&w->wk_current, t, memory_order_relaxed);
+  /* seq_cst, with the load of t_cancel below: a Dekker pair with
+   * task_cancel_hook (store t_cancel, then load wk_current), so either the
+   * canceller sees this task current and hooks it, or we see the flag. */
+  atomic_store_explicit(&w->wk_current, t, memory_order_seq_cst);
   atomic_fetch_add_explicit(&w->wk_seq, 1, memory_order_relaxed);
   atomic_store_explicit(&t->t_state, T_RUNNING, memory_order_relaxed);
   t->t_yield = Y_NONE;
   /* Cancelled while it waited in a queue: stop at its first instruction
    * (the cancel hook could only interrupt a running or blocked task). */
-  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised)
+  if (atomic_load_explicit(&t->t_cancel, memory_order_seq_cst) && !t->t_cancel_raised)
     lua_sethook(co, preempt_hook, LUA_MASKCOUNT, 1);
   tls_task = t;
   int nres = 0;

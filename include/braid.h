@@ -30,7 +30,8 @@
  *   braid_chan_unref / braid_future_unref.  "Borrows" means the function
  *   keeps no reference after it returns.
  * - Every function is thread-safe unless it takes a lua_State: those follow
- *   Lua's rule (only the thread that currently runs that state).
+ *   Lua's rule (only the thread that currently runs that state).  A
+ *   braid_value_t is plain data: one thread at a time, as with any struct.
  */
 #ifndef BRAID_H
 #define BRAID_H
@@ -178,7 +179,9 @@ struct braid_pair {
   braid_value_t val;
 };
 
-/* The deepest nesting of arrays and maps a value may have, both ways. */
+/* Arrays and maps nest at most this deep in a value that is sent,
+ * received, or passed to or returned from a native function (deeper:
+ * BRAID_EINVAL). */
 #define BRAID_VALUE_MAX_DEPTH 200
 
 /* Initialise v, overwriting whatever it held without releasing it (use on
@@ -230,9 +233,10 @@ typedef struct braid_runtime braid_runtime_t;         /* opaque */
 
 /* Receives the error of a failed task (or of a rejected future) that
  * nothing ever observed: no await, wait, status or cancel looked at it.
- * err is the error's text (borrowed for the call), not NUL-terminated
- * when len says otherwise.  Called on whichever braid thread dropped the
- * future last, with no braid lock held; it must not call into Lua. */
+ * err[0 .. len) is the error's text (borrowed for the call, not
+ * NUL-terminated; a placeholder when the error is not a string).  Called
+ * on whichever thread dropped the future last, with no braid lock held;
+ * it must not call into Lua. */
 typedef void (*braid_report_fn)(const char *err, size_t len, void *ud);
 
 typedef struct braid_config {
@@ -265,26 +269,29 @@ int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out);
 
 /* Opens braid into L as luaL_requiref does, as the global `braid` and
  * package.loaded.braid, and starts the runtime (worker threads) if it is
- * not running.  Call it on the thread that will run the scripts: that
+ * not running; once the runtime has started, cfg->report receives the
+ * unobserved errors.  Call it on the thread that will run the scripts: that
  * thread's blocking calls are the ones braid_interrupt interrupts.  The
  * first state opened owns the runtime: closing it stops the tasks (as
  * lua_close does for luaopen_braid).  L needs the standard libraries
  * (luaL_openlibs) for package and require.  Returns 0 and leaves L's stack
- * as it was; BRAID_EINVAL for a NULL rt or L; BRAID_ENOMEM (braid could
- * not be loaded or the runtime could not start: L is unchanged except that
- * braid may be loaded). */
+ * as it was; BRAID_EINVAL for a NULL L, or an rt that is not the live
+ * runtime; BRAID_ENOMEM (braid could not be loaded or the runtime could
+ * not start: L is unchanged except that braid may be loaded). */
 int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
 
-/* Shuts the runtime down and frees it.  Native jobs not yet started are
- * cancelled; running native functions are asked to stop
- * (braid_call_cancelled) and waited for, so a host may free their userdata
- * once this returns; then every task is cancelled, every braid thread
- * joined, and futures still pending that C holds are left pending (they
- * stay valid until unreferenced).  Safe with tasks blocked and native jobs
- * in flight.  No other thread may use rt or run a braid script during or
- * after the call.  Close the lua_States opened with braid_runtime_open
- * before or after, but before another runtime is created.  NULL is
- * ignored. */
+/* Shuts the runtime down and frees it: every task is cancelled and every
+ * worker, timer and blocking thread joined (as closing the owning state
+ * does); then native calls not yet started are settled as cancelled, and
+ * running native functions are asked to stop (braid_call_cancelled) and
+ * waited for, so that the host may free their userdata once this returns
+ * (a call that fails because of the shutdown settles as cancelled).
+ * Futures and channels that C still holds stay valid until unreferenced.
+ * Safe with tasks blocked and native calls in flight.  No other thread may
+ * use rt, or run braid code, during or after the call.  Close the
+ * lua_States opened with braid_runtime_open before or after this, but
+ * before another runtime is created (the first one's __gc would stop the
+ * new runtime).  NULL is ignored. */
 void braid_runtime_free(braid_runtime_t *rt);
 
 /* ------------------------------------------------------------------------ */
@@ -301,8 +308,11 @@ typedef struct braid_call braid_call_t;
  * resolve the future with the values given to braid_call_return (none:
  * the future resolves with no values), or anything else to reject it: with
  * the message set by braid_call_error, or else with
- * "braid.native.NAME: <braid_strerror(result)>".  ud is the pointer given
- * to braid_native_register. */
+ * "braid.native.NAME: <braid_strerror(result)>" (a negative result) or
+ * "braid.native.NAME: failed (<result>)".  ud is the pointer given to
+ * braid_native_register.  The function may use the channel and future
+ * functions below (they block its native thread, never a worker); calls
+ * run concurrently, up to braid_config_t.native_threads at once. */
 typedef int (*braid_native_fn)(braid_call_t *call, const braid_value_t *args,
                                size_t nargs, void *ud);
 
@@ -417,9 +427,10 @@ int braid_future_reject_value(braid_future_t *f, const braid_value_t *err);
 /* Waits until f settles or the deadline passes, and marks its outcome as
  * observed.  *out is overwritten.  Returns 0 with *out an array of the
  * values f resolved with; BRAID_EREJECTED with *out the error (a task's
- * error message, without its traceback); BRAID_ECANCELED with *out nil;
- * BRAID_ETIMEDOUT with *out nil (f is still pending); BRAID_EINVAL /
- * BRAID_ENOMEM with *out nil when the outcome cannot be represented. */
+ * error value, without its traceback; nil when C cannot hold it);
+ * BRAID_ECANCELED with *out nil; BRAID_ETIMEDOUT with *out nil (f is
+ * still pending); BRAID_EINVAL / BRAID_ENOMEM with *out nil when the
+ * values cannot be represented. */
 int braid_future_await_values(braid_future_t *f, braid_value_t *out, int64_t deadline);
 
 /* Asks f's producer to stop (f:cancel()): a task's future stops its task;

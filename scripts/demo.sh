@@ -1,35 +1,38 @@
 #!/usr/bin/env bash
-# scripts/demo.sh -- run the best demo the current tree can run.
+# scripts/demo.sh -- what `make demo` runs: the Twitter analyzer
+# (examples/twitter_analyzer.lua), a four-stage crawl against a simulated,
+# rate-limited Twitter API, with N tokens and then with one.
 #
-# usage: scripts/demo.sh [build-dir]     (default: build)
+# usage: scripts/demo.sh [build-dir [analyzer options]]   (default: build)
 #
-# In order of preference:
-#   1. <build>/braid examples/twitter_analyzer.lua
-#   2. lua5.4 examples/twitter_analyzer.lua, with <build>/braid.so and lua/
-#   3. <build>/core_demo                       (from examples/core_demo.c)
+# Runs <build>/braid examples/twitter_analyzer.lua, or, without the
+# interpreter, lua5.4 with <build>/braid.so on LUA_CPATH.  The source lua/
+# comes first on LUA_PATH for either.  The progress line goes to stderr
+# when it is a terminal.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-build}
+[ $# -gt 0 ] && shift
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 cd "$root"
 
 example=examples/twitter_analyzer.lua
-
-# The source lua/ and the build's braid.so come first, for either runner.
 export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;${LUA_PATH:-;}"
 export LUA_CPATH="$build/?.so;${LUA_CPATH:-;}"
 
-if [ -x "$build/braid" ] && [ -f "$example" ]; then
-  exec "$build/braid" "$example"
-fi
-if [ -f "$build/braid.so" ] && [ -f "$example" ] && command -v lua5.4 >/dev/null; then
-  exec lua5.4 "$example"
-fi
-if [ -x "$build/core_demo" ]; then
-  exec "$build/core_demo"
+if [ -x "$build/braid" ]; then
+  runner=("$build/braid")
+elif [ -f "$build/braid.so" ] && command -v lua5.4 >/dev/null; then
+  runner=(lua5.4)
+else
+  echo "demo: nothing to run: need $build/braid, or $build/braid.so and lua5.4" \
+       "(make build)" >&2
+  exit 1
 fi
 
-echo "demo: nothing to run yet: need $build/braid or $build/braid.so plus" \
-     "$example, or $build/core_demo (examples/core_demo.c)" >&2
-exit 1
+"${runner[@]}" "$example" "$@"
+
+echo
+echo "This was $example (try --tokens 8). Next: examples/weather.lua"
+echo "(pmap, memo, broker, server) and examples/repl.md (the REPL)."

@@ -143,7 +143,7 @@ end
 local function member(ctl, lease, key, fn, ...)
   local r = table.pack(pcall(fn, ...))
   local ok, v = r[1], r[2]
-  if not ok and v == nil then v = "nil error" end
+  if not ok then v = H.travels(v) end
   if not pcall(ctl.try_send, ctl, { op = "done", key = key, ok = ok, v = v }) then
     -- The first value cannot travel: the task fails with that below.
     local _, e = pcall(braid._roundtrip, v)

@@ -21,10 +21,13 @@
 -- hundred bytes of stub bytecode and works in the receiving task at once.
 --
 -- The metatable (for __tostring and __name) is lost in the copy.  Every
--- method re-attaches it on entry (M.check), and M.attach(h) does it by
--- hand, so `tostring(h)` of a copy gives "braid.<kind>#<id> (...)" after
--- its first method call or an explicit braid.handle(h).  A handle's id is
--- the id of one of its channels, so it is the same in every copy.
+-- method re-attaches it on entry (M.check; M.attach(h) does it by hand),
+-- so `tostring(h)` of a copy gives "braid.<kind>#<id> (...)" from its
+-- first method call on; before that it is a plain table's "table: 0x...".
+-- A handle's id is the id of one of its channels, so it is the same in
+-- every copy.  type(h) is "table", not "userdata" as API.md says of
+-- handles: making these kinds userdata needs a generic handle type in the
+-- bindings.
 local M = {}
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
@@ -94,7 +97,7 @@ function M.check(mod, self, fname)
   return self
 end
 
--- braid.handle(h): re-attaches h's metatable after a transfer; returns h.
+-- Re-attaches h's metatable after a transfer; returns h.
 -- Values that are not pattern handles are returned unchanged.
 function M.attach(h)
   if type(h) == "table" and type(h._kind) == "string" and getmetatable(h) == nil then
@@ -150,6 +153,16 @@ function M.workers()
   end
   if w < 1 then w = 1 end
   return w
+end
+
+-- An error value that can travel (to a future, a channel's close): e
+-- itself, or its tostring when it cannot be encoded; "nil error" for nil.
+function M.travels(e)
+  if e == nil then return "nil error" end
+  local t = type(e)
+  if t == "string" or t == "number" or t == "boolean" then return e end
+  if pcall(require("braid")._roundtrip, e) then return e end
+  return tostring(e)
 end
 
 -- An error value as text, for messages that embed it.

@@ -18,7 +18,12 @@
 --   * A consumer that stops early closes its input: a stage whose send
 --     finds its output closed closes its own input and ends, and so on up
 --     the chain, so no task stays blocked forever.  take(n) is such a
---     consumer: after n values it closes its input.
+--     consumer: after n values it closes its input.  (A stage notices a
+--     closed output when it next sends, as in Go: a stage blocked reading
+--     an input that never delivers again stays blocked.)
+--
+-- braid.collect raises a close error (a stage's failure) rather than
+-- returning a partial array, like f:await raises a rejection.
 --
 -- A function result of nil is not a channel value: map and pipeline skip
 -- it (so `fn` can also filter).
@@ -60,8 +65,7 @@ local function filter_map_task(inp, out, fn, is_filter)
     end
     local ok, r = pcall(fn, v)
     if not ok then
-      if r == nil then r = "nil error" end
-      out:close(r)
+      out:close(H.travels(r))
       inp:close()
       return
     end
@@ -217,7 +221,8 @@ end
 -- A value goes to every open output before the next is read, so the
 -- slowest consumer paces the others once its buffer (opts.buffer, 64) is
 -- full.  An output closed by its consumer is left out; when all are
--- closed, tee closes ch.
+-- closed, tee closes ch (at the next value it reads: like every stage, it
+-- notices a closed output when it sends).
 function M.tee(ch, n, opts)
   H.checkchan(ch, 1, "tee")
   H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 2, "tee",
@@ -267,8 +272,7 @@ local function ordered_worker(jobs, inp, fn)
           if not sent then f:reject(e); inp:close() end
         end
       else
-        if r == nil then r = "nil error" end
-        f:reject(r)
+        f:reject(H.travels(r))
         inp:close()               -- read the input no further
       end
     end
@@ -297,8 +301,7 @@ function M.pipeline(n, fn, from, opts)
           if v == nil then why = err; break end
           local ok, r = pcall(fn, v)
           if not ok then
-            if r == nil then r = "nil error" end
-            out:close(r)
+            out:close(H.travels(r))
             inp:close()
             why = "closed"
             break
@@ -355,8 +358,14 @@ function M.pipeline(n, fn, from, opts)
         return
       end
       local ok, r = f:wait()
+      local stop = false
       if not ok then
         out:close(r)
+        stop = true
+      elseif r ~= nil and not out:send(r) then
+        stop = true                    -- the consumer closed the output
+      end
+      if stop then
         inp:close()
         order:close()
         while true do                  -- let the rest go undone
@@ -364,11 +373,6 @@ function M.pipeline(n, fn, from, opts)
           if g == nil then break end
           g:cancel()
         end
-        return
-      end
-      if r ~= nil and not out:send(r) then
-        inp:close()
-        order:close()
         return
       end
     end

@@ -57,8 +57,7 @@ local function worker(fn, work, results)
       end
     end)
     if not ok then
-      if err == nil then err = "nil error" end
-      results:send({ err = err, index = first + k - 1 })
+      results:send({ err = H.travels(err), index = first + k - 1 })
       return
     end
     local sent, e = pcall(results.send, results, { first, count, out })

@@ -27,7 +27,9 @@
 -- The handle is a table of channels and futures (see braid.handle), so it
 -- works in any task it is passed to.  The counters of stats() are
 -- channels used as shared counters: a one-slot "slide" channel counts in
--- stats().sent every value sent to it and holds at most one.
+-- stats().sent every value sent to it and holds at most one.  A worker
+-- counts a job before settling its future, so whoever sees the future
+-- settled sees it counted.
 local braid = require "braid"
 local H = require "braid.handle"
 local chunks_of = require("braid.pmap").chunks
@@ -47,7 +49,7 @@ H.kind(M, "pool", { "submit", "map", "close", "stats" }, state)
 local function worker(i, init, terminate, q, done, failed, broken)
   local ok, ctx = pcall(init, i)
   if not ok then
-    if ctx == nil then ctx = "nil error" end
+    ctx = H.travels(ctx)
     broken:reject(ctx)
     q:close()
     while true do
@@ -65,17 +67,15 @@ local function worker(i, init, terminate, q, done, failed, broken)
     local f, args = job[2], job[3]
     if f:status() == "pending" then
       local r = pack(pcall(job[1], ctx, unpack(args, 1, args.n)))
+      -- Count before settling, so that whoever sees the future settled
+      -- sees it counted too.
       if r[1] then
+        done:try_send(true)
         local sent, e = pcall(f.resolve, f, unpack(r, 2, r.n))
-        if sent then
-          done:try_send(true)
-        else
-          f:reject(e)
-          failed:try_send(true)
-        end
+        if not sent then f:reject(e) end   -- results that cannot travel
       else
-        f:reject(r[2] == nil and "nil error" or r[2])
         failed:try_send(true)
+        f:reject(H.travels(r[2]))
       end
     else
       failed:try_send(true)                -- cancelled before it started
@@ -135,7 +135,7 @@ local function run_chunk(ctx, fn, first, count, xs)
   for j = 1, count do
     local ok, r = pcall(fn, ctx, xs[j])
     if not ok then
-      error({ braid_pool_item = first + j - 1, err = r == nil and "nil error" or r }, 0)
+      error({ braid_pool_item = first + j - 1, err = H.travels(r) }, 0)
     end
     out[j] = r
   end
@@ -164,7 +164,11 @@ function M.map(p, items, fn)
     futs[c] = f
   end
   for c = 1, #chunks do
-    local ok, r = futs[c]:wait()
+    local waited, ok, r = pcall(futs[c].wait, futs[c])
+    if not waited then                    -- the caller was cancelled
+      for k = c, #chunks do futs[k]:cancel() end
+      error(ok, 0)
+    end
     if not ok then
       for k = c + 1, #chunks do futs[k]:cancel() end
       if type(r) == "table" and r.braid_pool_item then

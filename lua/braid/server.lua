@@ -15,8 +15,9 @@
 -- calls, calls, casts (calls and casts travel separately and each keeps
 -- its order).  Before each request the server looks at the high-priority
 -- channel first, so a "high" call waiting is served before any other
--- request; when several requests arrive while it is idle, it picks with
--- select, then still serves a high call that came in meanwhile first.
+-- request; then calls and casts, alternately first.  Only when all are
+-- empty does it block, in a select on all three; after a wakeup it still
+-- serves a high call that came in meanwhile first.
 --
 -- A call carries a one-shot future for its reply, so a slow caller never
 -- blocks the server (resolve does not wait for the reader).  A caller that
@@ -92,12 +93,14 @@ end
 -- The server task.
 local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
   local noreply = braid.noreply
-  local pack, unpack = table.pack, table.unpack
+  local pack = table.pack
   tid:resolve((braid.self()))
   local have_state, state = false, nil
 
+  local travels = H.travels
+
   local function fail(err)
-    if err == nil then err = "nil error" end
+    err = travels(err)
     done:reject(err)
     hi:close()
     calls:close()
@@ -114,6 +117,8 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
       r = pack(pcall(spec.init, ...))
       if not r[1] then return fail(r[2]) end
       state = r[2]
+    else
+      state = ...                     -- no init: the first argument
     end
     have_state = true
 
@@ -135,7 +140,7 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
         res = { false, "braid.server: no call handler" }
       end
       if not res[1] then
-        local e = res[2] == nil and "nil error" or res[2]
+        local e = travels(res[2])
         m.reply:reject(e)
         return false, e
       end
@@ -147,33 +152,63 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
       return true
     end
 
-    local cases = { hi, calls, casts }
+    -- Takes the next request without blocking: a high call first, then
+    -- calls and casts, alternating which goes first so neither starves.
+    -- Returns the request and its kind, or nil when all are empty.
+    local open = { [hi] = true, [calls] = true, [casts] = true }
+    local flip = false
+    local function take(ch, kind)
+      if not open[ch] then return nil end
+      local m, err = ch:try_recv()
+      if m ~= nil then return m, kind end
+      if err == "closed" then open[ch] = nil end
+      return nil
+    end
+    local function next_request()
+      local m, kind = take(hi, "call")
+      if m ~= nil then return m, kind end
+      flip = not flip
+      if flip then
+        m, kind = take(calls, "call")
+        if m == nil then m, kind = take(casts, "cast") end
+      else
+        m, kind = take(casts, "cast")
+        if m == nil then m, kind = take(calls, "call") end
+      end
+      return m, kind
+    end
+
     while true do
-      local m, kind = hi:try_recv(), "call"
+      local m, kind = next_request()
       if m == nil then
+        -- Idle: wait for any open channel.
+        local cases = {}
+        if open[hi] then cases[#cases + 1] = hi end
+        if open[calls] then cases[#cases + 1] = calls end
+        if open[casts] then cases[#cases + 1] = casts end
         if #cases == 0 then break end
         local i, v = braid.select(cases)
+        local ch = cases[i]
         if v == nil then
-          table.remove(cases, i)      -- closed and drained
-          goto continue
-        end
-        m, kind = v, cases[i] == casts and "cast" or "call"
-        if cases[i] ~= hi then
-          local h = hi:try_recv()     -- a high call that came in meanwhile goes first
-          if h ~= nil then
-            local okh, e = process(h, "call")
-            if not okh then
-              if kind == "call" then m.reply:reject(e) end
-              return fail(e)
+          open[ch] = nil              -- closed and drained
+        else
+          m, kind = v, rawequal(ch, casts) and "cast" or "call"
+          if not rawequal(ch, hi) then
+            local h = take(hi, "call")  -- a high call that came in meanwhile goes first
+            if h ~= nil then
+              local okh, e = process(h, "call")
+              if not okh then
+                if kind == "call" then m.reply:reject(e) end
+                return fail(e)
+              end
             end
           end
         end
       end
-      do
+      if m ~= nil then
         local okm, e = process(m, kind)
         if not okm then return fail(e) end
       end
-      ::continue::
     end
     local reason = ctl:try_recv()
     if reason == nil then reason = "normal" end

@@ -41,7 +41,7 @@ local function worker(fn, work, reports)
     if job == nil then return end
     local ok, r = pcall(fn, job[2], push)
     if not ok then
-      reports:send({ err = r == nil and "nil error" or r })
+      reports:send({ err = H.travels(r) })
       return
     end
     local sent, e = pcall(reports.send, reports, { done = job[1], result = r })

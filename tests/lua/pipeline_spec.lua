@@ -113,6 +113,11 @@ describe("ch:map", function()
     assert.are.equal(2, #inp)          -- 4 and 5 were never read
   end)
 
+  it("closes with the tostring of an error value that cannot travel", function()
+    local _, err = drain(braid.from({ 1 }):map(function() error(coroutine.create(print)) end))
+    assert.is_truthy(tostring(err):match("^thread: "), tostring(err))
+  end)
+
   it("chains: closing flows through every stage", function()
     local out = braid.from(range(10))
       :map(function(x) return x + 1 end)

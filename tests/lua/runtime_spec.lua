@@ -19,6 +19,12 @@ local function id_pattern(h)
   return handle_id(h):gsub("%.", "%%.") .. "%f[%D]"
 end
 
+-- Iterations of a call-free CPU loop (about 1 s of CPU here): its only
+-- preemption points are the runtime's hooks.  Spinners stop by themselves
+-- after it so that a lost cancellation fails a test instead of hanging the
+-- process at exit.
+local SPIN = 150000000
+
 -- Polls pred() until it holds or `timeout` seconds pass; returns pred().
 local function wait_until(pred, timeout)
   local deadline = braid.now() + (timeout or 5)
@@ -321,6 +327,78 @@ describe("braid.self", function()
   end)
 end)
 
+describe("braid preemption", function()
+  it("lets more CPU-bound tasks than workers all make progress", function()
+    braid.go(function() end):await(10)
+    local n = math.max(4, 2 * braid.stats().workers + 2)
+    local progress = braid.chan(math.huge)
+    local fs = {}
+    for i = 1, n do
+      fs[i] = braid.go(function()
+        local t0 = braid.now()
+        local last, x = t0, 0
+        progress:send({ i, t0 })
+        while true do
+          for k = 1, 1000 do x = x + k % 7 end
+          local t = braid.now()
+          if t - last >= 0.05 then progress:send({ i, t }); last = t end
+          if t - t0 >= 0.3 then return t0, t end
+        end
+      end)
+    end
+    local starts, ends = {}, {}
+    for i = 1, n do
+      local r = pack(fs[i]:wait(30))
+      assert.is_true(r[1], r[2])
+      starts[i], ends[i] = r[2], r[3]
+    end
+    local last_start, first_end = -math.huge, math.huge
+    for i = 1, n do
+      last_start = math.max(last_start, starts[i])
+      first_end = math.min(first_end, ends[i])
+    end
+    -- Without preemption the first tasks would finish before the last ones
+    -- start.
+    assert.is_true(last_start < first_end,
+      ("last start %.3f is not before first end %.3f"):format(last_start, first_end))
+    -- Every task recorded progress while the others were spinning too.
+    local samples = {}
+    while true do
+      local p = progress:try_recv()
+      if p == nil then break end
+      if p[2] <= first_end then samples[p[1]] = (samples[p[1]] or 0) + 1 end
+    end
+    for i = 1, n do assert.is_true((samples[i] or 0) >= 2, "task " .. i) end
+  end)
+end)
+
+describe("braid preemption inside pcall", function()
+  it("suspends tasks that spin inside pcall", function()
+    local n = math.max(4, 2 * braid.stats().workers + 2)
+    local fs = {}
+    for i = 1, n do
+      fs[i] = braid.go(function()
+        local t0, t1 = braid.now(), nil
+        assert(pcall(function()
+          local x = 0
+          while braid.now() - t0 < 0.3 do x = x + 1 end
+          t1 = braid.now()
+        end))
+        return t0, t1
+      end)
+    end
+    local last_start, first_end = -math.huge, math.huge
+    for i = 1, n do
+      local r = pack(fs[i]:wait(30))
+      assert.is_true(r[1], r[2])
+      last_start = math.max(last_start, r[2])
+      first_end = math.min(first_end, r[3])
+    end
+    assert.is_true(last_start < first_end,
+      ("last start %.3f is not before first end %.3f"):format(last_start, first_end))
+  end)
+end)
+
 describe("braid.cancelled", function()
   it("is false on the main thread", function()
     assert.is_false(braid.cancelled())
@@ -388,12 +466,36 @@ describe("braid cancellation", function()
     assert.is_true(braid.now() - t0 < 10)
   end)
 
+  it("stops CPU-bound tasks that wait in the ready queue", function()
+    local n = 2 * braid.stats().workers + 2
+    local started = braid.chan(math.huge)
+    local fs = {}
+    for i = 1, n do
+      fs[i] = braid.go(function()
+        started:send(i)
+        local x = 0
+        for _ = 1, SPIN do x = x + 1 end
+        return "not cancelled"
+      end)
+    end
+    for _ = 1, n do assert.is_not_nil(started:recv(10)) end
+    braid.sleep(0.05)
+    for i = 1, n do fs[i]:cancel() end
+    local outcomes = {}
+    for i = 1, n do
+      local ok, v = fs[i]:wait(10)
+      outcomes[i] = tostring(ok) .. " " .. tostring(v)
+    end
+    for i = 1, n do assert.equal("false cancelled", outcomes[i], "task " .. i) end
+  end)
+
   it("stops a CPU-bound task at a preemption point", function()
     local started = braid.chan(1)
     local f = braid.go(function()
       started:send(true)
       local x = 0
-      while true do x = x + 1 end
+      for _ = 1, SPIN do x = x + 1 end
+      return "not cancelled"
     end)
     assert.is_true(started:recv(10))
     f:cancel()
@@ -427,15 +529,24 @@ describe("braid cancellation", function()
     local started = braid.chan(1)
     local f = braid.go(function()
       started:send(true)
-      local ok, err = pcall(function() local x = 0; while true do x = x + 1 end end)
-      -- The pcall caught "cancelled"; the next blocking call raises again.
-      braid.sleep(0)
-      return "survived", ok, err
+      local ok, err = pcall(function()
+        local x = 0
+        for _ = 1, SPIN do x = x + 1 end
+      end)
+      return ok, tostring(err), braid.cancelled()
     end)
     assert.is_true(started:recv(10))
     braid.sleep(0.02)
     f:cancel()
-    assert.same({ false, "cancelled", n = 2 }, pack(f:wait(10)))
+    local r = pack(f:wait(10))
+    if r[1] then
+      -- The task caught the cancellation and returned.
+      assert.is_false(r[2])
+      assert.truthy(r[3]:match("cancelled"), r[3])
+      assert.is_true(r[4])
+    else
+      assert.same({ false, "cancelled", n = 2 }, r)
+    end
   end)
 
   it("changes nothing on a settled future", function()
@@ -444,6 +555,48 @@ describe("braid cancellation", function()
     f:cancel()
     assert.equal("resolved", f:status())
     assert.equal("done", f:await(10))
+  end)
+end)
+
+describe("braid preemption after cancellations", function()
+  -- A task cancelled at a preemption point dies of an error raised in a
+  -- hook; whatever runs next on that worker must still be preemptible.
+  it("keeps preempting tasks after tasks were cancelled at preemption points", function()
+    local w = braid.stats().workers
+    do
+      local started = braid.chan(math.huge)
+      local fs = {}
+      for i = 1, w do
+        fs[i] = braid.go(function()
+          started:send(i)
+          local x = 0
+          for _ = 1, SPIN do x = x + 1 end
+          return "not cancelled"
+        end)
+      end
+      for _ = 1, w do started:recv(10) end
+      braid.sleep(0.02)
+      for i = 1, w do fs[i]:cancel() end
+      for i = 1, w do fs[i]:wait(10) end
+    end
+    local n = 2 * w + 2
+    local fs = {}
+    for i = 1, n do
+      fs[i] = braid.go(function()
+        local t0, x = braid.now(), 0
+        while braid.now() - t0 < 0.3 do x = x + 1 end
+        return t0, braid.now()
+      end)
+    end
+    local last_start, first_end = -math.huge, math.huge
+    for i = 1, n do
+      local r = pack(fs[i]:wait(30))
+      assert.is_true(r[1], r[2])
+      last_start = math.max(last_start, r[2])
+      first_end = math.min(first_end, r[3])
+    end
+    assert.is_true(last_start < first_end,
+      ("last start %.3f is not before first end %.3f"):format(last_start, first_end))
   end)
 end)
 
@@ -585,78 +738,6 @@ describe("braid.tasks", function()
     end
     ch:close()
     f:wait(10)
-  end)
-end)
-
-describe("braid preemption", function()
-  it("lets more CPU-bound tasks than workers all make progress", function()
-    braid.go(function() end):await(10)
-    local n = math.max(4, 2 * braid.stats().workers + 2)
-    local progress = braid.chan(math.huge)
-    local fs = {}
-    for i = 1, n do
-      fs[i] = braid.go(function()
-        local t0 = braid.now()
-        local last, x = t0, 0
-        progress:send({ i, t0 })
-        while true do
-          for k = 1, 1000 do x = x + k % 7 end
-          local t = braid.now()
-          if t - last >= 0.05 then progress:send({ i, t }); last = t end
-          if t - t0 >= 0.3 then return t0, t end
-        end
-      end)
-    end
-    local starts, ends = {}, {}
-    for i = 1, n do
-      local r = pack(fs[i]:wait(30))
-      assert.is_true(r[1], r[2])
-      starts[i], ends[i] = r[2], r[3]
-    end
-    local last_start, first_end = -math.huge, math.huge
-    for i = 1, n do
-      last_start = math.max(last_start, starts[i])
-      first_end = math.min(first_end, ends[i])
-    end
-    -- Without preemption the first tasks would finish before the last ones
-    -- start.
-    assert.is_true(last_start < first_end,
-      ("last start %.3f is not before first end %.3f"):format(last_start, first_end))
-    -- Every task recorded progress while the others were spinning too.
-    local samples = {}
-    while true do
-      local p = progress:try_recv()
-      if p == nil then break end
-      if p[2] <= first_end then samples[p[1]] = (samples[p[1]] or 0) + 1 end
-    end
-    for i = 1, n do assert.is_true((samples[i] or 0) >= 2, "task " .. i) end
-  end)
-end)
-
-describe("braid preemption inside pcall", function()
-  it("suspends tasks that spin inside pcall", function()
-    local n = math.max(4, 2 * braid.stats().workers + 2)
-    local fs = {}
-    for i = 1, n do
-      fs[i] = braid.go(function()
-        local t0, t1 = braid.now(), nil
-        assert(pcall(function()
-          local x = 0
-          while braid.now() - t0 < 0.3 do x = x + 1 end
-          t1 = braid.now()
-        end))
-        return t0, t1
-      end)
-    end
-    local last_start, first_end = -math.huge, math.huge
-    for i = 1, n do
-      local r = pack(fs[i]:wait(30))
-      assert.is_true(r[1], r[2])
-      last_start = math.max(last_start, r[2])
-      first_end = math.min(first_end, r[3])
-    end
-    assert.is_true(last_start < first_end,
-      ("last start %.3f is not before first end %.3f"):format(last_start, first_end))
   end)
 end)
 
