@@ -498,9 +498,9 @@ static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) 
     pthread_mutex_unlock(&w->wk_mtx);
   }
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
-  if (st == BRAID_FUTURE_REJECTED && m &&
+  if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1) {
-    report_unobserved(t->t_fut, m);   /* nobody else can ever see it */
+    braid_future_unobserved(t->t_fut, m);   /* nobody else can ever see it */
     braid_future_observe(t->t_fut);
   }
   braid_future_settle(t->t_fut, st, m);   /* also drops the cancel hook */
@@ -747,7 +747,8 @@ static void rt_start(lua_State *L) {
   }
   pthread_cond_init(&rt.mon_cv, NULL);
   pthread_cond_init(&rt.b_cv, NULL);
-  braid_future_unobserved = report_unobserved;
+  if (braid_future_unobserved == NULL)    /* a C host may have set its own */
+    braid_future_unobserved = report_unobserved;
   for (int i = 0; i < rt.nworkers; i++) {
     worker_t *w = &rt.workers[i];
     w->wk_id = i;
@@ -855,6 +856,11 @@ static void rt_stop(void) {
     if (t == NULL) break;
     task_abandon(atomic_load_explicit(&t->t_home, memory_order_relaxed), t);
   }
+  /* Every task is gone: counts that a task queued or woken during the
+   * shutdown still holds must not leak into a runtime started later (its
+   * deadlock check would never fire). */
+  atomic_store_explicit(&rt.active, 0, memory_order_relaxed);
+  atomic_store_explicit(&rt.nlive, 0, memory_order_relaxed);
   braid_timerq_free(rt.timers);
   rt.timers = NULL;
   for (int i = 0; i < rt.nworkers; i++) {

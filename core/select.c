@@ -138,8 +138,10 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
   r->s_index = BRAID_W_ARMED;
   r->s_err = 0;
   r->s_msg = NULL;
-  if (w) braid_waiter_rearm(w);
-  if (n == 0) return BRAID_EAGAIN;
+  if (n == 0) {
+    if (w) braid_waiter_rearm(w);     /* only a timer or a cancel can fire it */
+    return BRAID_EAGAIN;
+  }
   if (order_init(&o, cases, n) != 0) return BRAID_ENOMEM;
   lock_all(cases, &o, n);
   int rc = BRAID_EAGAIN;
@@ -148,6 +150,10 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     rc = poll_case(&cases[i], i, r, &wl);
   }
   if (rc == BRAID_EAGAIN && w) {
+    /* Armed only now, when the nodes are queued: a waiter whose select
+     * completed at once must stay un-armed, or a timer or cancel could fire
+     * it (and wake a task that is running). */
+    braid_waiter_rearm(w);
     for (int i = 0; i < n; i++) {
       braid_wnode_t *node = &cases[i].c_node;
       node->n_waiter = w;

@@ -65,9 +65,9 @@ int braid_select_try(braid_case_t *cases, int n, braid_selres_t *r);
  * deadline only. */
 int braid_select_until(braid_case_t *cases, int n, int64_t deadline, braid_selres_t *r);
 
-/* Split phase.  Rearms w and completes a ready case if any (returns 0, *r
- * filled, nothing queued); otherwise queues the cases' nodes on w and
- * returns BRAID_EAGAIN.  From then on anyone may fire w; the caller must
+/* Split phase.  Completes a ready case if any (returns 0, *r filled,
+ * nothing queued, w untouched: it stays un-armed); otherwise rearms w,
+ * queues the cases' nodes on it and returns BRAID_EAGAIN.  From then on anyone may fire w; the caller must
  * wait until w is woken and then call braid_select_disarm.  The cases array
  * must stay put until then. */
 int braid_select_arm(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres_t *r);
