@@ -79,9 +79,12 @@ struct task {
   int t_envref;               /* registry reference of its globals table */
   int t_nargs;                /* values to pass to the next lua_resume */
   _Atomic int t_state;        /* T_*, for braid.tasks() */
-  const char *t_what;         /* what it waits for ("recv", "sleep", ...) */
-  braid_objtype_t *t_ontype;  /* and on what (type and id), or NULL */
-  uint64_t t_onid;
+  /* What it waits for ("recv", "sleep", ...) and on what (type and id):
+   * written by its worker, read by braid.tasks() elsewhere, so atomic
+   * (relaxed: a diagnostic snapshot). */
+  _Atomic(const char *) t_what;
+  _Atomic(braid_objtype_t *) t_ontype;
+  _Atomic uint64_t t_onid;
   _Atomic bool t_cancel;      /* cancellation requested */
   bool t_cancel_raised;       /* we raised "cancelled" in it */
   int t_yield;                /* Y_*: why the last resume yielded */
@@ -681,7 +684,9 @@ static void *monitor_main(void *arg) {
     for (int i = 0; i < rt.nworkers; i++) {
       worker_t *w = &rt.workers[i];
       pthread_mutex_lock(&w->wk_mtx);
-      task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_relaxed);
+      /* Acquire: pairs with the worker's store; the task's fields (t_co)
+       * written before it are visible. */
+      task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_acquire);
       uint64_t seq = atomic_load_explicit(&w->wk_seq, memory_order_relaxed);
       if (cur && seq == w->wk_mon_seq &&
           now - atomic_load_explicit(&w->wk_start, memory_order_relaxed) >= slice &&
@@ -824,7 +829,7 @@ static void rt_stop(void) {
   for (int i = 0; i < rt.nworkers; i++) {
     worker_t *w = &rt.workers[i];
     pthread_mutex_lock(&w->wk_mtx);
-    task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_relaxed);
+    task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_acquire);
     if (cur) lua_sethook(cur->t_co, preempt_hook, LUA_MASKCOUNT, 1);
     w->wk_sleeping = false;
     pthread_cond_signal(&w->wk_cv);
@@ -928,7 +933,8 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   int n = t->t_ncases;
   t->t_ncases = 0;
   braid_selres_t r = t->t_res;
-  return complete(L, t, t->t_cases, n, &r, t->t_finish, t->t_what, NULL);
+  return complete(L, t, t->t_cases, n, &r, t->t_finish,
+                  atomic_load_explicit(&t->t_what, memory_order_relaxed), NULL);
 }
 
 enum { TASK_SPIN_NS = 3000 };
@@ -1010,9 +1016,9 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     }
     t->t_ncases = n;
     t->t_finish = finish;
-    t->t_what = what;
-    t->t_ontype = on ? on->o_type : NULL;
-    t->t_onid = on ? on->o_id : 0;
+    atomic_store_explicit(&t->t_what, what, memory_order_relaxed);
+    atomic_store_explicit(&t->t_ontype, on ? on->o_type : NULL, memory_order_relaxed);
+    atomic_store_explicit(&t->t_onid, on ? on->o_id : 0, memory_order_relaxed);
     if (deadline != BRAID_FOREVER) {
       if (braid_timer_add(rt.timers, &t->t_timer, deadline, task_timer_cb, t) == 0)
         t->t_timed = true;
@@ -1430,11 +1436,14 @@ static int l_tasks(lua_State *L) {
     if (t->t_name) { lua_pushstring(L, t->t_name); lua_setfield(L, -2, "name"); }
     lua_pushstring(L, state_names[st]);
     lua_setfield(L, -2, "state");
-    if ((st == T_BLOCKED || st == T_SLEEPING) && t->t_what) {
-      if (t->t_ontype)
-        lua_pushfstring(L, "%s braid.%s#%I", t->t_what, t->t_ontype->ot_name, (lua_Integer)t->t_onid);
+    const char *what = atomic_load_explicit(&t->t_what, memory_order_relaxed);
+    braid_objtype_t *ontype = atomic_load_explicit(&t->t_ontype, memory_order_relaxed);
+    if ((st == T_BLOCKED || st == T_SLEEPING) && what) {
+      if (ontype)
+        lua_pushfstring(L, "%s braid.%s#%I", what, ontype->ot_name,
+                        (lua_Integer)atomic_load_explicit(&t->t_onid, memory_order_relaxed));
       else
-        lua_pushstring(L, t->t_what);
+        lua_pushstring(L, what);
       lua_setfield(L, -2, "waiting_on");
     }
     lua_rawseti(L, -2, ++i);
