@@ -71,6 +71,7 @@ local function handle(st, m)
     if e then
       st.early[m.key] = nil
       st.nearly = st.nearly - 1
+      m.f:wait()                        -- it has reported: it is ending
       settle(st, idx, e.ok, e.v)
     else
       st.pend[m.key] = idx
@@ -81,6 +82,10 @@ local function handle(st, m)
   elseif op == "done" then
     local idx = st.pend[m.key]
     if idx then
+      -- The member reports just before its task ends: wait for its future
+      -- to settle (a moment), so that when wait returns every member's
+      -- future has settled.
+      st.futs[m.key]:wait()
       st.pend[m.key] = nil
       st.futs[m.key] = nil
       st.npend = st.npend - 1

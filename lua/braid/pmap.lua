@@ -13,8 +13,9 @@
 -- Every chunk goes, before any worker starts, into one buffered channel
 -- that is then closed; `workers` tasks pull chunks from it until it is
 -- drained.  Each worker task receives `fn` once, as its argument: `fn` is
--- copied once per worker, never per item.  A worker sends each chunk's
--- results back as one message {first index, count, results}.
+-- copied once per worker, never per item.  A worker sends its results
+-- back in few messages (when the work is drained, or every 4096 items),
+-- so the caller is not woken once per chunk; an error goes at once.
 --
 -- Each item is encoded once on its way to a worker and its result once on
 -- the way back.  The first error stops everything: the caller cancels
@@ -42,12 +43,35 @@ function M.chunks(n, workers, fixed, lo)
   return out
 end
 
--- The worker task: pulls chunks {first, count, items} from work, sends
--- {first, count, results} (or {err = e, index = i}) to results.
+-- Sends a worker's finished chunks; on a result that cannot travel sends
+-- the error for its item instead and returns false.
+local function send_done(results, done)
+  local sent, e = pcall(results.send, results, done)
+  if sent then return true end
+  -- A result that cannot travel: find which, and report it.
+  for _, d in ipairs(done) do
+    for j = 1, d[2] do
+      if not pcall(braid._roundtrip, d[3][j]) then
+        results:send({ err = e, index = d[1] + j - 1 })
+        return false
+      end
+    end
+  end
+  results:send({ err = e, index = done[1] and done[1][1] or 1 })
+  return false
+end
+
+-- The worker task: pulls chunks {first, count, items} from work (filled
+-- and closed before the workers start) until it is drained, and sends its
+-- results as {{first, count, results}, ...}: when it is done, or every
+-- 4096 items so that the caller merges while the workers compute.  On an
+-- error it sends {err = e, index = i} at once.  So the waiting caller is
+-- woken about once per worker for large items, not once per chunk.
 local function worker(fn, work, results)
+  local done, held = {}, 0
   while true do
-    local c = work:recv()
-    if c == nil then return end
+    local c = work:try_recv()
+    if c == nil then break end
     local first, count, xs = c[1], c[2], c[3]
     local out, k = {}, 0
     local ok, err = pcall(function()
@@ -60,19 +84,14 @@ local function worker(fn, work, results)
       results:send({ err = H.travels(err), index = first + k - 1 })
       return
     end
-    local sent, e = pcall(results.send, results, { first, count, out })
-    if not sent then
-      -- A result that cannot travel: find which, and report it.
-      for j = 1, count do
-        if not pcall(braid._roundtrip, out[j]) then
-          results:send({ err = e, index = first + j - 1 })
-          return
-        end
-      end
-      results:send({ err = e, index = first })
-      return
+    done[#done + 1] = { first, count, out }
+    held = held + count
+    if held >= 4096 then                -- many small items: let the caller merge meanwhile
+      if not send_done(results, done) then return end
+      done, held = {}, 0
     end
   end
+  send_done(results, done)
 end
 
 -- braid.pmap(items, fn [, opts]): results[i] = fn(items[i]) (its first
@@ -115,13 +134,17 @@ function M.pmap(items, fn, opts)
 
   local out = {}
   local ok, err = pcall(function()
-    for _ = 1, nchunks do
+    local got = 0
+    while got < nchunks do
       local r = results:recv()
       if r.err ~= nil then
         return { r.index, r.err }
       end
-      local first, count, res = r[1], r[2], r[3]
-      for j = 1, count do out[first + j - 1] = res[j] end
+      for _, d in ipairs(r) do
+        local first, res = d[1], d[3]
+        for j = 1, d[2] do out[first + j - 1] = res[j] end
+        got = got + 1
+      end
     end
   end)
   if not ok or err ~= nil then

@@ -127,7 +127,8 @@ describe("braid.group", function()
     end
     local deadline = braid.now() + T
     while braid.stats().tasks > before and braid.now() < deadline do braid.sleep(0.01) end
-    assert.are.equal(before, braid.stats().tasks)
+    -- (fewer is fine: a task of an earlier test may have ended meanwhile)
+    assert.is_true(braid.stats().tasks <= before, braid.stats().tasks .. " > " .. before)
     -- and still works after its supervisor left
     groups[1]:go(function() return "again" end)
     assert.are.same({ 1, "again" }, groups[1]:wait(T))
