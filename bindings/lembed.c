@@ -70,7 +70,7 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
   if (fn != NULL) {
     fn(s, len, ud);
   } else {
-    fprintf(stderr, "braid: a failed task's error was never observed (braid.future#%llu): %.*s\n",
+    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
             (unsigned long long)braid_future_id(f), (int)len, s);
     fflush(stderr);
   }

@@ -283,7 +283,7 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
 static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
-  fprintf(stderr, "braid: a failed task's error was never observed (braid.future#%llu): %.*s\n",
+  fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
           (unsigned long long)braid_future_id(f), s ? (int)len : 7, s ? s : "(error)");
   fflush(stderr);
 }
