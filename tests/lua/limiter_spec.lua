@@ -68,7 +68,7 @@ describe("braid.limiter", function()
     -- after the bucket stopped being full, the next token is 10 ms away
     local t0 = braid.now()
     assert.is_true(lim:take(1, T))
-    assert.is_true(braid.now() - t0 < 0.1)
+    assert.is_true(braid.now() - t0 < 1)   -- 10 ms expected; generous for loaded machines
   end)
 
   it("is shared by every task holding it, and take suspends (never spins)", function()

@@ -47,7 +47,7 @@ describe("braid.memo", function()
     local fs = {}
     for i = 1, 10 do fs[i] = braid.go(function(m, i) return m:get(i) end, m, i) end
     for i = 1, 10 do assert.are.equal(i, fs[i]:await(T)) end
-    assert.is_true(braid.now() - t0 < 0.3)
+    assert.is_true(braid.now() - t0 < 0.45)  -- one after another would take 0.5 s
   end)
 
   it("an error reaches every waiter and is not cached", function()

@@ -36,14 +36,18 @@ end
 describe("braid.server", function()
   it("returns at once; init runs in the server task before any call", function()
     local t0 = braid.now()
+    local inited = braid.chan(1)
     local srv = braid.server({
       init = function()
         braid.sleep(0.1)
+        inited:send(true)
         return { id = (braid.self()) }
       end,
       call = function(st, req) return st.id, st end,
     })
-    assert.is_true(braid.now() - t0 < 0.05)
+    -- Returned before init finished (no wall-clock bound: sanitizer builds
+    -- and busy machines are slow).
+    assert.are.same({ nil, "empty" }, { inited:try_recv() })
     local id = srv:call("who")
     assert.is_true(braid.now() - t0 >= 0.09)
     assert.are.equal("number", type(id))       -- init ran in a task
