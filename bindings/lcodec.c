@@ -112,20 +112,7 @@ NORETURN static void codec_raise(lua_State *L, const char *fmt, ...) {
 /* ------------------------------------------------------------------------ */
 /* Format                                                                    */
 
-#define CODEC_MAGIC 0x62726400u   /* "brd" + one byte of flags */
-#define CODEC_MAGIC_MASK 0xffffff00u
-#define F_REFS 0x01u              /* m_tag: some object has F_SHARED */
-#define F_DEEP 0x02u              /* m_tag: nesting deeper than DEC_LOCAL_FRAMES */
-
-/* The values are part of the format: lcodec_c.c builds messages without
- * a lua_State (CODEC_MAGIC, a count of 1, T_FLT = 5).  Append, never
- * renumber. */
-enum {
-  T_NIL = 1, T_FALSE = 2, T_TRUE = 3, T_INT = 4, T_FLT = 5, T_STR = 6,
-  T_TABLE = 7, T_FUNC = 8, T_HANDLE = 9, T_REF = 10, T_UPREF = 11,
-  T_MODULE = 12, T_MODFIELD = 13, T_ENV = 14
-};
-#define F_SHARED 0x80u            /* on a T_TABLE/T_FUNC/T_HANDLE tag byte */
+#include "lcodec.h"
 
 /* Scratch memory above these sizes is freed after an encode instead of
  * being kept for the next one. */
@@ -135,7 +122,6 @@ enum {
 #define KEEP_FRAMES 1024
 
 #define SMALL_SEEN 8              /* linear scan up to this many objects */
-#define DEC_LOCAL_FRAMES 32       /* decoder frames on the C stack */
 
 /* ------------------------------------------------------------------------ */
 /* Per-state scratch and the module map                                      */

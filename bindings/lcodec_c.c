@@ -10,15 +10,14 @@
 #include "lbraid.h"
 #include "lruntime.h"
 
-/* Must match lcodec.c: CODEC_MAGIC, and the record tags. */
-enum { C_MAGIC = 0x62726400u, C_T_FLT = 5 };
+#include "lcodec.h"             /* the wire format, shared with lcodec.c */
 
 braid_msg_t *braid__msg_number(double d) {
   braid_msg_t *m = braid_msg_alloc(2 + sizeof d, 0);
   if (m == NULL) return NULL;
-  m->m_tag = C_MAGIC;
+  m->m_tag = CODEC_MAGIC;
   m->m_data[0] = 1;                   /* one value (varint) */
-  m->m_data[1] = C_T_FLT;
+  m->m_data[1] = T_FLT;
   memcpy(m->m_data + 2, &d, sizeof d);
   return m;
 }
@@ -36,11 +35,10 @@ static bool get_varint(const unsigned char **p, const unsigned char *end, uint64
 }
 
 const char *braid__msg_first_string(braid_msg_t *m, size_t *len) {
-  enum { C_T_STR = 6 };
-  if (m == NULL || (m->m_tag & 0xffffff00u) != C_MAGIC) return NULL;
+  if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) return NULL;
   const unsigned char *p = m->m_data, *end = m->m_data + m->m_len;
   uint64_t n, l;
-  if (!get_varint(&p, end, &n) || n < 1 || p >= end || *p++ != C_T_STR) return NULL;
+  if (!get_varint(&p, end, &n) || n < 1 || p >= end || *p++ != T_STR) return NULL;
   if (!get_varint(&p, end, &l) || l > (uint64_t)(end - p)) return NULL;
   *len = (size_t)l;
   return (const char *)p;

@@ -41,18 +41,7 @@
 
 #include "lembed.h"
 
-/* Must match lcodec.c: CODEC_MAGIC, the flags, the record tags and
- * DEC_LOCAL_FRAMES. */
-#define C_MAGIC 0x62726400u
-#define C_MAGIC_MASK 0xffffff00u
-#define C_F_DEEP 0x02u
-#define C_F_SHARED 0x80u
-#define C_DEC_LOCAL_FRAMES 32
-enum {
-  C_T_NIL = 1, C_T_FALSE = 2, C_T_TRUE = 3, C_T_INT = 4, C_T_FLT = 5, C_T_STR = 6,
-  C_T_TABLE = 7, C_T_FUNC = 8, C_T_HANDLE = 9, C_T_REF = 10, C_T_UPREF = 11,
-  C_T_MODULE = 12, C_T_MODFIELD = 13, C_T_ENV = 14
-};
+#include "lcodec.h"            /* the wire format, shared with lcodec.c */
 
 _Static_assert(BRAID_TNIL == 0, "calloc'ed values must be nil");
 _Static_assert(sizeof(int64_t) == 8 && sizeof(double) == 8,
@@ -309,7 +298,7 @@ static int put_fixed(enc_t *e, unsigned tag, const void *p8) {
 static int put_table(enc_t *e, uint32_t narr, uint32_t nhash) {
   unsigned char *w = reserve(e, 9);
   if (w == NULL) return BRAID_ENOMEM;
-  *w = C_T_TABLE;
+  *w = T_TABLE;
   memcpy(w + 1, &narr, 4);
   memcpy(w + 5, &nhash, 4);
   e->len += 9;
@@ -326,7 +315,7 @@ static int put_handle(enc_t *e, braid_obj_t *o) {
   }
   unsigned char *w = reserve(e, 11);
   if (w == NULL) return BRAID_ENOMEM;
-  *w = C_T_HANDLE;
+  *w = T_HANDLE;
   e->len = (size_t)(put_varint(w + 1, e->nh) - e->buf);
   e->hv[e->nh++] = o;
   return 0;
@@ -334,16 +323,16 @@ static int put_handle(enc_t *e, braid_obj_t *o) {
 
 static int enc_value(enc_t *e, const braid_value_t *v, int depth) {
   switch (v->type) {
-    case BRAID_TNIL: return put_tag(e, C_T_NIL);
-    case BRAID_TBOOLEAN: return put_tag(e, v->u.boolean ? C_T_TRUE : C_T_FALSE);
-    case BRAID_TINTEGER: return put_fixed(e, C_T_INT, &v->u.integer);
-    case BRAID_TNUMBER: return put_fixed(e, C_T_FLT, &v->u.number);
+    case BRAID_TNIL: return put_tag(e, T_NIL);
+    case BRAID_TBOOLEAN: return put_tag(e, v->u.boolean ? T_TRUE : T_FALSE);
+    case BRAID_TINTEGER: return put_fixed(e, T_INT, &v->u.integer);
+    case BRAID_TNUMBER: return put_fixed(e, T_FLT, &v->u.number);
     case BRAID_TSTRING: {
       size_t n = v->u.string.len;
       if (n > SIZE_MAX - 11) return BRAID_ENOMEM;
       unsigned char *w = reserve(e, 11 + n);
       if (w == NULL) return BRAID_ENOMEM;
-      *w = C_T_STR;
+      *w = T_STR;
       w = put_varint(w + 1, n);
       if (n) memcpy(w, v->u.string.ptr, n);
       e->len = (size_t)(w + n - e->buf);
@@ -398,7 +387,7 @@ int braid__value_encode(const braid_value_t *vals, size_t n, braid_msg_t **out) 
     }
     /* lcodec.c sets F_DEEP when the nesting passes its local frames; one
      * level of margin costs the Lua decoder one small table at most. */
-    m->m_tag = C_MAGIC | (e.maxdepth >= C_DEC_LOCAL_FRAMES ? C_F_DEEP : 0);
+    m->m_tag = CODEC_MAGIC | (e.maxdepth >= DEC_LOCAL_FRAMES ? F_DEEP : 0);
     *out = m;
   }
   free(e.buf);
@@ -486,26 +475,26 @@ static int register_obj(dec_t *d, braid_value_t *slot) {
 static int dec_value(dec_t *d, braid_value_t *out, int depth) {
   if (d->p >= d->end) return CORRUPT(d);
   unsigned tag = *d->p++;
-  unsigned type = tag & ~C_F_SHARED;
-  if ((tag & C_F_SHARED) && type != C_T_TABLE && type != C_T_FUNC && type != C_T_HANDLE)
+  unsigned type = tag & ~F_SHARED;
+  if ((tag & F_SHARED) && type != T_TABLE && type != T_FUNC && type != T_HANDLE)
     return CORRUPT(d);
   switch (type) {
-    case C_T_NIL: return 0;
-    case C_T_FALSE: braid_value_init_boolean(out, false); return 0;
-    case C_T_TRUE: braid_value_init_boolean(out, true); return 0;
-    case C_T_INT: {
+    case T_NIL: return 0;
+    case T_FALSE: braid_value_init_boolean(out, false); return 0;
+    case T_TRUE: braid_value_init_boolean(out, true); return 0;
+    case T_INT: {
       int64_t i;
       if (!rd_bytes(d, &i, 8)) return CORRUPT(d);
       braid_value_init_integer(out, i);
       return 0;
     }
-    case C_T_FLT: {
+    case T_FLT: {
       double n;
       if (!rd_bytes(d, &n, 8)) return CORRUPT(d);
       braid_value_init_number(out, n);
       return 0;
     }
-    case C_T_STR: {
+    case T_STR: {
       uint64_t len;
       if (!rd_varint(d, &len) || len > (uint64_t)(d->end - d->p)) return CORRUPT(d);
       if (braid_value_init_string(out, (const char *)d->p, (size_t)len) != 0)
@@ -513,7 +502,7 @@ static int dec_value(dec_t *d, braid_value_t *out, int depth) {
       d->p += len;
       return 0;
     }
-    case C_T_TABLE: {
+    case T_TABLE: {
       uint32_t narr, nhash;
       if (!rd_bytes(d, &narr, 4) || !rd_bytes(d, &nhash, 4)) return CORRUPT(d);
       size_t left = (size_t)(d->end - d->p);
@@ -560,7 +549,7 @@ static int dec_value(dec_t *d, braid_value_t *out, int depth) {
       if (rc == 0) d->objs[ord].o_done = true;
       return rc;
     }
-    case C_T_HANDLE: {
+    case T_HANDLE: {
       uint64_t i;
       if (!rd_varint(d, &i) || i >= d->m->m_nhandles || d->m->m_handles[i] == NULL)
         return CORRUPT(d);
@@ -577,7 +566,7 @@ static int dec_value(dec_t *d, braid_value_t *out, int depth) {
       d->objs[d->nobj - 1].o_done = true;
       return 0;
     }
-    case C_T_REF: {
+    case T_REF: {
       uint64_t ord;
       if (!rd_varint(d, &ord) || ord >= d->nobj) return CORRUPT(d);
       if (!d->objs[ord].o_done) return fault(d, "cycle", BRAID_EINVAL);
@@ -585,8 +574,8 @@ static int dec_value(dec_t *d, braid_value_t *out, int depth) {
         return fault(d, "out of memory", BRAID_ENOMEM);
       return 0;
     }
-    case C_T_FUNC: return fault(d, "function", BRAID_EINVAL);
-    case C_T_MODULE: case C_T_MODFIELD: return fault(d, "module", BRAID_EINVAL);
+    case T_FUNC: return fault(d, "function", BRAID_EINVAL);
+    case T_MODULE: case T_MODFIELD: return fault(d, "module", BRAID_EINVAL);
     default: return CORRUPT(d);
   }
 }
@@ -607,7 +596,7 @@ static int decode(braid_msg_t *m, braid_value_t *out, size_t max, braid__vfault_
   d.p = m->m_data;
   d.end = m->m_data + m->m_len;
   uint64_t n;
-  if ((m->m_tag & C_MAGIC_MASK) != C_MAGIC || !rd_varint(&d, &n) ||
+  if ((m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC || !rd_varint(&d, &n) ||
       n > (uint64_t)(d.end - d.p)) {
     rc = CORRUPT(&d);
     goto done;

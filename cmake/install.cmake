@@ -46,7 +46,7 @@ if(TARGET braid)
   install(TARGETS braid RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" COMPONENT bin)
 endif()
 
-install(FILES "${CMAKE_SOURCE_DIR}/include/braid.h"
+install(FILES "${CMAKE_SOURCE_DIR}/include/braid.h" "${CMAKE_SOURCE_DIR}/include/braid_errno.h"
         DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT dev)
 
 foreach(_t IN ITEMS braid_bindings braid_core)

@@ -1,38 +1,11 @@
 /*
- * err.h -- braid's error codes.
+ * err.h -- braid's error codes, for the core.
  *
- * Every core function that can fail returns an int: 0 on success or one of
- * the negative BRAID_E* codes below.  The codes come from one X-macro map so
- * that the name, the message and the value can never drift apart (libuv's
- * uv-errno approach).
+ * The map itself is include/braid_errno.h (installed, shared with braid.h).
  */
 #ifndef BRAID_ERR_H
 #define BRAID_ERR_H
 
-#define BRAID_ERRNO_MAP(XX)                                   \
-  XX(ECLOSED,    -1, "closed")                                \
-  XX(ETIMEDOUT,  -2, "timeout")                               \
-  XX(ECANCELED,  -3, "cancelled")                             \
-  XX(EAGAIN,     -4, "would block")                           \
-  XX(ENOMEM,     -5, "out of memory")                         \
-  XX(EINVAL,     -6, "invalid argument")                      \
-  XX(EREJECTED,  -7, "rejected")                              \
-  XX(ESETTLED,   -8, "already settled")                       \
-  XX(EINTR,      -9, "interrupted")                           \
-  XX(EDEADLK,   -10, "deadlock")                              \
-  XX(ENOENT,    -11, "not found")
-
-enum {
-#define XX(name, val, msg) BRAID_##name = (val),
-  BRAID_ERRNO_MAP(XX)
-#undef XX
-};
-
-/* Returns a static, human-readable message for err ("unknown error" for a
- * code that is not in the map). */
-const char *braid_strerror(int err);
-
-/* Returns the static name of err without the BRAID_ prefix ("ECLOSED"). */
-const char *braid_err_name(int err);
+#include "braid_errno.h"
 
 #endif

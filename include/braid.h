@@ -52,40 +52,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 
-/* The same X-macro map as braid's internal core/err.h, under the same
- * include guard: whichever of the two a file includes first defines the
- * codes, and they must stay identical (tests/bindings/test_embed.c checks
- * every name and message against braid_err_name/braid_strerror). */
-#ifndef BRAID_ERR_H
-#define BRAID_ERR_H
-
-#define BRAID_ERRNO_MAP(XX)                                   \
-  XX(ECLOSED,    -1, "closed")                                \
-  XX(ETIMEDOUT,  -2, "timeout")                               \
-  XX(ECANCELED,  -3, "cancelled")                             \
-  XX(EAGAIN,     -4, "would block")                           \
-  XX(ENOMEM,     -5, "out of memory")                         \
-  XX(EINVAL,     -6, "invalid argument")                      \
-  XX(EREJECTED,  -7, "rejected")                              \
-  XX(ESETTLED,   -8, "already settled")                       \
-  XX(EINTR,      -9, "interrupted")                           \
-  XX(EDEADLK,   -10, "deadlock")                              \
-  XX(ENOENT,    -11, "not found")
-
-enum {
-#define XX(name, val, msg) BRAID_##name = (val),
-  BRAID_ERRNO_MAP(XX)
-#undef XX
-};
-
-/* Returns a static, human-readable message for err ("unknown error" for a
- * code that is not in the map). */
-const char *braid_strerror(int err);
-
-/* Returns the static name of err without the BRAID_ prefix ("ECLOSED"). */
-const char *braid_err_name(int err);
-
-#endif /* BRAID_ERR_H */
+#include "braid_errno.h"   /* BRAID_E* codes, braid_strerror, braid_err_name */
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                      */
