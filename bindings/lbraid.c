@@ -35,6 +35,7 @@ int luaopen_braid(lua_State *L) {
   braid__open_runtime(L);
   braid__open_chan(L);
   braid__open_future(L);
+  braid__open_box(L);
   braid__open_native(L);
   lua_pushcfunction(L, braid__l_roundtrip);
   lua_setfield(L, -2, "_roundtrip");

@@ -42,6 +42,7 @@ void braid__open_runtime(lua_State *L);
  * table on top of the stack. */
 void braid__open_chan(lua_State *L);
 void braid__open_future(lua_State *L);
+void braid__open_box(lua_State *L);
 
 /* Checks an optional timeout argument (nil = forever, seconds >= 0) and
  * returns the absolute deadline. */

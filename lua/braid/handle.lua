@@ -1,37 +1,23 @@
--- braid.handle: what the Lua-table handles of the patterns layer share
--- (pool, limiter, memo, group, broker, server).
+-- braid.handle: what the handles of the patterns layer share (pool,
+-- limiter, memo, group, broker, server).
 --
 -- Design notes
 --
--- API.md promises that every handle can be sent over a channel, passed to
--- a task or captured as an upvalue, and that all copies refer to the same
--- object.  These handles are plain Lua tables whose fields are braid
--- channels and futures (userdata that the codec transfers by reference), so
--- a copy made by the codec shares every channel and future with the
--- original: that is the "same object".  The state that must be shared lives
--- in those channels and futures (or in a task that owns it), never in the
--- table.
---
--- The codec does not copy metatables, so a method must not depend on one.
--- Every method is therefore a plain field of the handle: a tiny stub
--- closure `function(self, ...) return mod[name](self, ...) end` whose
--- upvalues are the module table (a value of package.loaded, which the
--- codec sends by name: the receiver gets its own copy of the module) and
--- the method name (a string).  A copy of a handle thus carries a few
--- hundred bytes of stub bytecode and works in the receiving task at once.
---
--- The metatable (for __tostring and __name) is lost in the copy.  Every
--- method re-attaches it on entry (M.check; M.attach(h) does it by hand),
--- so `tostring(h)` of a copy gives "braid.<kind>#<id> (...)" from its
--- first method call on; before that it is a plain table's "table: 0x...".
--- A handle's id is the id of one of its channels, so it is the same in
--- every copy.  type(h) is "table", not "userdata" as API.md says of
--- handles: making these kinds userdata needs a generic handle type in the
--- bindings.
+-- API.md promises that every handle is a userdata that can be sent over a
+-- channel, passed to a task or captured as an upvalue, all copies
+-- referring to the same object.  A pattern keeps its state in channels,
+-- futures and tasks; its handle only carries their references.  M.new puts
+-- those fields into a box (bindings/lbox.c: braid._box): a userdata whose
+-- fields are encoded once and travel by reference like any braid handle.
+-- Reading a field (h.ctl) decodes the fields once per userdata; a method
+-- (h:go()) is looked up by name in the kind's module, require("braid.<kind>"),
+-- among mod._methodset, so a copy works in any task at once.  tostring(h)
+-- is mod._mt.__tostring: "braid.<kind>#<id> (state)", where the id is one
+-- of the handle's channels' (the same in every copy).  Fields are read-only.
 local M = {}
 
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
-local getmetatable, setmetatable = getmetatable, setmetatable
+local getmetatable = getmetatable
 
 -- Numeric id of a braid userdata handle (a chan or future): the number in
 -- its tostring, "braid.chan#12 (0/1)" -> 12.
@@ -40,19 +26,22 @@ function M.id(h)
 end
 
 -- Lua's own name for a value in "bad argument" messages.
+local function isbox(v)
+  local mt = getmetatable(v)
+  return type(v) == "userdata" and type(mt) == "table" and mt.__name == "braid.box"
+end
+M.isbox = isbox
+
 function M.typename(v)
-  if type(v) == "table" and type(v._kind) == "string" then return "braid." .. v._kind end
+  if isbox(v) then return "braid." .. tostring(v._kind) end
   local mt = getmetatable(v)
   if type(mt) == "table" and type(mt.__name) == "string" then return mt.__name end
   return type(v)
 end
 
-local function stub(mod, name)
-  return function(self, ...) return mod[name](self, ...) end
-end
 
 -- Registers a handle kind.  mod is the module table (the value its file
--- returns: it must be package.loaded["braid.<file>"] so that stubs travel
+-- returns: it must be package.loaded["braid.<file>"], which boxes find
 -- by name); methods lists the method names; tostring(h) -> the state text
 -- after "braid.<kind>#<id> ".
 function M.kind(mod, kind, methods, state)
@@ -66,44 +55,28 @@ function M.kind(mod, kind, methods, state)
       return ("braid.%s#%s%s"):format(kind, tostring(h._id), s and s ~= "" and " (" .. s .. ")" or "")
     end,
   }
-  mod._stubs = nil
+  mod._methodset = {}
+  for i = 1, #methods do mod._methodset[methods[i]] = true end
 end
 
--- Makes t a handle of mod's kind: adds the stubs and the metatable.
+-- Makes a handle of mod's kind from the fields in t (a box: see above).
 function M.new(mod, t, id)
-  local stubs = mod._stubs
-  if stubs == nil then
-    stubs = {}
-    for i = 1, #mod._methods do
-      local name = mod._methods[i]
-      stubs[name] = stub(mod, name)
-    end
-    mod._stubs = stubs
-  end
   t._kind = mod._kind
   t._id = id
-  for name, f in pairs(stubs) do t[name] = f end
-  return setmetatable(t, mod._mt)
+  return require("braid")._box(mod._kind, t)
 end
 
--- Checks that argument #1 of method fname is a handle of mod's kind and
--- re-attaches its metatable (lost when the handle was copied).
+-- Checks that argument #1 of method fname is a handle of mod's kind.
 function M.check(mod, self, fname)
-  if type(self) ~= "table" or self._kind ~= mod._kind then
+  if not isbox(self) or self._kind ~= mod._kind then
     error(("bad argument #1 to '%s' (braid.%s expected, got %s)")
       :format(fname, mod._kind, M.typename(self)), 3)
   end
-  if getmetatable(self) == nil then setmetatable(self, mod._mt) end
   return self
 end
 
--- Re-attaches h's metatable after a transfer; returns h.
--- Values that are not pattern handles are returned unchanged.
+-- Kept for callers of the table-handle days: a box needs no re-attaching.
 function M.attach(h)
-  if type(h) == "table" and type(h._kind) == "string" and getmetatable(h) == nil then
-    local ok, mod = pcall(require, "braid." .. h._kind)
-    if ok and type(mod) == "table" and mod._mt then setmetatable(h, mod._mt) end
-  end
   return h
 end
 
