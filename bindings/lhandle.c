@@ -6,7 +6,9 @@
 #include "lbraid.h"
 
 void braid__pushhandle(lua_State *L, braid_obj_t *o) {
-  braid_handle_t *h = lua_newuserdatauv(L, sizeof *h, 1);  /* 1: a per-state cache (lbox.c) */
+  /* Boxes (lbox.c) keep their decoded fields in a user value. */
+  int nuv = strcmp(o->o_type->ot_name, "box") == 0 ? 1 : 0;
+  braid_handle_t *h = lua_newuserdatauv(L, sizeof *h, nuv);
   h->h_obj = NULL;
   lua_pushfstring(L, "braid.%s", o->o_type->ot_name);
   if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TTABLE)

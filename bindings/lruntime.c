@@ -64,7 +64,7 @@ typedef struct worker worker_t;
 enum { T_NEW, T_READY, T_RUNNING, T_BLOCKED, T_SLEEPING };
 static const char *const state_names[] = { "ready", "ready", "running", "blocked", "sleeping" };
 enum { Y_NONE, Y_BLOCK, Y_YIELD };
-enum { SMALL_CASES = 2, POOL_MAX = 64 };
+enum { SMALL_CASES = 1, POOL_MAX = 64 };
 
 struct task {
   braid_waiter_t t_waiter;    /* w_wake = task_wake, w_data = this task */
