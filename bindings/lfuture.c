@@ -56,22 +56,7 @@ static int finish_await(lua_State *L, braid_case_t *c, int n, braid_selres_t *r)
     braid_msg_release(m);
     return braid__raise(L, "cancelled");
   }
-  if (r->s_err == BRAID_EREJECTED) {
-    /* Decode first, release, then raise: nothing may leak past lua_error. */
-    int k = m ? braid__decode(L, m) : 0;
-    braid_msg_release(m);
-    if (k == 0) return braid__raise(L, "rejected");
-    if (k >= 2 && lua_type(L, -k) == LUA_TSTRING && lua_type(L, -k + 1) == LUA_TSTRING &&
-        lua_rawlen(L, -k + 1) > 0) {
-      lua_settop(L, lua_gettop(L) - k + 2);
-      lua_pushliteral(L, "\n[remote] ");
-      lua_insert(L, -2);
-      lua_concat(L, 3);
-    } else {
-      lua_settop(L, lua_gettop(L) - k + 1);
-    }
-    return lua_error(L);
-  }
+  if (r->s_err == BRAID_EREJECTED) return braid__raise_rejection(L, m);
   int k = m ? braid__decode(L, m) : 0;
   braid_msg_release(m);
   return k;

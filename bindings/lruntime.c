@@ -266,16 +266,18 @@ static braid_msg_t *rejection(lua_State *L, int erridx, const char *tb) {
 }
 
 int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
-  int n = m ? braid__decode(L, m) : 0;
-  if (n == 0) return braid__raise(L, "rejected");
-  lua_settop(L, lua_gettop(L) - n + (n >= 2 ? 2 : 1));
-  if (n >= 2 && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
-      lua_rawlen(L, -1) > 0) {
+  /* Decode, release, then raise: nothing may leak past lua_error. */
+  int k = m ? braid__decode(L, m) : 0;
+  braid_msg_release(m);
+  if (k == 0) return braid__raise(L, "rejected");
+  if (k >= 2 && lua_type(L, -k) == LUA_TSTRING && lua_type(L, -k + 1) == LUA_TSTRING &&
+      lua_rawlen(L, -k + 1) > 0) {
+    lua_settop(L, lua_gettop(L) - k + 2);
     lua_pushliteral(L, "\n[remote] ");
     lua_insert(L, -2);
     lua_concat(L, 3);                 /* err .. "\n[remote] " .. traceback */
-  } else if (n >= 2) {
-    lua_pop(L, 1);
+  } else {
+    lua_settop(L, lua_gettop(L) - k + 1);   /* the error value alone */
   }
   return lua_error(L);
 }

@@ -51,8 +51,9 @@ int64_t braid__optdeadline(lua_State *L, int arg);
 /* Raises a Lua error whose value is exactly the string s (no position). */
 int braid__raise(lua_State *L, const char *s);
 
-/* Pushes a message for a task's failure: the error value and a traceback. */
-/* Used by futures: raise the error in a rejected result like await does. */
+/* Raises the error of a rejected result (two values: the error and the
+ * remote traceback), the traceback appended to a string error, as await
+ * does.  Takes m's reference (released before raising). */
 int braid__raise_rejection(lua_State *L, braid_msg_t *m);
 
 /* braid__encode under protection: returns the message, or NULL with the
