@@ -3,21 +3,10 @@
 -- Every blocking call on the main thread has a timeout so a broken runtime
 -- fails a test instead of hanging.  Timing checks are lower bounds only.
 local braid = require "braid"
+local H = require "tests.lua.helpers"
+local handle_id, id_pattern, wait_until = H.handle_id, H.id_pattern, H.wait_until
 
 local pack = table.pack
-
-local function id_pattern(h)
-  return (tostring(h):match("^(braid%.%a+#%d+)")):gsub("%.", "%%.") .. "%f[%D]"
-end
-
-local function wait_until(pred, timeout)
-  local deadline = braid.now() + (timeout or 5)
-  while braid.now() < deadline do
-    if pred() then return true end
-    braid.sleep(0.005)
-  end
-  return pred() and true or false
-end
 
 -- Best effort: give n tasks time to block on h (does not assert).
 local function settle_on(h, n)

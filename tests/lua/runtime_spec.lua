@@ -6,34 +6,16 @@
 -- broken runtime fails a test instead of hanging the suite.  Timing checks
 -- are lower bounds only.
 local braid = require "braid"
+local H = require "tests.lua.helpers"
+local handle_id, id_pattern, wait_until = H.handle_id, H.id_pattern, H.wait_until
 
 local pack, unpack = table.pack, table.unpack
-
--- "braid.chan#12" from tostring(h) (which may add a short state).
-local function handle_id(h)
-  return (tostring(h):match("^(braid%.%a+#%d+)"))
-end
-
--- A Lua pattern matching exactly handle h's id (so #1 does not match #12).
-local function id_pattern(h)
-  return handle_id(h):gsub("%.", "%%.") .. "%f[%D]"
-end
 
 -- Iterations of a call-free CPU loop (about 1 s of CPU here): its only
 -- preemption points are the runtime's hooks.  Spinners stop by themselves
 -- after it so that a lost cancellation fails a test instead of hanging the
 -- process at exit.
 local SPIN = 150000000
-
--- Polls pred() until it holds or `timeout` seconds pass; returns pred().
-local function wait_until(pred, timeout)
-  local deadline = braid.now() + (timeout or 5)
-  while braid.now() < deadline do
-    if pred() then return true end
-    braid.sleep(0.005)
-  end
-  return pred() and true or false
-end
 
 -- The braid.tasks() row whose waiting_on names handle h, if any.
 local function row_waiting_on(h)
