@@ -59,6 +59,10 @@ int braid__decode1(lua_State *L, braid_msg_t *m);
  * Needs no lua_State: used to report errors where no state is at hand. */
 const char *braid__msg_string(braid_msg_t *m, size_t *len);
 
+/* If m's first value is a string, returns its bytes (borrowed) and sets
+ * *len; else NULL (lcodec_c.c; no lua_State needed: error reports). */
+const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
+
 /* braid._roundtrip(...): returns decode(encode(...)) in the same state; for
  * tests of the codec.  Raises like braid__encode (root "value"). */
 int braid__l_roundtrip(lua_State *L);

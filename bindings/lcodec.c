@@ -1389,21 +1389,12 @@ int braid__decode1(lua_State *L, braid_msg_t *m) {
 }
 
 const char *braid__msg_string(braid_msg_t *m, size_t *len) {
-  if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) return NULL;
-  const unsigned char *p = m->m_data, *end = m->m_data + m->m_len;
-  /* Count 1 and a string tag: two one-byte fields. */
-  if (end - p < 2 || p[0] != 1 || p[1] != T_STR) return NULL;
-  p += 2;
-  uint64_t v = 0;
-  for (int shift = 0;; shift += 7) {
-    if (p >= end || shift >= 64) return NULL;
-    unsigned b = *p++;
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) break;
-  }
-  if (v != (uint64_t)(end - p)) return NULL;          /* exactly the rest */
-  if (len) *len = (size_t)v;
-  return (const char *)p;
+  size_t n;
+  /* A count of 1 is the single byte 1; the string must be all the rest. */
+  const char *p = m && m->m_len >= 1 && m->m_data[0] == 1 ? braid__msg_first_string(m, &n) : NULL;
+  if (p == NULL || p + n != (const char *)m->m_data + m->m_len) return NULL;
+  if (len) *len = n;
+  return p;
 }
 
 /* ------------------------------------------------------------------------ */

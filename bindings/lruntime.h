@@ -60,10 +60,6 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m);
  * error message pushed (nothing leaked). */
 braid_msg_t *braid__pencode(lua_State *L, int idx, int n, const char *root);
 
-/* If m's first value is a string, returns its bytes (borrowed) and sets
- * *len; else NULL.  No lua_State needed (error reports). */
-const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
-
 /* A message holding one float, made without a Lua state (timer threads). */
 braid_msg_t *braid__msg_number(double d);
 
