@@ -5,7 +5,7 @@
 #
 # Configures (or updates) a nested build in <build-dir> with
 # -DBRAID_SANITIZE=<kind> as a Debug -O1 build, builds it, and runs the tests
-# labelled core, tsan or asan.  The main build registers this as the tests
+# labelled core plus those labelled for this kind (tsan, asan).  The main build registers this as the tests
 # sanitize_thread and sanitize_address; run it by hand the same way:
 #
 #   bash scripts/sanitize.sh thread . build/sanitize-thread
@@ -30,7 +30,13 @@ bin=$(cd "$bin" && pwd)
 cmake=${CMAKE:-cmake}
 ctest=${CTEST:-ctest}
 jobs=${BRAID_SANITIZE_JOBS:-2}
-labels=${BRAID_SANITIZE_LABELS:-core|tsan|asan}
+# A test labelled tsan runs in the thread pass, asan in the address pass,
+# core in both.
+case "$kind" in
+  thread) default_labels='core|tsan' ;;
+  address) default_labels='core|asan' ;;
+esac
+labels=${BRAID_SANITIZE_LABELS:-$default_labels}
 
 args=(-S "$src" -B "$bin"
       "-DBRAID_SANITIZE=$kind"
