@@ -14,8 +14,12 @@ set -euo pipefail
 # with only gcc/make/cmake/clang).  lua5.4 + lua-busted run tests/lua;
 # pkg-config lets CMake find Lua through lua5.4.pc; libclang-rt-14-dev holds
 # clang's sanitizer runtimes (gcc's come with gcc); tmux drives the REPL in
-# tests/app.
-PACKAGES="liblua5.4-dev lua5.4 lua-busted lua-cjson libreadline-dev libssl-dev pkg-config clang libclang-rt-14-dev valgrind tmux"
+# tests/app; libhttp-parser-dev and libwslay-dev parse HTTP/1.1 and frame
+# WebSocket for braid.http; libnats-dev and nats-server are braid.nats and
+# the server its tests start; openssl makes the TLS tests' certificates;
+# curl is the HTTP tests' independent client; lua-check is luacheck;
+# luarocks installs the rockspec in a test.
+PACKAGES="liblua5.4-dev lua5.4 lua-busted lua-cjson libreadline-dev libssl-dev pkg-config clang libclang-rt-14-dev valgrind tmux libhttp-parser-dev libwslay-dev libnats-dev nats-server openssl curl lua-check luarocks"
 
 if [ "${BRAID_SKIP_DEPS:-0}" = 1 ]; then
   exit 0
