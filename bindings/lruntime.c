@@ -1,39 +1,55 @@
 /*
- * lruntime.c -- the task runtime: worker threads each owning a lua_State,
- * tasks as coroutines, blocking that suspends only the task, preemption, the
- * blocking pool, deadlock detection and shutdown.
+ * lruntime.c -- the task runtime: Lua states ("shards") that host tasks as
+ * coroutines, run by the scheduler's worker threads (core/sched.c);
+ * blocking that suspends only the task, preemption, the blocking pool,
+ * deadlock detection and shutdown.
  *
  * Design notes
  *
  * The runtime is one per process (rt below).  It starts lazily, on the
  * first call that needs a worker (go, spawn, sleep, blocking, after...), so
- * that braid.config can come first.  W worker threads each own one
- * lua_State opened with the standard libraries and braid.
+ * that braid.config can come first.
  *
- * A task that has not started is only two messages (its function and its
- * arguments): it may run on any worker, so it sits in a stealable queue (the
- * spawning worker's, or the injection queue when spawned from outside).  A
- * started task is a coroutine in one worker's state and stays on that
- * worker: its wakeups go to that worker's ready queue.
+ * Shards.  S Lua states (braid.config{states=}, default 4 per worker), each
+ * opened with the standard libraries and braid when it first runs a task.
+ * A shard is a unit of the scheduler (core/sched.h): any worker thread may
+ * run it, one at a time, so a started task (a coroutine, which cannot leave
+ * its state) runs wherever a worker is free.  A new task is placed on a
+ * shard when it is spawned (round robin, skipping shards whose thread sits
+ * in a C call) and queued there; a woken task goes back on its shard's
+ * ready queue and makes the shard ready (braid_sched_ready); the scheduler
+ * runs the shard's ready tasks (shard_run) until none is left or its slice
+ * ends while other shards wait.
  *
  * Blocking (braid__wait): a task arms a select on its own waiter whose wake
- * callback pushes the task on its worker's ready queue, then lua_yieldk's.
- * The worker cannot pop the task before the yield completes because only
- * that worker pops its ready queue, so an early wake is harmless.  Timeouts
- * are timers that fire the waiter; cancellation fires it too.  Anywhere
- * else (the main thread, a blocking-pool thread, a call that cannot yield)
- * the OS thread parks, in slices, so that the main thread can notice an
- * interrupt (REPL Ctrl-C) or a deadlock.
+ * callback queues the task on its shard, then lua_yieldk's.  The shard
+ * cannot resume the task before the yield completes because only the
+ * thread running the shard pops its ready queue, and it is the one
+ * yielding, so an early wake is harmless.  Timeouts are timers (served by
+ * the scheduler's idle poll) that fire the waiter; cancellation fires it
+ * too.  Anywhere else (the main thread, a blocking-pool thread, a call that
+ * cannot yield) the OS thread parks, in slices on the thread that opened
+ * braid, so that it can notice an interrupt (REPL Ctrl-C) or a deadlock.
+ *
+ * Cancellation, as in Trio: once a partner has claimed a task's waiter,
+ * the operation has happened and returns normally; the cancel takes effect
+ * at the task's next blocking call, or when its time slice ends (sysmon's
+ * preemption hook raises "cancelled" then), never at an arbitrary
+ * instruction right after an operation completed.
  *
  * Preemption costs nothing while it is not needed: no hook is installed.
- * A monitor thread (Go's sysmon) sees a task that has run past preempt_ms
- * while other tasks wait and sets a one-shot count hook on its coroutine;
- * the hook clears itself and yields.  lua_sethook may be called from another
- * thread (ldebug.c; lua.c does it from a signal handler); ThreadSanitizer
- * reports that write as a race by design (tests/tsan.supp).
+ * The scheduler's sysmon sees a shard that has been in one resume past
+ * preempt_ms and calls shard_preempt, which sets a one-shot count hook on
+ * the running coroutine; the hook clears itself and yields.  lua_sethook
+ * may be called from another thread (ldebug.c; lua.c does it from a signal
+ * handler); ThreadSanitizer reports that write as a race by design
+ * (tests/tsan.supp).  When the hook cannot fire (the task sits in a C
+ * call), sysmon hands the thread's place to a spare thread; the task shows
+ * as "in C" in braid.tasks().
  *
- * Lock order (core/LOCKING.md): future o_mtx -> worker wk_mtx -> rt.mtx;
- * channel locks are never held while any of these is taken.
+ * Lock order (core/LOCKING.md): future o_mtx -> shard sh_mtx -> rt.mtx ->
+ * the scheduler's s_mtx; channel locks are never held while any of these
+ * is taken.  No Lua API call runs with a braid mutex held.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -50,7 +66,10 @@
 #include "clock.h"
 #include "err.h"
 #include "internal.h"
+#include "jobpool.h"
+#include "lembed.h"
 #include "lruntime.h"
+#include "sched.h"
 
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define reset_thread(co, from) lua_closethread((co), (from))
@@ -59,12 +78,15 @@
 #endif
 
 typedef struct task task_t;
-typedef struct worker worker_t;
+typedef struct shard shard_t;
 
 enum { T_NEW, T_READY, T_RUNNING, T_BLOCKED, T_SLEEPING };
 static const char *const state_names[] = { "ready", "ready", "running", "blocked", "sleeping" };
 enum { Y_NONE, Y_BLOCK, Y_YIELD };
-enum { SMALL_CASES = 1, POOL_MAX = 64 };
+enum { SMALL_CASES = 1, POOL_MAX = 64, STATES_PER_WORKER = 4 };
+/* How long shutdown waits for tasks to unwind before it detaches workers
+ * still inside Lua (a task that swallows its cancellation). */
+#define SHUTDOWN_GRACE_NS 100000000LL
 
 struct task {
   braid_waiter_t t_waiter;    /* w_wake = task_wake, w_data = this task */
@@ -73,15 +95,15 @@ struct task {
   braid_future_t *t_fut;      /* one reference; settled when the task ends */
   braid_msg_t *t_fn;          /* until started: the function */
   braid_msg_t *t_args;        /* until started: the arguments */
-  worker_t *_Atomic t_home;   /* set once, when the task starts */
+  shard_t *t_home;            /* immutable: the shard it runs in */
   lua_State *t_co;            /* its coroutine, in t_home's state */
   int t_coref;                /* registry reference of t_co */
   int t_envref;               /* registry reference of its globals table */
   int t_nargs;                /* values to pass to the next lua_resume */
   _Atomic int t_state;        /* T_*, for braid.tasks() */
   /* What it waits for ("recv", "sleep", ...) and on what (type and id):
-   * written by its worker, read by braid.tasks() elsewhere, so atomic
-   * (relaxed: a diagnostic snapshot). */
+   * written by its shard's thread, read by braid.tasks() elsewhere, so
+   * atomic (relaxed: a diagnostic snapshot). */
   _Atomic(const char *) t_what;
   _Atomic(braid_objtype_t *) t_ontype;
   _Atomic uint64_t t_onid;
@@ -95,65 +117,59 @@ struct task {
   braid_finish_fn t_finish;   /* the current wait's finisher */
   braid_timer_t t_timer;      /* the current wait's deadline */
   bool t_timed;               /* t_timer is queued (or firing) */
-  task_t *t_next;             /* queue link (ready, new, injection) */
+  task_t *t_next;             /* ready queue link */
   task_t *t_lnext, *t_lprev;  /* the live list, under rt.mtx */
 };
 
-struct worker {
-  int wk_id;                  /* immutable */
-  pthread_t wk_thread;
-  lua_State *wk_L;            /* touched only by this worker (and shutdown) */
-  pthread_mutex_t wk_mtx;     /* Protects: the queues, wk_sleeping, (hooking) wk_current,
-                                 wk_seq, wk_start */
-  pthread_cond_t wk_cv;       /* the worker sleeps here */
-  task_t *wk_rhead, *wk_rtail;    /* started tasks ready to resume */
-  task_t *wk_nhead, *wk_ntail;    /* unstarted tasks (stealable) */
-  _Atomic int wk_nnew;        /* length of the new queue, read lock-free by thieves */
-  _Atomic int wk_nready;      /* length of the ready queue, read lock-free when spinning */
-  bool wk_sleeping;
-  bool wk_fair;               /* the last task yielded its slice (worker only) */
-  /* The task resumed last, for the monitor: written by the worker without
-   * the lock at each resume; cleared under wk_mtx before the task is freed,
-   * and only read under wk_mtx to set a hook, so a task seen there is alive
-   * (its coroutine may be suspended: a hook there only costs one yield). */
-  task_t *_Atomic wk_current;
-  _Atomic uint64_t wk_seq;    /* resumes so far */
-  _Atomic int64_t wk_start;   /* when the current resume began */
-  uint64_t wk_mon_seq;        /* the monitor's last look (monitor only) */
-  int wk_pool[POOL_MAX];      /* registry refs of idle coroutines */
-  int wk_npool;
-  int wk_envmt;               /* registry ref: metatable of task globals */
+struct shard {
+  braid_unit_t sh_unit;       /* the scheduler's view; u_data = this shard */
+  int sh_id;                  /* immutable */
+  lua_State *sh_L;            /* made on first run; touched only by the thread
+                                 running the shard (and shutdown) */
+  pthread_mutex_t sh_mtx;     /* Protects: sh_rhead/sh_rtail, and (for the hook
+                                 setters) which task sh_current names */
+  task_t *sh_rhead, *sh_rtail;    /* tasks ready to run (started or new) */
+  /* Length of the ready queue: written under sh_mtx, read lock-free as a
+   * hint (relaxed) by the spinning await and by shard_run's slice check. */
+  _Atomic int sh_nready;
+  /* The task being resumed, for sysmon's preemption and the canceller:
+   * written by the running thread (seq_cst, see run_task); cleared under
+   * sh_mtx before the task is freed, and only read under sh_mtx to set a
+   * hook, so a task seen there is alive. */
+  task_t *_Atomic sh_current;
+  _Atomic bool sh_stop;       /* shutdown: run no more tasks (never cleared) */
+  _Atomic int sh_ntasks;      /* live tasks placed here (relaxed: placement) */
+  int sh_pool[POOL_MAX];      /* registry refs of idle coroutines (running thread) */
+  int sh_npool;
+  int sh_envmt;               /* registry ref: metatable of task globals */
 };
 
 typedef struct bjob {
+  braid_job_t j_job;          /* j_data = this job */
   braid_msg_t *j_fn, *j_args;
   braid_future_t *j_fut;
-  struct bjob *j_next;
 } bjob_t;
 
 static struct runtime {
-  pthread_mutex_t mtx;        /* Protects: the fields up to the atomics */
-  pthread_cond_t mon_cv;      /* the monitor sleeps here */
+  pthread_mutex_t mtx;        /* Protects: started, have_owner/owner, live,
+                                 the config fields before start */
   bool started;
   _Atomic bool stopping;       /* shutdown has begun; read lock-free */
   int nworkers;               /* config, then immutable once started */
+  int nshards;                /* config (0: STATES_PER_WORKER per worker) */
+  int max_threads;            /* config */
   double preempt_ms;
   int blocking_max;
-  worker_t *workers;
-  task_t *inj_head, *inj_tail;    /* unstarted tasks spawned off-worker */
+  shard_t *shards;            /* immutable while started */
+  braid_sched_t *sched;       /* immutable while started */
+  braid_jobpool_t *jobs;      /* the blocking pool */
   task_t *live;               /* every task not yet ended */
-  braid_timerq_t *timers;
-  pthread_t monitor;
+  braid_timerq_t *timers;     /* driven by the scheduler */
   char *path, *cpath;         /* the host's package.path / cpath */
   pthread_t owner;            /* the thread that opened braid first */
   bool have_owner;
-  /* the blocking pool */
-  pthread_cond_t b_cv;        /* idle pool threads wait here */
-  bjob_t *b_head, *b_tail;
-  int b_threads, b_idle;
   /* counters */
-  _Atomic int ninj;           /* length of the injection queue */
-  _Atomic int nsleeping;      /* workers asleep or about to be */
+  _Atomic unsigned next_shard;  /* placement cursor */
   _Atomic long active;        /* tasks queued, ready or running (not blocked) */
   _Atomic long nlive;
   _Atomic long binflight;     /* blocking jobs queued or running */
@@ -161,19 +177,23 @@ static struct runtime {
   _Atomic uint64_t spawned, completed, failed, messages, next_id;
   _Atomic int interrupt;      /* braid_interrupt() was called */
   _Atomic bool no_deadlock;   /* the deadlock check is off */
-  _Atomic int bexit;          /* blocking threads still running at shutdown */
 } rt = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
   .nworkers = 0,
+  .max_threads = 256,
   .preempt_ms = 10,
   .blocking_max = 64,
 };
 
-static _Thread_local worker_t *tls_worker;    /* this thread's worker, if any */
+static _Thread_local shard_t *tls_shard;      /* the shard this thread runs now */
 static _Thread_local task_t *tls_task;        /* the task being resumed here */
 
 static void preempt_hook(lua_State *L, lua_Debug *ar);
-static void block_signals(void);
+
+static int online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
 
 /* ------------------------------------------------------------------------ */
 /* helpers */
@@ -293,60 +313,19 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
 /* ------------------------------------------------------------------------ */
 /* queues and waking */
 
-static void wake_one_idle(void) {
-  /* seq_cst: pairs with the idle worker's increment of nsleeping before its
-   * last look at the queues (a Dekker pair: one of us sees the other). */
-  if (atomic_load_explicit(&rt.nsleeping, memory_order_seq_cst) == 0) return;
-  for (int i = 0; i < rt.nworkers; i++) {
-    worker_t *w = &rt.workers[i];
-    pthread_mutex_lock(&w->wk_mtx);
-    if (w->wk_sleeping) {
-      w->wk_sleeping = false;
-      pthread_cond_signal(&w->wk_cv);
-      pthread_mutex_unlock(&w->wk_mtx);
-      return;
-    }
-    pthread_mutex_unlock(&w->wk_mtx);
-  }
-}
-
-/* Queues an unstarted task: on this worker's stealable queue, or on the
- * injection queue from outside.  Wakes an idle worker. */
-static void push_new(task_t *t) {
-  worker_t *w = tls_worker;
+/* Queues t on its shard and makes the shard ready.  Any thread, no core
+ * lock held. */
+static void push_ready(task_t *t) {
+  shard_t *sh = t->t_home;
   t->t_next = NULL;
-  atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
-  if (w) {
-    pthread_mutex_lock(&w->wk_mtx);
-    if (w->wk_ntail) w->wk_ntail->t_next = t; else w->wk_nhead = t;
-    w->wk_ntail = t;
-    atomic_fetch_add_explicit(&w->wk_nnew, 1, memory_order_seq_cst);
-    pthread_mutex_unlock(&w->wk_mtx);
-  } else {
-    pthread_mutex_lock(&rt.mtx);
-    if (rt.inj_tail) rt.inj_tail->t_next = t; else rt.inj_head = t;
-    rt.inj_tail = t;
-    atomic_fetch_add_explicit(&rt.ninj, 1, memory_order_seq_cst);
-    pthread_mutex_unlock(&rt.mtx);
-  }
-  wake_one_idle();
-}
-
-/* Pushes a started task on its worker's ready queue. */
-static void push_ready(worker_t *w, task_t *t) {
-  t->t_next = NULL;
-  atomic_store_explicit(&t->t_state, T_READY, memory_order_relaxed);
-  pthread_mutex_lock(&w->wk_mtx);
-  if (w->wk_rtail) w->wk_rtail->t_next = t; else w->wk_rhead = t;
-  w->wk_rtail = t;
-  /* Relaxed: a hint for the spinning worker, which then takes the lock. */
-  atomic_fetch_add_explicit(&w->wk_nready, 1, memory_order_relaxed);
-  if (w->wk_sleeping) {
-    w->wk_sleeping = false;
-    pthread_cond_signal(&w->wk_cv);
-  }
-  pthread_mutex_unlock(&w->wk_mtx);
+  pthread_mutex_lock(&sh->sh_mtx);
+  if (sh->sh_rtail) sh->sh_rtail->t_next = t; else sh->sh_rhead = t;
+  sh->sh_rtail = t;
+  atomic_fetch_add_explicit(&sh->sh_nready, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&sh->sh_mtx);
+  /* The thread running sh pops its queue again before it gives sh back:
+   * nothing to tell the scheduler. */
+  if (tls_shard != sh) braid_sched_ready(rt.sched, &sh->sh_unit);
 }
 
 /* The waiter's wake callback: any thread, no core lock held. */
@@ -354,8 +333,8 @@ static void task_wake(braid_waiter_t *wt) {
   task_t *t = wt->w_data;
   atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
-  /* Acquire: pairs with the release store when the task started. */
-  push_ready(atomic_load_explicit(&t->t_home, memory_order_acquire), t);
+  atomic_store_explicit(&t->t_state, T_READY, memory_order_relaxed);
+  push_ready(t);
 }
 
 static void task_timer_cb(braid_timer_t *tm) {
@@ -363,99 +342,28 @@ static void task_timer_cb(braid_timer_t *tm) {
   braid_waiter_fire(&t->t_waiter, BRAID_W_TIMEOUT, BRAID_ETIMEDOUT, NULL);
 }
 
-static task_t *pop_list(task_t **head, task_t **tail) {
-  task_t *t = *head;
+static task_t *pop_ready(shard_t *sh) {
+  pthread_mutex_lock(&sh->sh_mtx);
+  task_t *t = sh->sh_rhead;
   if (t) {
-    *head = t->t_next;
-    if (*head == NULL) *tail = NULL;
+    sh->sh_rhead = t->t_next;
+    if (sh->sh_rhead == NULL) sh->sh_rtail = NULL;
     t->t_next = NULL;
+    atomic_fetch_sub_explicit(&sh->sh_nready, 1, memory_order_relaxed);
   }
+  pthread_mutex_unlock(&sh->sh_mtx);
   return t;
 }
 
-/* Called with w->wk_mtx held. */
-static task_t *pop_ready(worker_t *w) {
-  task_t *t = pop_list(&w->wk_rhead, &w->wk_rtail);
-  if (t) atomic_fetch_sub_explicit(&w->wk_nready, 1, memory_order_relaxed);
-  return t;
-}
-
-static task_t *next_task(worker_t *w) {
-  task_t *t;
-  /* After a task yielded its slice, unstarted work (here, injected, or on
-   * other workers) goes first, so that a preempted task cannot starve tasks
-   * that have not started yet (Go checks its global queue likewise). */
-  bool fair = w->wk_fair;
-  w->wk_fair = false;
-  pthread_mutex_lock(&w->wk_mtx);
-  t = fair ? NULL : pop_ready(w);
-  if (t == NULL && (t = pop_list(&w->wk_nhead, &w->wk_ntail)) != NULL)
-    atomic_fetch_sub_explicit(&w->wk_nnew, 1, memory_order_relaxed);
-  if (t == NULL && fair && atomic_load_explicit(&rt.ninj, memory_order_relaxed) == 0)
-    t = pop_ready(w);
-  pthread_mutex_unlock(&w->wk_mtx);
-  if (t) return t;
-  if (atomic_load_explicit(&rt.ninj, memory_order_relaxed) > 0) {
-    pthread_mutex_lock(&rt.mtx);
-    if ((t = pop_list(&rt.inj_head, &rt.inj_tail)) != NULL)
-      atomic_fetch_sub_explicit(&rt.ninj, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&rt.mtx);
-    if (t) return t;
+/* Picks the shard for a new task: round robin, passing over shards whose
+ * thread sits in a C call (their tasks wait for it). */
+static shard_t *place(void) {
+  unsigned k = atomic_fetch_add_explicit(&rt.next_shard, 1, memory_order_relaxed);
+  for (int i = 0; i < rt.nshards; i++) {
+    shard_t *sh = &rt.shards[(k + (unsigned)i) % (unsigned)rt.nshards];
+    if (!braid_sched_unit_in_c(&sh->sh_unit, NULL)) return sh;
   }
-  /* Steal an unstarted task from another worker. */
-  for (int k = 1; k < rt.nworkers; k++) {
-    worker_t *v = &rt.workers[(w->wk_id + k) % rt.nworkers];
-    if (atomic_load_explicit(&v->wk_nnew, memory_order_relaxed) == 0) continue;
-    pthread_mutex_lock(&v->wk_mtx);
-    if ((t = pop_list(&v->wk_nhead, &v->wk_ntail)) != NULL)
-      atomic_fetch_sub_explicit(&v->wk_nnew, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&v->wk_mtx);
-    if (t) return t;
-  }
-  if (fair) {                           /* nothing else: back to our own */
-    pthread_mutex_lock(&w->wk_mtx);
-    t = pop_ready(w);
-    pthread_mutex_unlock(&w->wk_mtx);
-  }
-  return t;
-}
-
-static bool work_visible(worker_t *w) {
-  if (w->wk_rhead || w->wk_nhead) return true;   /* caller holds wk_mtx */
-  if (atomic_load_explicit(&rt.ninj, memory_order_seq_cst) > 0) return true;
-  for (int i = 0; i < rt.nworkers; i++)
-    if (atomic_load_explicit(&rt.workers[i].wk_nnew, memory_order_seq_cst) > 0) return true;
-  return false;
-}
-
-static void worker_idle(worker_t *w) {
-  /* Spin a little (bounded by the clock): a partner on the other core
-   * usually answers within microseconds. */
-  int64_t until = braid_now_ns() + BRAID_SPIN_NS;
-  for (int i = 0;; i++) {
-    if ((i & 31) == 31 && braid_now_ns() > until) break;
-    if (atomic_load_explicit(&w->wk_nready, memory_order_relaxed) > 0 ||
-        atomic_load_explicit(&rt.ninj, memory_order_relaxed) > 0 ||
-        atomic_load_explicit(&w->wk_nnew, memory_order_relaxed) > 0)
-      return;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
-  pthread_mutex_lock(&w->wk_mtx);
-  w->wk_sleeping = true;
-  atomic_fetch_add_explicit(&rt.nsleeping, 1, memory_order_seq_cst);
-  if (!work_visible(w) && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000;         /* a safety net, not a poll */
-    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    while (w->wk_sleeping && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst) && w->wk_rhead == NULL)
-      if (pthread_cond_timedwait(&w->wk_cv, &w->wk_mtx, &ts) == ETIMEDOUT) break;
-  }
-  w->wk_sleeping = false;
-  atomic_fetch_sub_explicit(&rt.nsleeping, 1, memory_order_seq_cst);
-  pthread_mutex_unlock(&w->wk_mtx);
+  return &rt.shards[k % (unsigned)rt.nshards];
 }
 
 /* ------------------------------------------------------------------------ */
@@ -465,16 +373,11 @@ static void task_cancel_hook(braid_future_t *f, void *arg) {
   task_t *t = arg;
   (void)f;
   /* seq_cst: pairs with the fence in braid__wait (Dekker: either the task
-   * sees the flag after arming, or this fire finds the waiter armed). */
+   * sees the flag after arming, or this fire finds the waiter armed).  A
+   * running task is not interrupted here: it sees the flag at its next
+   * blocking call, or when sysmon preempts it at the end of its slice. */
   atomic_store_explicit(&t->t_cancel, true, memory_order_seq_cst);
   braid_waiter_fire(&t->t_waiter, BRAID_W_CANCEL, BRAID_ECANCELED, NULL);
-  worker_t *w = atomic_load_explicit(&t->t_home, memory_order_acquire);
-  if (w) {
-    pthread_mutex_lock(&w->wk_mtx);
-    if (atomic_load_explicit(&w->wk_current, memory_order_seq_cst) == t)
-      lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
-    pthread_mutex_unlock(&w->wk_mtx);
-  }
 }
 
 static void task_free(task_t *t) {
@@ -483,8 +386,8 @@ static void task_free(task_t *t) {
   if (t->t_lnext) t->t_lnext->t_lprev = t->t_lprev;
   pthread_mutex_unlock(&rt.mtx);
   atomic_fetch_sub_explicit(&rt.nlive, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&rt.completed, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
+  if (t->t_home) atomic_fetch_sub_explicit(&t->t_home->sh_ntasks, 1, memory_order_relaxed);
   braid_msg_release(t->t_fn);
   braid_msg_release(t->t_args);
   braid_future_release(t->t_fut);
@@ -495,12 +398,12 @@ static void task_free(task_t *t) {
 }
 
 /* Settles the task's future and frees it; the coroutine is recycled. */
-static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) {
-  lua_State *L = w->wk_L;
-  if (atomic_load_explicit(&w->wk_current, memory_order_relaxed) == t) {
-    pthread_mutex_lock(&w->wk_mtx);   /* the monitor must not see t any more */
-    atomic_store_explicit(&w->wk_current, NULL, memory_order_relaxed);
-    pthread_mutex_unlock(&w->wk_mtx);
+static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) {
+  lua_State *L = sh->sh_L;
+  if (atomic_load_explicit(&sh->sh_current, memory_order_relaxed) == t) {
+    pthread_mutex_lock(&sh->sh_mtx);  /* no hook setter may see t any more */
+    atomic_store_explicit(&sh->sh_current, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&sh->sh_mtx);
   }
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
@@ -508,12 +411,15 @@ static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) 
     braid_future_unobserved(t->t_fut, m);   /* nobody else can ever see it */
     braid_future_observe(t->t_fut);
   }
+  /* Counted before the settle: whoever awaits the future and then reads
+   * braid.stats() sees the task completed. */
+  atomic_fetch_add_explicit(&rt.completed, 1, memory_order_relaxed);
   braid_future_settle(t->t_fut, st, m);   /* also drops the cancel hook */
   if (t->t_co) {
     lua_State *co = t->t_co;
-    if (lua_status(co) == LUA_OK && w->wk_npool < POOL_MAX) {
+    if (lua_status(co) == LUA_OK && sh->sh_npool < POOL_MAX) {
       lua_settop(co, 0);
-      w->wk_pool[w->wk_npool++] = t->t_coref;
+      sh->sh_pool[sh->sh_npool++] = t->t_coref;
     } else {
       /* Not recycled: an error raised by a hook (cancellation) leaves the
        * coroutine with hooks disabled (Lua restores allowhook only for a
@@ -528,16 +434,31 @@ static void task_end(worker_t *w, task_t *t, braid_fstate_t st, braid_msg_t *m) 
   task_free(t);
 }
 
-/* Makes t's coroutine and globals in w's state and loads its function and
- * arguments.  Returns false when the task already ended. */
-static bool task_start(worker_t *w, task_t *t) {
-  lua_State *L = w->wk_L;
+static lua_State *new_private_state(void);
+
+/* Opens sh's Lua state (on the thread that first runs it).  Returns false
+ * when out of memory. */
+static bool shard_open(shard_t *sh) {
+  lua_State *L = new_private_state();
+  if (L == NULL) return false;
+  lua_createtable(L, 0, 1);           /* task globals read through to _G */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_setfield(L, -2, "__index");
+  sh->sh_envmt = luaL_ref(L, LUA_REGISTRYINDEX);
+  sh->sh_L = L;
+  return true;
+}
+
+/* Makes t's coroutine and globals in its shard's state and loads its
+ * function and arguments.  Returns false when the task already ended. */
+static bool task_start(shard_t *sh, task_t *t) {
+  lua_State *L = sh->sh_L;
   if (atomic_load_explicit(&t->t_cancel, memory_order_seq_cst)) {
-    task_end(w, t, BRAID_FUTURE_CANCELLED, NULL);
+    task_end(sh, t, BRAID_FUTURE_CANCELLED, NULL);
     return false;
   }
-  if (w->wk_npool > 0) {
-    t->t_coref = w->wk_pool[--w->wk_npool];
+  if (sh->sh_npool > 0) {
+    t->t_coref = sh->sh_pool[--sh->sh_npool];
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->t_coref);
     t->t_co = lua_tothread(L, -1);
     lua_pop(L, 1);
@@ -546,11 +467,9 @@ static bool task_start(worker_t *w, task_t *t) {
     t->t_coref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_createtable(L, 0, 0);             /* the task's own globals */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->wk_envmt);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sh->sh_envmt);
   lua_setmetatable(L, -2);
   t->t_envref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* Release: pairs with task_wake's acquire of t_home. */
-  atomic_store_explicit(&t->t_home, w, memory_order_release);
   tls_task = t;                         /* braid__pushenv sees the task */
   lua_State *co = t->t_co;
   int nf = pdecode(co, t->t_fn);
@@ -563,43 +482,48 @@ static bool task_start(worker_t *w, task_t *t) {
     if (nf == 1 && na >= 0) lua_pushliteral(co, "braid: task function did not decode");
     braid_msg_t *m = rejection(co, -1, NULL);
     lua_settop(co, 0);
-    task_end(w, t, BRAID_FUTURE_REJECTED, m);
+    task_end(sh, t, BRAID_FUTURE_REJECTED, m);
     return false;
   }
   t->t_nargs = na;
   return true;
 }
 
-static void run_task(worker_t *w, task_t *t) {
-  lua_State *L = w->wk_L;
-  if (t->t_co == NULL && !task_start(w, t)) return;
+static void run_task(shard_t *sh, task_t *t) {
+  lua_State *L = sh->sh_L;
+  if (t->t_co == NULL && !task_start(sh, t)) return;
   lua_State *co = t->t_co;
-  /* Relaxed: the monitor only needs eventually-visible hints; it takes
-   * wk_mtx before acting on wk_current. */
-  atomic_store_explicit(&w->wk_start, braid_now_ns(), memory_order_relaxed);
-  /* seq_cst, with the load of t_cancel below: a Dekker pair with
-   * task_cancel_hook (store t_cancel, then load wk_current), so either the
-   * canceller sees this task current and hooks it, or we see the flag. */
-  atomic_store_explicit(&w->wk_current, t, memory_order_seq_cst);
-  atomic_fetch_add_explicit(&w->wk_seq, 1, memory_order_relaxed);
+  /* seq_cst: a hook setter (sysmon's preemption, shutdown) takes sh_mtx
+   * and reads sh_current; publishing t before resuming means a request
+   * made from now on reaches this resume. */
+  atomic_store_explicit(&sh->sh_current, t, memory_order_seq_cst);
   atomic_store_explicit(&t->t_state, T_RUNNING, memory_order_relaxed);
+  int yielded = t->t_yield;
   t->t_yield = Y_NONE;
-  /* Cancelled while it waited in a queue: stop at its first instruction
-   * (the cancel hook could only interrupt a running or blocked task). */
-  if (atomic_load_explicit(&t->t_cancel, memory_order_seq_cst) && !t->t_cancel_raised)
+  /* Cancelled while it sat preempted (not while blocked: a wait that a
+   * partner completed returns its result first, see the design notes):
+   * stop at its first instruction. */
+  if (yielded == Y_YIELD && atomic_load_explicit(&t->t_cancel, memory_order_seq_cst) &&
+      !t->t_cancel_raised)
     lua_sethook(co, preempt_hook, LUA_MASKCOUNT, 1);
   tls_task = t;
   int nres = 0;
   int status = lua_resume(co, L, t->t_nargs, &nres);
   tls_task = NULL;
   t->t_nargs = 0;
+  /* The resume is over: no hook setter may touch co's hook while we clear
+   * it (it would survive into the next resume otherwise). */
+  pthread_mutex_lock(&sh->sh_mtx);
+  atomic_store_explicit(&sh->sh_current, NULL, memory_order_relaxed);
+  pthread_mutex_unlock(&sh->sh_mtx);
   lua_sethook(co, NULL, 0, 0);        /* a hook that did not fire */
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (t->t_yield != Y_BLOCK) {      /* preempted, braid.yield, coroutine.yield */
       atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
-      w->wk_fair = true;
-      push_ready(w, t);
+      t->t_yield = Y_YIELD;
+      atomic_store_explicit(&t->t_state, T_READY, memory_order_relaxed);
+      push_ready(t);
     }
     return;
   }
@@ -609,49 +533,68 @@ static void run_task(worker_t *w, task_t *t) {
     if (m == NULL) {                  /* a result that cannot travel */
       braid_msg_t *r = rejection(L, -1, NULL);
       lua_settop(L, 0);
-      task_end(w, t, BRAID_FUTURE_REJECTED, r);
+      task_end(sh, t, BRAID_FUTURE_REJECTED, r);
       return;
     }
     lua_settop(L, 0);
-    task_end(w, t, BRAID_FUTURE_RESOLVED, m);
+    task_end(sh, t, BRAID_FUTURE_RESOLVED, m);
     return;
   }
   /* An error: a cancellation we raised, or a failure with a traceback. */
   if (t->t_cancel_raised && atomic_load_explicit(&t->t_cancel, memory_order_relaxed)) {
-    task_end(w, t, BRAID_FUTURE_CANCELLED, NULL);
+    task_end(sh, t, BRAID_FUTURE_CANCELLED, NULL);
     return;
   }
   atomic_fetch_add_explicit(&rt.failed, 1, memory_order_relaxed);
   lua_xmove(co, L, 1);                /* the error value */
-  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  luaL_traceback(L, co, msg ? NULL : NULL, 0);
+  luaL_traceback(L, co, NULL, 0);
   braid_msg_t *m = rejection(L, -2, lua_tostring(L, -1));
   lua_settop(L, 0);
-  task_end(w, t, BRAID_FUTURE_REJECTED, m);
+  task_end(sh, t, BRAID_FUTURE_REJECTED, m);
 }
 
-static void *worker_main(void *arg) {
-  worker_t *w = arg;
-  tls_worker = w;
-  block_signals();
-  for (;;) {
-    task_t *t = next_task(w);
-    if (t) {
-      run_task(w, t);
-      continue;
-    }
-    pthread_mutex_lock(&rt.mtx);
-    bool stop = atomic_load_explicit(&rt.stopping, memory_order_seq_cst);
-    pthread_mutex_unlock(&rt.mtx);
-    if (stop) break;
-    worker_idle(w);
+/* ops.run: runs sh's ready tasks until none is left, or until its slice
+ * has ended while other shards wait. */
+static bool shard_run(void *ctx, braid_unit_t *u, int64_t slice_end) {
+  shard_t *sh = u->u_data;
+  (void)ctx;
+  if (sh->sh_L == NULL && !shard_open(sh)) {
+    /* Out of memory: its tasks wait for a later try. */
+    return atomic_load_explicit(&sh->sh_nready, memory_order_relaxed) > 0;
   }
-  return NULL;
+  tls_shard = sh;
+  bool more = false;
+  for (;;) {
+    if (atomic_load_explicit(&sh->sh_stop, memory_order_acquire)) break;
+    task_t *t = pop_ready(sh);
+    if (t == NULL) break;
+    braid_sched_progress();
+    run_task(sh, t);
+    if ((braid_sched_waiting(rt.sched) && braid_now_ns() >= slice_end) ||
+        braid_sched_handed_off()) {
+      more = atomic_load_explicit(&sh->sh_nready, memory_order_relaxed) > 0;
+      break;
+    }
+  }
+  tls_shard = NULL;
+  return more;
+}
+
+/* ops.preempt (sysmon, no scheduler lock held): hook the running task so
+ * that it yields at its next instruction (or raises "cancelled"). */
+static void shard_preempt(void *ctx, braid_unit_t *u) {
+  shard_t *sh = u->u_data;
+  (void)ctx;
+  pthread_mutex_lock(&sh->sh_mtx);
+  task_t *t = atomic_load_explicit(&sh->sh_current, memory_order_acquire);
+  if (t) lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
+  pthread_mutex_unlock(&sh->sh_mtx);
 }
 
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);         /* one shot */
+  braid_sched_progress();             /* it fired: this thread is not stuck in C */
   task_t *t = current_task(L);
   if (t == NULL) return;
   if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed) && !t->t_cancel_raised) {
@@ -666,49 +609,12 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
-static void *monitor_main(void *arg) {
-  (void)arg;
-  block_signals();
-  int64_t slice = (int64_t)(rt.preempt_ms * 1e6);
-  int64_t tick = slice / 2 > 1000000 ? slice / 2 : 1000000;
-  pthread_mutex_lock(&rt.mtx);
-  while (!atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += tick;
-    ts.tv_sec += ts.tv_nsec / 1000000000;
-    ts.tv_nsec %= 1000000000;
-    pthread_cond_timedwait(&rt.mon_cv, &rt.mtx, &ts);
-    if (atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) break;
-    bool inj = rt.inj_head != NULL;
-    pthread_mutex_unlock(&rt.mtx);
-    int64_t now = braid_now_ns();
-    for (int i = 0; i < rt.nworkers; i++) {
-      worker_t *w = &rt.workers[i];
-      pthread_mutex_lock(&w->wk_mtx);
-      /* Acquire: pairs with the worker's store; the task's fields (t_co)
-       * written before it are visible. */
-      task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_acquire);
-      uint64_t seq = atomic_load_explicit(&w->wk_seq, memory_order_relaxed);
-      if (cur && seq == w->wk_mon_seq &&
-          now - atomic_load_explicit(&w->wk_start, memory_order_relaxed) >= slice &&
-          (w->wk_rhead || w->wk_nhead || inj)) {
-        lua_sethook(cur->t_co, preempt_hook, LUA_MASKCOUNT, 1);
-        atomic_store_explicit(&w->wk_start, now, memory_order_relaxed);
-      }
-      w->wk_mon_seq = seq;
-      pthread_mutex_unlock(&w->wk_mtx);
-    }
-    pthread_mutex_lock(&rt.mtx);
-  }
-  pthread_mutex_unlock(&rt.mtx);
-  return NULL;
-}
-
 /* ------------------------------------------------------------------------ */
 /* starting and stopping */
 
-static bool opening_private_state;    /* luaopen_braid for a worker/pool state */
+/* luaopen_braid for a shard or pool state (per thread: states open on
+ * several threads at once). */
+static _Thread_local bool opening_private_state;
 
 static lua_State *new_private_state(void) {
   lua_State *L = luaL_newstate();
@@ -727,56 +633,100 @@ static lua_State *new_private_state(void) {
 
 bool braid__opening_private_state(void) { return opening_private_state; }
 
+static void timers_kick(void *arg) {
+  (void)arg;
+  braid_sched_t *s = rt.sched;
+  if (s) braid_sched_kick(s);
+}
+
+static void shard_thread_start(void *ctx) { (void)ctx; }
+
+static void pool_thread_exit(void);
+
+/* Frees what rt_start made (the scheduler is not running). */
+static void rt_free_parts(void) {
+  if (rt.shards) {
+    for (int i = 0; i < rt.nshards; i++) {
+      shard_t *sh = &rt.shards[i];
+      if (sh->sh_L) lua_close(sh->sh_L);
+      pthread_mutex_destroy(&sh->sh_mtx);
+    }
+    free(rt.shards);
+    rt.shards = NULL;
+  }
+  if (rt.sched) braid_sched_free(rt.sched);
+  rt.sched = NULL;
+  if (rt.jobs) braid_jobpool_stop(rt.jobs, BRAID_FOREVER);
+  rt.jobs = NULL;
+  if (rt.timers) braid_timerq_free(rt.timers);
+  rt.timers = NULL;
+  free(rt.path);
+  free(rt.cpath);
+  rt.path = rt.cpath = NULL;
+}
+
 static void rt_start(lua_State *L) {
-  pthread_mutex_lock(&rt.mtx);
-  if (rt.started) {
-    pthread_mutex_unlock(&rt.mtx);
-    return;
-  }
-  if (rt.nworkers <= 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    rt.nworkers = n > 0 ? (int)n : 1;
-  }
-  lua_getglobal(L, "package");
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "path");
-    if (lua_isstring(L, -1)) rt.path = strdup(lua_tostring(L, -1));
-    lua_getfield(L, -2, "cpath");
-    if (lua_isstring(L, -1)) rt.cpath = strdup(lua_tostring(L, -1));
+  /* Read the host's paths before taking the lock: no Lua API under a
+   * braid mutex. */
+  char *path = NULL, *cpath = NULL;
+  if (lua_getglobal(L, "package") == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "path") == LUA_TSTRING) path = strdup(lua_tostring(L, -1));
+    if (lua_getfield(L, -2, "cpath") == LUA_TSTRING) cpath = strdup(lua_tostring(L, -1));
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  rt.timers = braid_timerq_new();
-  rt.workers = calloc((size_t)rt.nworkers, sizeof(worker_t));
-  if (rt.timers == NULL || rt.workers == NULL) {
+  pthread_mutex_lock(&rt.mtx);
+  if (rt.started) {
     pthread_mutex_unlock(&rt.mtx);
-    luaL_error(L, "braid: cannot start the runtime (out of memory)");
+    free(path);
+    free(cpath);
+    return;
   }
-  pthread_cond_init(&rt.mon_cv, NULL);
-  pthread_cond_init(&rt.b_cv, NULL);
+  if (rt.nworkers <= 0) rt.nworkers = online_cpus();
+  if (rt.nshards <= 0) rt.nshards = STATES_PER_WORKER * rt.nworkers;
+  rt.path = path;
+  rt.cpath = cpath;
+  const char *why = "out of memory";
+  rt.timers = braid_timerq_new_driven();
+  rt.shards = calloc((size_t)rt.nshards, sizeof(shard_t));
+  rt.jobs = braid_jobpool_new(rt.blocking_max, 10000000000LL, pool_thread_exit);
+  if (rt.timers == NULL || rt.shards == NULL || rt.jobs == NULL) goto error;
+  for (int i = 0; i < rt.nshards; i++) {
+    shard_t *sh = &rt.shards[i];
+    sh->sh_id = i;
+    braid_unit_init(&sh->sh_unit, i, sh);
+    pthread_mutex_init(&sh->sh_mtx, NULL);
+    atomic_init(&sh->sh_nready, 0);
+    atomic_init(&sh->sh_current, NULL);
+    atomic_init(&sh->sh_stop, false);
+    atomic_init(&sh->sh_ntasks, 0);
+    sh->sh_envmt = LUA_NOREF;
+  }
+  static const braid_sched_ops_t ops = {
+    .run = shard_run, .preempt = shard_preempt, .thread_start = shard_thread_start,
+  };
+  braid_sched_config_t cfg = {
+    .workers = rt.nworkers,
+    .max_threads = rt.max_threads,
+    .preempt_ns = (int64_t)(rt.preempt_ms * 1e6),
+    .timers = rt.timers,
+  };
+  rt.sched = braid_sched_new(&cfg, &ops, NULL);
+  if (rt.sched == NULL) goto error;
+  braid_timerq_set_kick(rt.timers, timers_kick, NULL);
   if (braid_future_unobserved == NULL)    /* a C host may have set its own */
     braid_future_unobserved = report_unobserved;
-  for (int i = 0; i < rt.nworkers; i++) {
-    worker_t *w = &rt.workers[i];
-    w->wk_id = i;
-    pthread_mutex_init(&w->wk_mtx, NULL);
-    pthread_cond_init(&w->wk_cv, NULL);
-    w->wk_L = new_private_state();
-    if (w->wk_L == NULL) {
-      pthread_mutex_unlock(&rt.mtx);
-      luaL_error(L, "braid: cannot start the runtime (out of memory)");
-    }
-    lua_State *wl = w->wk_L;
-    lua_createtable(wl, 0, 1);          /* task globals read through to _G */
-    lua_rawgeti(wl, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    lua_setfield(wl, -2, "__index");
-    w->wk_envmt = luaL_ref(wl, LUA_REGISTRYINDEX);
+  if (braid_sched_start(rt.sched) != 0) {
+    why = "cannot start its threads";
+    goto error;
   }
   rt.started = true;
-  for (int i = 0; i < rt.nworkers; i++)
-    pthread_create(&rt.workers[i].wk_thread, NULL, worker_main, &rt.workers[i]);
-  pthread_create(&rt.monitor, NULL, monitor_main, NULL);
   pthread_mutex_unlock(&rt.mtx);
+  return;
+error:
+  rt_free_parts();
+  pthread_mutex_unlock(&rt.mtx);
+  luaL_error(L, "braid: cannot start the runtime (%s)", why);
 }
 
 braid_timerq_t *braid__timers(lua_State *L) {
@@ -784,8 +734,9 @@ braid_timerq_t *braid__timers(lua_State *L) {
   return rt.timers;
 }
 
-/* Ends a task that is not running, from the shutdown path. */
-static void task_abandon(worker_t *w, task_t *t) {
+/* Ends a task that is not running, from the shutdown path (every thread
+ * that runs tasks is gone). */
+static void task_abandon(task_t *t) {
   if (t->t_co != NULL && t->t_ncases >= 0 && t->t_yield == Y_BLOCK) {
     /* Blocked: take its nodes off every queue and drop its timer. */
     if (braid_waiter_claim(&t->t_waiter, BRAID_W_INTR)) {
@@ -803,19 +754,22 @@ static void task_abandon(worker_t *w, task_t *t) {
     t->t_yield = Y_NONE;
   }
   atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);  /* task_end drops it */
-  if (w) {
-    task_end(w, t, BRAID_FUTURE_CANCELLED, NULL);
+  if (t->t_home && t->t_home->sh_L) {
+    task_end(t->t_home, t, BRAID_FUTURE_CANCELLED, NULL);
   } else {
+    atomic_fetch_add_explicit(&rt.completed, 1, memory_order_relaxed);
     braid_future_settle(t->t_fut, BRAID_FUTURE_CANCELLED, NULL);
     task_free(t);
   }
 }
 
-static void blocking_shutdown(void);
-
-/* Shuts the runtime down: stops and joins the workers, ends every task,
- * closes the worker states.  Called when the state that opened braid first
- * is closed. */
+/* Shuts the runtime down: cancels every task, stops the scheduler, ends
+ * every task, closes the shard states.  Called when the state that opened
+ * braid first is closed.  Tasks get SHUTDOWN_GRACE_NS to come back to the
+ * scheduler; a thread still inside Lua after that (a task that swallows
+ * its cancellation and computes on) is detached, and the runtime leaves
+ * everything such a thread may touch allocated: the process is exiting, as
+ * a Go program exits with goroutines still running. */
 static void rt_stop(void) {
   pthread_mutex_lock(&rt.mtx);
   if (!rt.started || atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
@@ -823,64 +777,52 @@ static void rt_stop(void) {
     return;
   }
   atomic_store_explicit(&rt.stopping, true, memory_order_seq_cst);
-  pthread_cond_broadcast(&rt.mon_cv);
-  /* A task computing without end: make it yield at its next instruction. */
   for (task_t *t = rt.live; t; t = t->t_lnext)
     atomic_store_explicit(&t->t_cancel, true, memory_order_seq_cst);
   pthread_mutex_unlock(&rt.mtx);
-  for (int i = 0; i < rt.nworkers; i++) {
-    worker_t *w = &rt.workers[i];
-    pthread_mutex_lock(&w->wk_mtx);
-    task_t *cur = atomic_load_explicit(&w->wk_current, memory_order_acquire);
-    if (cur) lua_sethook(cur->t_co, preempt_hook, LUA_MASKCOUNT, 1);
-    w->wk_sleeping = false;
-    pthread_cond_signal(&w->wk_cv);
-    pthread_mutex_unlock(&w->wk_mtx);
+  /* No shard runs another task; the running ones raise at their next
+   * instruction. */
+  for (int i = 0; i < rt.nshards; i++) {
+    shard_t *sh = &rt.shards[i];
+    atomic_store_explicit(&sh->sh_stop, true, memory_order_release);
+    shard_preempt(NULL, &sh->sh_unit);
   }
-  /* Workers stop picking tasks once they see `stopping` with empty queues;
-   * tasks still queued are abandoned below.  Make them see it now. */
-  for (int i = 0; i < rt.nworkers; i++) {
-    worker_t *w = &rt.workers[i];
-    pthread_mutex_lock(&w->wk_mtx);
-    w->wk_rhead = w->wk_rtail = NULL;   /* ready tasks stay on the live list */
-    atomic_store_explicit(&w->wk_nready, 0, memory_order_relaxed);
-    w->wk_nhead = w->wk_ntail = NULL;
-    atomic_store_explicit(&w->wk_nnew, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&w->wk_mtx);
+  bool joined = braid_sched_stop(rt.sched, SHUTDOWN_GRACE_NS);
+  bool pool_done = braid_jobpool_stop(rt.jobs, 2000000000LL);
+  rt.jobs = NULL;                       /* freed, or left to its last thread */
+  if (!joined) {
+    /* Leave the shards, the tasks and the scheduler to the detached
+     * threads; start afresh if the host opens braid again. */
+    pthread_mutex_lock(&rt.mtx);
+    rt.shards = NULL;
+    rt.sched = NULL;
+    rt.timers = NULL;
+    rt.live = NULL;
+    rt.path = rt.cpath = NULL;
+    atomic_store_explicit(&rt.active, 0, memory_order_relaxed);
+    atomic_store_explicit(&rt.nlive, 0, memory_order_relaxed);
+    rt.started = false;
+    atomic_store_explicit(&rt.stopping, false, memory_order_seq_cst);
+    rt.have_owner = false;
+    pthread_mutex_unlock(&rt.mtx);
+    return;
   }
-  pthread_mutex_lock(&rt.mtx);
-  rt.inj_head = rt.inj_tail = NULL;
-  atomic_store_explicit(&rt.ninj, 0, memory_order_relaxed);
-  pthread_mutex_unlock(&rt.mtx);
-  for (int i = 0; i < rt.nworkers; i++) pthread_join(rt.workers[i].wk_thread, NULL);
-  pthread_join(rt.monitor, NULL);
-  blocking_shutdown();
+  (void)pool_done;
   /* Every thread that runs tasks is gone: end what is left. */
   for (;;) {
     pthread_mutex_lock(&rt.mtx);
     task_t *t = rt.live;
     pthread_mutex_unlock(&rt.mtx);
     if (t == NULL) break;
-    task_abandon(atomic_load_explicit(&t->t_home, memory_order_relaxed), t);
+    task_abandon(t);
   }
   /* Every task is gone: counts that a task queued or woken during the
    * shutdown still holds must not leak into a runtime started later (its
    * deadlock check would never fire). */
   atomic_store_explicit(&rt.active, 0, memory_order_relaxed);
   atomic_store_explicit(&rt.nlive, 0, memory_order_relaxed);
-  braid_timerq_free(rt.timers);
-  rt.timers = NULL;
-  for (int i = 0; i < rt.nworkers; i++) {
-    worker_t *w = &rt.workers[i];
-    lua_close(w->wk_L);
-    pthread_cond_destroy(&w->wk_cv);
-    pthread_mutex_destroy(&w->wk_mtx);
-  }
-  free(rt.workers);
-  rt.workers = NULL;
-  free(rt.path);
-  free(rt.cpath);
-  rt.path = rt.cpath = NULL;
+  atomic_store_explicit(&rt.binflight, 0, memory_order_relaxed);
+  rt_free_parts();                      /* closes the states: no lock held */
   pthread_mutex_lock(&rt.mtx);
   rt.started = false;
   atomic_store_explicit(&rt.stopping, false, memory_order_seq_cst);
@@ -941,11 +883,10 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
 
 enum { TASK_SPIN_NS = 5000 };
 
-/* Whether w has no other task to run now (lock-free hints). */
-static bool worker_has_nothing_else(worker_t *w) {
-  return atomic_load_explicit(&w->wk_nready, memory_order_relaxed) == 0 &&
-         atomic_load_explicit(&w->wk_nnew, memory_order_relaxed) == 0 &&
-         atomic_load_explicit(&rt.ninj, memory_order_relaxed) == 0;
+/* Whether sh has no other task to run now (lock-free hints). */
+static bool shard_has_nothing_else(shard_t *sh) {
+  return atomic_load_explicit(&sh->sh_nready, memory_order_relaxed) == 0 &&
+         !braid_sched_waiting(rt.sched);
 }
 
 static bool deadlocked(void) {
@@ -996,7 +937,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     if (n > 0) memcpy(t->t_cases, cases, (size_t)n * sizeof *cases);
     int rc = BRAID_EAGAIN;
     if (!now_only && n == 1 && t->t_cases[0].c_op == BRAID_OP_AWAIT &&
-        worker_has_nothing_else(t->t_home)) {
+        shard_has_nothing_else(t->t_home)) {
       /* Like Go's spinning M: with nothing else to run on this worker, a
        * few microseconds of polling usually catch a task finishing on the
        * other core (spawn + await), and save the suspend/wake round trip.
@@ -1007,7 +948,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       int64_t until = braid_now_ns() + TASK_SPIN_NS;
       for (int i = 0; braid_future_state(f) == BRAID_FUTURE_PENDING; i++) {
         if ((i & 15) == 15 &&
-            (braid_now_ns() >= until || !worker_has_nothing_else(t->t_home)))
+            (braid_now_ns() >= until || !shard_has_nothing_else(t->t_home)))
           break;
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
@@ -1109,100 +1050,59 @@ void braid_interrupt_clear(void) {
   atomic_store_explicit(&rt.interrupt, 0, memory_order_release);
 }
 
-/* Runtime threads take no signals: SIGINT must reach the main thread (the
- * REPL's handler, EINTR in its reads). */
-static void block_signals(void) {
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-}
-
 /* ------------------------------------------------------------------------ */
-/* the blocking pool */
+/* the blocking pool: jobs on the job pool (core/jobpool.c), each pool
+ * thread with a Lua state of its own, made on its first job */
 
-static _Thread_local bool tls_pool_thread;
+static _Thread_local lua_State *tls_pool_L;
 
-static void *pool_main(void *arg) {
-  (void)arg;
-  tls_pool_thread = true;
-  block_signals();
-  lua_State *L = NULL;
-  pthread_mutex_lock(&rt.mtx);
-  L = new_private_state();
-  for (;;) {
-    while (rt.b_head == NULL && !atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
-      rt.b_idle++;
-      pthread_cond_wait(&rt.b_cv, &rt.mtx);
-      rt.b_idle--;
-    }
-    if (rt.b_head == NULL) break;       /* stopping with nothing queued */
-    bjob_t *j = rt.b_head;
-    rt.b_head = j->j_next;
-    if (rt.b_head == NULL) rt.b_tail = NULL;
-    pthread_mutex_unlock(&rt.mtx);
-    lua_settop(L, 0);
-    int nf = pdecode(L, j->j_fn);
-    int na = nf == 1 ? pdecode(L, j->j_args) : -1;
-    braid_fstate_t st;
-    braid_msg_t *m;
-    if (nf != 1 || na < 0) {
-      st = BRAID_FUTURE_REJECTED;
-      m = rejection(L, -1, NULL);
-    } else {
-      lua_pushcfunction(L, NULL);
-      lua_settop(L, na + 1);
-      if (lua_pcall(L, na, LUA_MULTRET, 0) == LUA_OK) {
-        int nres = lua_gettop(L);
-        m = braid__pencode(L, 1, nres, "results");
-        st = m ? BRAID_FUTURE_RESOLVED : BRAID_FUTURE_REJECTED;
-        if (m == NULL) m = rejection(L, -1, NULL);
-      } else {
-        luaL_traceback(L, L, NULL, 0);
-        st = BRAID_FUTURE_REJECTED;
-        m = rejection(L, -2, lua_tostring(L, -1));
-      }
-    }
-    lua_settop(L, 0);
-    braid_msg_release(j->j_fn);
-    braid_msg_release(j->j_args);
-    braid_future_settle(j->j_fut, st, m);
-    braid_future_release(j->j_fut);
-    free(j);
-    atomic_fetch_sub_explicit(&rt.binflight, 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
-    pthread_mutex_lock(&rt.mtx);
-  }
-  rt.b_threads--;
-  pthread_cond_broadcast(&rt.b_cv);
-  pthread_mutex_unlock(&rt.mtx);
-  if (L) lua_close(L);
-  atomic_fetch_sub_explicit(&rt.bexit, 1, memory_order_release);
-  return NULL;
+static void pool_thread_exit(void) {
+  if (tls_pool_L) lua_close(tls_pool_L);
+  tls_pool_L = NULL;
 }
 
-static void blocking_shutdown(void) {
-  pthread_mutex_lock(&rt.mtx);
-  /* Jobs not started are cancelled. */
-  bjob_t *j = rt.b_head;
-  rt.b_head = rt.b_tail = NULL;
-  pthread_cond_broadcast(&rt.b_cv);
-  pthread_mutex_unlock(&rt.mtx);
-  while (j) {
-    bjob_t *next = j->j_next;
-    braid_msg_release(j->j_fn);
-    braid_msg_release(j->j_args);
-    braid_future_settle(j->j_fut, BRAID_FUTURE_CANCELLED, NULL);
-    braid_future_release(j->j_fut);
-    atomic_fetch_sub_explicit(&rt.binflight, 1, memory_order_relaxed);
-    free(j);
-    j = next;
+static void bjob_done(bjob_t *j, braid_fstate_t st, braid_msg_t *m) {
+  braid_msg_release(j->j_fn);
+  braid_msg_release(j->j_args);
+  braid_future_settle(j->j_fut, st, m);
+  braid_future_release(j->j_fut);
+  free(j);
+  atomic_fetch_sub_explicit(&rt.binflight, 1, memory_order_seq_cst);
+  atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
+}
+
+static void bjob_run(braid_job_t *job) {
+  bjob_t *j = job->j_data;
+  if (tls_pool_L == NULL) tls_pool_L = new_private_state();
+  lua_State *L = tls_pool_L;
+  if (L == NULL) {
+    bjob_done(j, BRAID_FUTURE_REJECTED, braid__msg_error("braid: out of memory", 20));
+    return;
   }
-  /* Running jobs get a bounded grace period: a thread stuck in a system
-   * call cannot be joined, and exit must not hang on it.  Such a thread
-   * finishes its job later and exits on its own. */
-  int64_t until = braid_now_ns() + 2000000000LL;
-  while (atomic_load_explicit(&rt.bexit, memory_order_acquire) > 0 && braid_now_ns() < until)
-    usleep(1000);
+  lua_settop(L, 0);
+  int nf = pdecode(L, j->j_fn);
+  int na = nf == 1 ? pdecode(L, j->j_args) : -1;
+  braid_fstate_t st;
+  braid_msg_t *m;
+  if (nf != 1 || na < 0) {
+    st = BRAID_FUTURE_REJECTED;
+    m = rejection(L, -1, NULL);
+  } else if (lua_pcall(L, na, LUA_MULTRET, 0) == LUA_OK) {
+    int nres = lua_gettop(L);
+    m = braid__pencode(L, 1, nres, "results");
+    st = m ? BRAID_FUTURE_RESOLVED : BRAID_FUTURE_REJECTED;
+    if (m == NULL) m = rejection(L, -1, NULL);
+  } else {
+    luaL_traceback(L, L, NULL, 0);
+    st = BRAID_FUTURE_REJECTED;
+    m = rejection(L, -2, lua_tostring(L, -1));
+  }
+  lua_settop(L, 0);
+  bjob_done(j, st, m);
+}
+
+static void bjob_cancel(braid_job_t *job) {
+  bjob_done(job->j_data, BRAID_FUTURE_CANCELLED, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1241,7 +1141,6 @@ static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
   t->t_cases = t->t_small;
   t->t_casecap = SMALL_CASES;
   atomic_init(&t->t_state, T_NEW);
-  atomic_init(&t->t_home, NULL);
   atomic_init(&t->t_cancel, false);
   return t;
 }
@@ -1261,7 +1160,11 @@ static int spawn_common(lua_State *L, int fnidx, const char *name) {
   atomic_fetch_add_explicit(&rt.nlive, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.spawned, 1, memory_order_relaxed);
   if (stopping) return luaL_error(L, "braid: the runtime is shutting down");
-  push_new(t);
+  t->t_home = place();
+  atomic_fetch_add_explicit(&t->t_home->sh_ntasks, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
+  push_ready(t);
   return 1;
 }
 
@@ -1301,22 +1204,16 @@ static int l_blocking(lua_State *L) {
   j->j_fn = fn;
   j->j_args = args;
   j->j_fut = f;                         /* the job's reference */
+  j->j_job.j_run = bjob_run;
+  j->j_job.j_cancel = bjob_cancel;
+  j->j_job.j_data = j;
   braid__pushhandle(L, (braid_obj_t *)f);
   atomic_fetch_add_explicit(&rt.binflight, 1, memory_order_seq_cst);
-  pthread_mutex_lock(&rt.mtx);
-  if (rt.b_tail) rt.b_tail->j_next = j; else rt.b_head = j;
-  rt.b_tail = j;
-  if (rt.b_idle > 0) {
-    pthread_cond_signal(&rt.b_cv);
-  } else if (rt.b_threads < rt.blocking_max) {
-    pthread_t th;
-    if (pthread_create(&th, NULL, pool_main, NULL) == 0) {
-      pthread_detach(th);
-      rt.b_threads++;
-      atomic_fetch_add_explicit(&rt.bexit, 1, memory_order_relaxed);
-    }
+  int rc = braid_jobpool_submit(rt.jobs, &j->j_job);
+  if (rc != 0) {
+    bjob_done(j, BRAID_FUTURE_CANCELLED, NULL);
+    return luaL_error(L, "braid: cannot run a blocking job (%s)", braid_strerror(rc));
   }
-  pthread_mutex_unlock(&rt.mtx);
   return 1;
 }
 
@@ -1366,35 +1263,55 @@ static int l_cancelled(lua_State *L) {
 }
 
 static int l_config(lua_State *L) {
+  static const char *const known[] = { "workers", "preempt_ms", "blocking_threads", "states",
+                                       "max_threads", NULL };
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     lua_pop(L, 1);
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
-    if (strcmp(k, "workers") && strcmp(k, "preempt_ms") && strcmp(k, "blocking_threads"))
+    int i = 0;
+    while (known[i] && strcmp(k, known[i]) != 0) i++;
+    if (known[i] == NULL)
       return luaL_error(L, "braid: config: unknown option '%s' (workers, preempt_ms, "
-                           "blocking_threads)", k);
+                           "blocking_threads, states, max_threads)", k);
   }
-  pthread_mutex_lock(&rt.mtx);
-  bool started = rt.started;
-  pthread_mutex_unlock(&rt.mtx);
-  if (started) return luaL_error(L, "braid: config: the runtime has already started");
+  /* Check everything first (Lua errors, no lock held), then store. */
+  lua_Integer workers = 0, bthreads = 0, states = 0, maxth = -1;
+  lua_Number ms = 0;
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
-    lua_Integer n = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "workers must be between 1 and 1024");
-    rt.nworkers = (int)n;
+    workers = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, workers >= 1 && workers <= 1024, 1, "workers must be between 1 and 1024");
   }
   if (lua_getfield(L, 1, "preempt_ms") != LUA_TNIL) {
-    lua_Number ms = luaL_checknumber(L, -1);
+    ms = luaL_checknumber(L, -1);
     luaL_argcheck(L, ms >= 1, 1, "preempt_ms must be >= 1");
-    rt.preempt_ms = ms;
   }
   if (lua_getfield(L, 1, "blocking_threads") != LUA_TNIL) {
-    lua_Integer n = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, n >= 1 && n <= 4096, 1, "blocking_threads must be between 1 and 4096");
-    rt.blocking_max = (int)n;
+    bthreads = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, bthreads >= 1 && bthreads <= 4096, 1,
+                  "blocking_threads must be between 1 and 4096");
   }
-  lua_pop(L, 3);
+  if (lua_getfield(L, 1, "states") != LUA_TNIL) {
+    states = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, states >= 1 && states <= 65536, 1, "states must be between 1 and 65536");
+  }
+  if (lua_getfield(L, 1, "max_threads") != LUA_TNIL) {
+    maxth = luaL_checkinteger(L, -1);
+    luaL_argcheck(L, maxth >= 0 && maxth <= 65536, 1, "max_threads must be between 0 and 65536");
+  }
+  lua_pop(L, 5);
+  pthread_mutex_lock(&rt.mtx);
+  bool started = rt.started;
+  if (!started) {
+    if (workers) rt.nworkers = (int)workers;
+    if (ms) rt.preempt_ms = ms;
+    if (bthreads) rt.blocking_max = (int)bthreads;
+    if (states) rt.nshards = (int)states;
+    if (maxth >= 0) rt.max_threads = (int)maxth;
+  }
+  pthread_mutex_unlock(&rt.mtx);
+  if (started) return luaL_error(L, "braid: config: the runtime has already started");
   return 0;
 }
 
@@ -1405,7 +1322,6 @@ static void setint(lua_State *L, const char *k, lua_Integer v) {
 
 static int l_stats(lua_State *L) {
   long live = atomic_load_explicit(&rt.nlive, memory_order_relaxed);
-  long active = atomic_load_explicit(&rt.active, memory_order_relaxed);
   long ready = 0, blocked = 0, sleeping = 0, running = 0;
   pthread_mutex_lock(&rt.mtx);
   for (task_t *t = rt.live; t; t = t->t_lnext) {
@@ -1416,11 +1332,19 @@ static int l_stats(lua_State *L) {
       default: ready++; break;
     }
   }
-  int bthreads = rt.b_threads;
+  bool started = rt.started;
+  int workers = rt.nworkers > 0 ? rt.nworkers : online_cpus();
+  int states = rt.nshards > 0 ? rt.nshards : STATES_PER_WORKER * workers;
+  braid_sched_stats_t ss = { 0 };
+  braid_jobpool_stats_t js = { 0 };
+  if (started) {
+    braid_sched_stats(rt.sched, &ss);
+    braid_jobpool_stats(rt.jobs, &js);
+  }
   pthread_mutex_unlock(&rt.mtx);
-  (void)active;
-  lua_createtable(L, 0, 12);
-  setint(L, "workers", rt.started ? rt.nworkers : 0);
+  lua_createtable(L, 0, 20);
+  setint(L, "workers", workers);
+  setint(L, "states", states);
   setint(L, "tasks", live);
   setint(L, "ready", ready);
   setint(L, "running", running);
@@ -1430,36 +1354,86 @@ static int l_stats(lua_State *L) {
   setint(L, "completed", (lua_Integer)atomic_load_explicit(&rt.completed, memory_order_relaxed));
   setint(L, "failed", (lua_Integer)atomic_load_explicit(&rt.failed, memory_order_relaxed));
   setint(L, "messages", (lua_Integer)atomic_load_explicit(&rt.messages, memory_order_relaxed));
-  setint(L, "blocking_threads", bthreads);
+  setint(L, "blocking_threads", js.threads);
   setint(L, "blocking_jobs", atomic_load_explicit(&rt.binflight, memory_order_relaxed));
-  setint(L, "timers", rt.started && rt.timers ? (lua_Integer)braid_timerq_len(rt.timers) : 0);
+  setint(L, "timers", started && rt.timers ? (lua_Integer)braid_timerq_len(rt.timers) : 0);
+  setint(L, "threads", ss.threads);
+  setint(L, "in_c", ss.in_c);
+  setint(L, "handoffs", (lua_Integer)ss.handoffs);
+  setint(L, "steals", (lua_Integer)ss.steals);
+  setint(L, "preempts", (lua_Integer)ss.preempts);
   return 1;
 }
 
+/* One row of braid.tasks(), copied under rt.mtx (no Lua API there). */
+typedef struct trow {
+  uint64_t id;
+  char name[64];
+  bool named;
+  int state;
+  bool in_c;
+  double in_c_s;
+  const char *what;
+  const char *ontype;
+  uint64_t onid;
+} trow_t;
+
 static int l_tasks(lua_State *L) {
-  lua_newtable(L);
-  int i = 0;
-  pthread_mutex_lock(&rt.mtx);
-  for (task_t *t = rt.live; t; t = t->t_lnext) {
-    int st = atomic_load_explicit(&t->t_state, memory_order_relaxed);
-    lua_createtable(L, 0, 4);
-    setint(L, "id", (lua_Integer)t->t_id);
-    if (t->t_name) { lua_pushstring(L, t->t_name); lua_setfield(L, -2, "name"); }
-    lua_pushstring(L, state_names[st]);
+  size_t n = 0, cap = 0;
+  trow_t *rows = NULL;
+  for (;;) {
+    size_t want = (size_t)atomic_load_explicit(&rt.nlive, memory_order_relaxed) + 16;
+    if (want > cap) {
+      trow_t *nr = realloc(rows, want * sizeof *nr);
+      if (nr == NULL) {
+        free(rows);
+        return luaL_error(L, "braid: out of memory");
+      }
+      rows = nr;
+      cap = want;
+    }
+    int64_t now = braid_now_ns();
+    pthread_mutex_lock(&rt.mtx);
+    n = 0;
+    bool fits = true;
+    for (task_t *t = rt.live; t; t = t->t_lnext) {
+      if (n == cap) { fits = false; break; }
+      trow_t *r = &rows[n++];
+      r->id = t->t_id;
+      r->named = t->t_name != NULL;
+      if (r->named) snprintf(r->name, sizeof r->name, "%s", t->t_name);
+      r->state = atomic_load_explicit(&t->t_state, memory_order_relaxed);
+      int64_t since = 0;
+      r->in_c = r->state == T_RUNNING && t->t_home &&
+                braid_sched_unit_in_c(&t->t_home->sh_unit, &since) &&
+                atomic_load_explicit(&t->t_home->sh_current, memory_order_relaxed) == t;
+      r->in_c_s = r->in_c ? (double)(now - since) / 1e9 : 0;
+      r->what = atomic_load_explicit(&t->t_what, memory_order_relaxed);
+      braid_objtype_t *ot = atomic_load_explicit(&t->t_ontype, memory_order_relaxed);
+      r->ontype = ot ? ot->ot_name : NULL;
+      r->onid = atomic_load_explicit(&t->t_onid, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&rt.mtx);
+    if (fits) break;
+    cap = 0;                            /* grew meanwhile: again, larger */
+  }
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    trow_t *r = &rows[i];
+    lua_createtable(L, 0, 5);
+    setint(L, "id", (lua_Integer)r->id);
+    if (r->named) { lua_pushstring(L, r->name); lua_setfield(L, -2, "name"); }
+    lua_pushstring(L, r->in_c ? "in C" : state_names[r->state]);
     lua_setfield(L, -2, "state");
-    const char *what = atomic_load_explicit(&t->t_what, memory_order_relaxed);
-    braid_objtype_t *ontype = atomic_load_explicit(&t->t_ontype, memory_order_relaxed);
-    if ((st == T_BLOCKED || st == T_SLEEPING) && what) {
-      if (ontype)
-        lua_pushfstring(L, "%s braid.%s#%I", what, ontype->ot_name,
-                        (lua_Integer)atomic_load_explicit(&t->t_onid, memory_order_relaxed));
-      else
-        lua_pushstring(L, what);
+    if (r->in_c) { lua_pushnumber(L, r->in_c_s); lua_setfield(L, -2, "in_c"); }
+    if ((r->state == T_BLOCKED || r->state == T_SLEEPING) && r->what) {
+      if (r->ontype) lua_pushfstring(L, "%s braid.%s#%I", r->what, r->ontype, (lua_Integer)r->onid);
+      else lua_pushstring(L, r->what);
       lua_setfield(L, -2, "waiting_on");
     }
-    lua_rawseti(L, -2, ++i);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  pthread_mutex_unlock(&rt.mtx);
+  free(rows);
   return 1;
 }
 

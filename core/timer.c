@@ -12,6 +12,7 @@
  * every callback).
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "clock.h"
@@ -29,8 +30,20 @@ struct braid_timerq {
   uint64_t q_seq;             /* next insertion number */
   braid_timer_t *q_running;   /* whose callback runs now, or NULL */
   bool q_stop;                /* the thread should exit */
+  bool q_driven;              /* immutable: no thread; braid_timerq_run serves it */
   pthread_t q_thread;
+  braid_timerq_kick_fn q_kick;  /* driven: told of a new earliest deadline */
+  void *q_kick_arg;
+  /* The earliest deadline (BRAID_FOREVER when empty): written under q_mtx,
+   * read lock-free by pollers deciding how long to sleep.  Relaxed: a
+   * stale value is corrected by the kick that follows every new earliest. */
+  _Atomic int64_t q_next;
 };
+
+static void update_next(braid_timerq_t *q) {
+  atomic_store_explicit(&q->q_next, q->q_len ? q->q_heap[0]->t_deadline : BRAID_FOREVER,
+                        memory_order_relaxed);
+}
 
 static bool before(const braid_timer_t *a, const braid_timer_t *b) {
   return a->t_deadline < b->t_deadline ||
@@ -70,10 +83,12 @@ static void heap_remove(braid_timerq_t *q, braid_timer_t *t) {
   size_t i = t->t_slot - 1;
   t->t_slot = 0;
   q->q_len--;
-  if (i == q->q_len) return;
-  heap_set(q, i, q->q_heap[q->q_len]);
-  sift_down(q, i);
-  sift_up(q, q->q_heap[i]->t_slot - 1);
+  if (i != q->q_len) {
+    heap_set(q, i, q->q_heap[q->q_len]);
+    sift_down(q, i);
+    sift_up(q, q->q_heap[i]->t_slot - 1);
+  }
+  update_next(q);
 }
 
 static void *timer_thread(void *arg) {
@@ -107,9 +122,10 @@ static void *timer_thread(void *arg) {
   return NULL;
 }
 
-braid_timerq_t *braid_timerq_new(void) {
+static braid_timerq_t *timerq_alloc(void) {
   braid_timerq_t *q = calloc(1, sizeof *q);
   if (q == NULL) return NULL;
+  atomic_init(&q->q_next, BRAID_FOREVER);
   pthread_mutex_init(&q->q_mtx, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -117,6 +133,60 @@ braid_timerq_t *braid_timerq_new(void) {
   pthread_cond_init(&q->q_wake, &ca);
   pthread_condattr_destroy(&ca);
   pthread_cond_init(&q->q_done, NULL);
+  return q;
+}
+
+static void timerq_dealloc(braid_timerq_t *q) {
+  for (size_t i = 0; i < q->q_len; i++) q->q_heap[i]->t_slot = 0;
+  free(q->q_heap);
+  pthread_cond_destroy(&q->q_done);
+  pthread_cond_destroy(&q->q_wake);
+  pthread_mutex_destroy(&q->q_mtx);
+  free(q);
+}
+
+braid_timerq_t *braid_timerq_new_driven(void) {
+  braid_timerq_t *q = timerq_alloc();
+  if (q) q->q_driven = true;
+  return q;
+}
+
+void braid_timerq_set_kick(braid_timerq_t *q, braid_timerq_kick_fn kick, void *arg) {
+  pthread_mutex_lock(&q->q_mtx);
+  q->q_kick = kick;
+  q->q_kick_arg = arg;
+  pthread_mutex_unlock(&q->q_mtx);
+}
+
+int64_t braid_timerq_next(braid_timerq_t *q) {
+  return atomic_load_explicit(&q->q_next, memory_order_relaxed);
+}
+
+int braid_timerq_run(braid_timerq_t *q, int64_t now) {
+  int n = 0;
+  pthread_mutex_lock(&q->q_mtx);
+  /* One runner at a time: callbacks run in deadline order, and cancel's
+   * wait for a running callback (q_running) stays a single slot.  A second
+   * caller leaves the due timers to the first, which loops until none is
+   * due. */
+  while (q->q_running == NULL && q->q_len > 0 && q->q_heap[0]->t_deadline <= now) {
+    braid_timer_t *t = q->q_heap[0];
+    heap_remove(q, t);
+    q->q_running = t;
+    pthread_mutex_unlock(&q->q_mtx);
+    t->t_cb(t);               /* may re-add t (a ticker) */
+    n++;
+    pthread_mutex_lock(&q->q_mtx);
+    q->q_running = NULL;
+    pthread_cond_broadcast(&q->q_done);
+  }
+  pthread_mutex_unlock(&q->q_mtx);
+  return n;
+}
+
+braid_timerq_t *braid_timerq_new(void) {
+  braid_timerq_t *q = timerq_alloc();
+  if (q == NULL) return NULL;
   if (pthread_create(&q->q_thread, NULL, timer_thread, q) != 0) {
     pthread_cond_destroy(&q->q_done);
     pthread_cond_destroy(&q->q_wake);
@@ -129,17 +199,14 @@ braid_timerq_t *braid_timerq_new(void) {
 
 void braid_timerq_free(braid_timerq_t *q) {
   if (q == NULL) return;
-  pthread_mutex_lock(&q->q_mtx);
-  q->q_stop = true;
-  pthread_cond_signal(&q->q_wake);
-  pthread_mutex_unlock(&q->q_mtx);
-  pthread_join(q->q_thread, NULL);
-  for (size_t i = 0; i < q->q_len; i++) q->q_heap[i]->t_slot = 0;
-  free(q->q_heap);
-  pthread_cond_destroy(&q->q_done);
-  pthread_cond_destroy(&q->q_wake);
-  pthread_mutex_destroy(&q->q_mtx);
-  free(q);
+  if (!q->q_driven) {
+    pthread_mutex_lock(&q->q_mtx);
+    q->q_stop = true;
+    pthread_cond_signal(&q->q_wake);
+    pthread_mutex_unlock(&q->q_mtx);
+    pthread_join(q->q_thread, NULL);
+  }
+  timerq_dealloc(q);
 }
 
 int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
@@ -162,8 +229,16 @@ int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
   t->t_seq = q->q_seq++;
   q->q_heap[q->q_len++] = t;
   sift_up(q, q->q_len - 1);
-  if (q->q_heap[0] == t) pthread_cond_signal(&q->q_wake);  /* a new earliest */
+  bool earliest = q->q_heap[0] == t;
+  braid_timerq_kick_fn kick = q->q_kick;
+  void *kick_arg = q->q_kick_arg;
+  if (earliest) {
+    update_next(q);
+    if (!q->q_driven) pthread_cond_signal(&q->q_wake);
+  }
   pthread_mutex_unlock(&q->q_mtx);
+  /* Outside the lock: the kick wakes a poller, which reads q_next. */
+  if (earliest && kick) kick(kick_arg);
   return 0;
 }
 

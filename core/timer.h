@@ -1,5 +1,6 @@
 /*
- * timer.h -- one min-heap of deadlines served by one thread.
+ * timer.h -- one min-heap of deadlines, served by its own thread or driven
+ * by the scheduler's idle poll (braid_timerq_new_driven).
  *
  * Design notes
  *
@@ -38,7 +39,23 @@ struct braid_timer {
 /* Creates a timer queue and starts its thread.  Returns NULL on failure. */
 braid_timerq_t *braid_timerq_new(void);
 
-/* Stops the thread and frees the queue; timers still queued never fire. */
+/* A queue with no thread of its own: whoever polls (the scheduler's idle
+ * workers) sleeps until braid_timerq_next() and calls braid_timerq_run().
+ * kick, when set, is called (outside the queue's lock) whenever a timer
+ * becomes the earliest, so that a sleeping poller wakes to re-read it. */
+typedef void (*braid_timerq_kick_fn)(void *arg);
+braid_timerq_t *braid_timerq_new_driven(void);
+void braid_timerq_set_kick(braid_timerq_t *q, braid_timerq_kick_fn kick, void *arg);
+
+/* The earliest deadline queued (BRAID_FOREVER when none), lock-free. */
+int64_t braid_timerq_next(braid_timerq_t *q);
+
+/* Runs the callbacks of the timers due at now, in order, on the calling
+ * thread (one caller at a time runs them; others return 0).  Returns how
+ * many ran. */
+int braid_timerq_run(braid_timerq_t *q, int64_t now);
+
+/* Stops the thread (if any) and frees the queue; timers still queued never fire. */
 void braid_timerq_free(braid_timerq_t *q);
 
 /* Queues t to fire at deadline (absolute, clock.h) with cb.  t must not be
