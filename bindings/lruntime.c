@@ -176,6 +176,9 @@ static struct runtime {
   _Atomic uint64_t epoch;     /* bumped by every wake, spawn and end */
   _Atomic uint64_t spawned, completed, failed, messages, next_id;
   _Atomic int interrupt;      /* braid_interrupt() was called */
+  /* The waiter the owner's thread parks on now, or NULL (braid_interrupt
+   * fires it). */
+  braid_waiter_t *_Atomic owner_waiter;
   _Atomic bool no_deadlock;   /* the deadlock check is off */
 } rt = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
@@ -1009,13 +1012,23 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     r.s_err = BRAID_ETIMEDOUT;
     r.s_msg = NULL;
   } else if (rc == BRAID_EAGAIN) {
-    int64_t step = 2000000;             /* 2 ms, then 20 ms slices */
+    /* braid_interrupt fires the owner's waiter directly (seq_cst: with its
+     * store of the flag before it reads owner_waiter, either it sees our
+     * waiter or we see its flag). */
+    if (owner) {
+      atomic_store_explicit(&rt.owner_waiter, &tw, memory_order_seq_cst);
+      if (atomic_load_explicit(&rt.interrupt, memory_order_seq_cst))
+        braid_waiter_fire(&tw, BRAID_W_INTR, BRAID_EINTR, NULL);
+    }
+    /* Only a wait without a deadline on the owner's thread parks in slices,
+     * to look for a deadlock: 2 ms, 20 ms, then 100 ms. */
+    int64_t step = 2000000;
     for (;;) {
       int64_t slice = deadline;
-      if (owner) {
+      if (owner && deadline == BRAID_FOREVER) {
         int64_t s = braid_now_ns() + step;
         if (s < slice) slice = s;
-        step = 20000000;
+        step = step < 20000000 ? 20000000 : 100000000;
       }
       if (braid_waiter_park_until(&tw, slice) == 0) break;
       int special = 0, err = 0;
@@ -1032,7 +1045,10 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       else braid_waiter_park_until(&tw, BRAID_FOREVER);    /* a wake is coming */
       break;
     }
+    if (owner) atomic_store_explicit(&rt.owner_waiter, NULL, memory_order_seq_cst);
     braid_select_disarm(cases, n, &tw, &r);
+    if (r.s_index == BRAID_W_INTR && r.s_err == BRAID_EINTR)
+      atomic_store_explicit(&rt.interrupt, 0, memory_order_release);   /* consumed */
   }
   return complete(L, NULL, cases, n, &r, finish, what, on);
 }
@@ -1043,7 +1059,11 @@ bool braid__cancel_pending(lua_State *L) {
 }
 
 void braid_interrupt(void) {
-  atomic_store_explicit(&rt.interrupt, 1, memory_order_release);
+  /* Async-signal-safe (the REPL calls it from its SIGINT handler): atomics
+   * and, through the waiter, a futex wake. */
+  atomic_store_explicit(&rt.interrupt, 1, memory_order_seq_cst);
+  braid_waiter_t *w = atomic_load_explicit(&rt.owner_waiter, memory_order_seq_cst);
+  if (w) braid_waiter_fire(w, BRAID_W_INTR, BRAID_EINTR, NULL);
 }
 
 void braid_interrupt_clear(void) {

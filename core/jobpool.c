@@ -24,7 +24,23 @@ struct braid_jobpool {
   int p_idle;                 /* threads waiting for a job */
   int p_running;              /* jobs running */
   bool p_stop;
+  /* Every thread started and not joined yet (joinable: a thread must not
+   * still be returning through this library's code when the host unloads
+   * it after stop), and whether it has left its loop. */
+  struct ptid { pthread_t t; bool exited; } *p_tids;
+  int p_ntids, p_captids;
 };
+
+/* Joins the threads that have left their loop.  Called with p_mtx held;
+ * such a thread only has to return, so the join is short. */
+static void reap_locked(braid_jobpool_t *p) {
+  int k = 0;
+  for (int i = 0; i < p->p_ntids; i++) {
+    if (p->p_tids[i].exited) pthread_join(p->p_tids[i].t, NULL);
+    else p->p_tids[k++] = p->p_tids[i];
+  }
+  p->p_ntids = k;
+}
 
 static void *pool_main(void *arg) {
   braid_jobpool_t *p = arg;
@@ -53,10 +69,15 @@ static void *pool_main(void *arg) {
     pthread_mutex_lock(&p->p_mtx);
     p->p_running--;
   }
-  p->p_threads--;
-  pthread_cond_broadcast(&p->p_done);
   pthread_mutex_unlock(&p->p_mtx);
   if (p->p_thread_exit) p->p_thread_exit();
+  pthread_mutex_lock(&p->p_mtx);
+  p->p_threads--;
+  pthread_t me = pthread_self();
+  for (int i = 0; i < p->p_ntids; i++)
+    if (pthread_equal(p->p_tids[i].t, me)) p->p_tids[i].exited = true;
+  pthread_cond_broadcast(&p->p_done);
+  pthread_mutex_unlock(&p->p_mtx);
   return NULL;
 }
 
@@ -100,15 +121,20 @@ int braid_jobpool_submit(braid_jobpool_t *p, braid_job_t *j) {
    * idle thread counts until it wakes, but so does every job until it is
    * taken, so a burst of n jobs gets n threads (up to the bound). */
   if (p->p_queued > p->p_idle && p->p_threads < p->p_max) {
-    pthread_t th;
-    pthread_attr_t at;
-    int rc = pthread_attr_init(&at);
-    if (rc == 0) {
-      pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-      rc = pthread_create(&th, &at, pool_main, p);
-      pthread_attr_destroy(&at);
+    reap_locked(p);
+    int rc = 0;
+    if (p->p_ntids == p->p_captids) {
+      int ncap = p->p_captids ? 2 * p->p_captids : 16;
+      struct ptid *nt = realloc(p->p_tids, (size_t)ncap * sizeof *nt);
+      if (nt == NULL) rc = ENOMEM;
+      else { p->p_tids = nt; p->p_captids = ncap; }
     }
+    pthread_t th;
+    if (rc == 0) rc = pthread_create(&th, NULL, pool_main, p);
     if (rc == 0) {
+      p->p_tids[p->p_ntids].t = th;
+      p->p_tids[p->p_ntids].exited = false;
+      p->p_ntids++;
       p->p_threads++;
     } else if (p->p_threads == 0) {
       /* No thread could ever run it: take it back (it is the only job). */
@@ -146,8 +172,18 @@ bool braid_jobpool_stop(braid_jobpool_t *p, int64_t grace_ns) {
     pthread_cond_timedwait(&p->p_done, &p->p_mtx, &ts);
   }
   bool all = p->p_threads == 0;
+  if (all) {
+    reap_locked(p);
+  } else {
+    /* Stuck ones are left running, detached; the others are joined. */
+    for (int i = 0; i < p->p_ntids; i++)
+      if (p->p_tids[i].exited) pthread_join(p->p_tids[i].t, NULL);
+      else pthread_detach(p->p_tids[i].t);
+    p->p_ntids = 0;
+  }
   pthread_mutex_unlock(&p->p_mtx);
   if (!all) return false;
+  free(p->p_tids);
   pthread_cond_destroy(&p->p_done);
   pthread_cond_destroy(&p->p_cv);
   pthread_mutex_destroy(&p->p_mtx);
