@@ -401,4 +401,84 @@ describe("braid.net", function()
     assert.truthy(out:match("blocked"), out)
     assert.truthy(out:match("rc=0"), out)
   end)
+
+  describe("TLS", function()
+    local dir
+    local function sh(cmd)
+      local ok = os.execute(cmd .. " >/dev/null 2>&1")
+      assert.truthy(ok, cmd)
+    end
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      sh("mkdir -p " .. dir)
+      -- A CA made here, and a server certificate for localhost/127.0.0.1.
+      sh(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem " ..
+          "-days 2 -subj /CN=braid-test-ca"):format(dir))
+      sh(("cd %s && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr " ..
+          "-subj /CN=localhost"):format(dir))
+      local f = assert(io.open(dir .. "/ext.cnf", "w"))
+      f:write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+      f:close()
+      sh(("cd %s && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial " ..
+          "-out srv.pem -days 2 -extfile ext.cnf"):format(dir))
+    end)
+    teardown(function()
+      if dir then os.execute("rm -rf " .. dir) end
+    end)
+
+    local function tls_echo()
+      local l = assert(net.listen("127.0.0.1:0",
+        { tls = { cert = dir .. "/srv.pem", key = dir .. "/srv.key" } }))
+      braid.go(function()
+        while true do
+          local c = l:accept()
+          if not c then return end
+          braid.go(function()
+            while true do
+              local s = c:read_some(65536, T)
+              if not s then break end
+              if not c:write(s, T) then break end
+            end
+            c:close()
+          end)
+        end
+      end)
+      return l
+    end
+
+    it("echoes over TLS with a verified certificate (host name and IP)", function()
+      local l = tls_echo()
+      local port = l:addr():match(":(%d+)$")
+      local c = assert(net.connect("localhost:" .. port,
+        { timeout = T, tls = { cafile = dir .. "/ca.pem" } }))
+      assert(c:write("secret line\n" .. ("b"):rep(100000) .. "\n"))
+      assert.equal("secret line", c:read("l", T))
+      assert.equal(100000, #c:read("l", T))
+      c:close()
+      c = assert(net.connect(l:addr(), { timeout = T, tls = { cafile = dir .. "/ca.pem" } }))
+      assert(c:write("by ip\n"))
+      assert.equal("by ip", c:read("l", T))
+      c:close()
+      l:close()
+    end)
+
+    it("fails verification against the system store and on a wrong name", function()
+      local l = tls_echo()
+      local port = l:addr():match(":(%d+)$")
+      local c, err = net.connect(l:addr(), { timeout = T, tls = true })
+      assert.is_nil(c)
+      assert.truthy(err:match("^tls: certificate verify failed"), err)
+      c, err = net.connect("localhost:" .. port,
+        { timeout = T, tls = { cafile = dir .. "/ca.pem", servername = "other.example" } })
+      assert.is_nil(c)
+      assert.truthy(err:match("^tls:"), err)
+      -- verify = false accepts it.
+      c = assert(net.connect(l:addr(), { timeout = T, tls = { verify = false } }))
+      assert(c:write("x\n"))
+      assert.equal("x", c:read("l", T))
+      c:close()
+      l:close()
+    end)
+  end)
 end)
