@@ -69,6 +69,7 @@
 #include "jobpool.h"
 #include "lembed.h"
 #include "lruntime.h"
+#include "netpoll.h"
 #include "sched.h"
 
 #if LUA_VERSION_RELEASE_NUM >= 50406
@@ -790,6 +791,7 @@ static void rt_stop(void) {
     atomic_store_explicit(&sh->sh_stop, true, memory_order_release);
     shard_preempt(NULL, &sh->sh_unit);
   }
+  braid__netpoll_shutdown();          /* braid.net: close every socket, wake its waiters */
   bool joined = braid_sched_stop(rt.sched, SHUTDOWN_GRACE_NS);
   bool pool_done = braid_jobpool_stop(rt.jobs, 2000000000LL);
   rt.jobs = NULL;                       /* freed, or left to its last thread */
