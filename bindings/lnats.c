@@ -48,7 +48,9 @@
  * natsConnection is destroyed with the last handle.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,7 @@
 #define NBUCKETS 64
 
 typedef struct nsub nsub_t;
+typedef struct npull npull_t;
 
 /* One pending request. */
 typedef struct nreq {
@@ -75,10 +78,12 @@ typedef struct nreq {
 } nreq_t;
 
 typedef struct nconn {
-  braid_obj_t n_obj;            /* o_mtx Protects: n_subs, n_reqs, n_mux,
+  braid_obj_t n_obj;            /* o_mtx Protects: n_subs, n_pulls, n_next_pull, n_reqs, n_mux,
                                    n_inbox, n_next_token, n_closed */
   natsConnection *n_conn;       /* immutable after connect; thread-safe */
   nsub_t *n_subs;               /* every subscription made */
+  npull_t *n_pulls;             /* every JetStream pull consumer */
+  uint64_t n_next_pull;
   nreq_t *n_reqs[NBUCKETS];     /* pending requests by token */
   nsub_t *n_mux;                /* the response mux, or NULL */
   char *n_inbox;                /* its prefix, "<inbox>." */
@@ -213,13 +218,13 @@ static int pcall_decode(lua_State *J) {
 
 /* Decodes data[0 .. len) as JSON into *out; on a decode error *out is the
  * raw bytes as a string. */
-static int json_to_value(nsub_t *s, const char *data, size_t len, braid_value_t *out) {
-  if (s->s_json == NULL) {
-    s->s_json = luaL_newstate();
-    if (s->s_json == NULL) return braid_value_init_string(out, data, len);
-    luaL_openlibs(s->s_json);
+static int json_to_value(lua_State **Jp, const char *data, size_t len, braid_value_t *out) {
+  if (*Jp == NULL) {
+    *Jp = luaL_newstate();
+    if (*Jp == NULL) return braid_value_init_string(out, data, len);
+    luaL_openlibs(*Jp);
   }
-  lua_State *J = s->s_json;
+  lua_State *J = *Jp;
   lua_settop(J, 0);
   lua_pushcfunction(J, pcall_decode);
   lua_pushlstring(J, data, len);
@@ -265,22 +270,22 @@ static bool is_json(natsMsg *m) {
 }
 
 /* The payload of m, decoded when it is JSON. */
-static int data_value(nsub_t *s, natsMsg *m, braid_value_t *out) {
+static int data_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
   const char *d = natsMsg_GetData(m);
   size_t len = (size_t)natsMsg_GetDataLength(m);
-  if (is_json(m)) return json_to_value(s, d ? d : "", len, out);
+  if (is_json(m)) return json_to_value(Jp, d ? d : "", len, out);
   return braid_value_init_string(out, d, len);
 }
 
 /* {subject=, data=, reply=, headers=} */
-static int msg_value(nsub_t *s, natsMsg *m, braid_value_t *out) {
+static int msg_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
   braid_value_init_map(out);
   const char *subj = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
   int rc = map_set_str(out, "subject", subj, strlen(subj));
   if (rc == 0 && reply && *reply) rc = map_set_str(out, "reply", reply, strlen(reply));
   if (rc == 0) {
     braid_value_t data;
-    if ((rc = data_value(s, m, &data)) == 0 && (rc = map_set(out, "data", &data)) != 0)
+    if ((rc = data_value(Jp, m, &data)) == 0 && (rc = map_set(out, "data", &data)) != 0)
       braid_value_clear(&data);
   }
   const char **keys = NULL;
@@ -312,7 +317,7 @@ static int msg_value(nsub_t *s, natsMsg *m, braid_value_t *out) {
 static void on_msg(natsConnection *conn, natsSubscription *sub, natsMsg *m, void *closure) {
   nsub_t *s = closure;
   braid_value_t v;
-  if (msg_value(s, m, &v) == 0) {
+  if (msg_value(&s->s_json, m, &v) == 0) {
     int rc = braid_chan_send_value(s->s_ch, &v, s->s_block ? BRAID_FOREVER : 0);
     if (rc == BRAID_ECLOSED) {
       /* The channel was closed by its reader: that unsubscribes. */
@@ -351,7 +356,7 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
       braid_value_init_nil(&vals[0]);
       braid_value_init_cstring(&vals[1], "no responders");
       n = 2;
-    } else if (data_value(s, m, &vals[0]) != 0) {
+    } else if (data_value(&s->s_json, m, &vals[0]) != 0) {
       braid_value_init_nil(&vals[0]);
     }
     braid_future_resolve_values(f, vals, n);
@@ -359,6 +364,132 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
     braid_future_unref(f);
   }
   natsMsg_Destroy(m);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* JetStream pull consumers (braid.nats.worklist)                          */
+
+/* A message fetched and handed to Lua, waiting for its ack. */
+typedef struct nheld {
+  uint64_t h_id;
+  natsMsg *h_msg;
+  struct nheld *h_next;
+} nheld_t;
+
+/* One durable pull consumer of a work-queue stream.  A fetch thread of its
+ * own calls natsSubscription_Fetch (which blocks) one message at a time
+ * and hands each to a rendezvous channel, so at most one message waits for
+ * a free Lua worker; the message itself stays here until Lua acks (or
+ * naks) it by id. */
+struct npull {
+  uint64_t p_id;                /* immutable */
+  jsCtx *p_js;                  /* immutable */
+  natsSubscription *p_sub;      /* immutable; the fetch thread's alone */
+  braid_chan_t *p_ch;           /* immutable; one reference */
+  pthread_t p_th;
+  lua_State *p_json;            /* the fetch thread's decoder */
+  /* Release/acquire: stop is set by close/stop, read by the fetch thread
+   * between fetches; nothing else is published through it. */
+  _Atomic bool p_stop;
+  pthread_mutex_t p_mtx;        /* Protects: p_held, p_next_held */
+  nheld_t *p_held[NBUCKETS];
+  uint64_t p_next_held;
+  npull_t *p_next;              /* the connection's list (its mutex) */
+};
+
+static void pull_deliver(npull_t *p, natsMsg *m) {
+  jsMsgMetaData *meta = NULL;
+  if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+    natsMsg_Destroy(m);
+    return;
+  }
+  nheld_t *h = malloc(sizeof *h);
+  braid_value_t v, x;
+  if (h == NULL) {
+    jsMsgMetaData_Destroy(meta);
+    natsMsg_Nak(m, NULL);
+    natsMsg_Destroy(m);
+    return;
+  }
+  pthread_mutex_lock(&p->p_mtx);
+  h->h_id = ++p->p_next_held;
+  h->h_msg = m;
+  h->h_next = p->p_held[h->h_id % NBUCKETS];
+  p->p_held[h->h_id % NBUCKETS] = h;
+  pthread_mutex_unlock(&p->p_mtx);
+  int rc = msg_value(&p->p_json, m, &v);
+  if (rc == 0) {
+    braid_value_init_integer(&x, (int64_t)h->h_id);
+    if ((rc = map_set(&v, "id", &x)) == 0) {
+      braid_value_init_integer(&x, (int64_t)meta->Sequence.Stream);
+      if ((rc = map_set(&v, "seq", &x)) == 0) {
+        braid_value_init_integer(&x, (int64_t)meta->NumDelivered);
+        rc = map_set(&v, "delivered", &x);
+      }
+    }
+    if (rc == 0) rc = braid_chan_send_value(p->p_ch, &v, BRAID_FOREVER);
+    braid_value_clear(&v);
+  }
+  jsMsgMetaData_Destroy(meta);
+  if (rc != 0) {
+    /* Closed (stopping) or out of memory: give it back at once. */
+    nheld_t *mine = NULL;
+    pthread_mutex_lock(&p->p_mtx);
+    for (nheld_t **pp = &p->p_held[h->h_id % NBUCKETS]; *pp; pp = &(*pp)->h_next)
+      if (*pp == h) { *pp = h->h_next; mine = h; break; }
+    pthread_mutex_unlock(&p->p_mtx);
+    if (mine) {
+      natsMsg_Nak(m, NULL);
+      natsMsg_Destroy(m);
+      free(mine);
+    }
+  }
+}
+
+static void *pull_main(void *arg) {
+  npull_t *p = arg;
+  while (!atomic_load_explicit(&p->p_stop, memory_order_acquire)) {
+    natsMsgList list = { NULL, 0 };
+    jsErrCode jerr = 0;
+    natsStatus st = natsSubscription_Fetch(&list, p->p_sub, 1, 500, &jerr);
+    if (st == NATS_OK) {
+      for (int i = 0; i < list.Count; i++) {
+        natsMsg *m = list.Msgs[i];
+        list.Msgs[i] = NULL;
+        pull_deliver(p, m);
+      }
+      natsMsgList_Destroy(&list);
+    } else if (st != NATS_TIMEOUT) {
+      /* Disconnected, reconnecting, closed: do not spin. */
+      struct timespec ts = { 0, 100 * 1000 * 1000 };
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
+}
+
+static void pull_stop(npull_t *p) {
+  atomic_store_explicit(&p->p_stop, true, memory_order_release);
+  braid_chan_close_value(p->p_ch, NULL);
+}
+
+/* After pull_stop: joins the thread and frees everything (messages not
+ * acked are left to the server's ack wait). */
+static void pull_free(npull_t *p) {
+  pthread_join(p->p_th, NULL);
+  for (int i = 0; i < NBUCKETS; i++)
+    for (nheld_t *h = p->p_held[i], *next; h; h = next) {
+      next = h->h_next;
+      natsMsg_Destroy(h->h_msg);
+      free(h);
+    }
+  natsSubscription_Destroy(p->p_sub);
+  jsCtx_Destroy(p->p_js);
+  braid_chan_unref(p->p_ch);
+  if (p->p_json) lua_close(p->p_json);
+  pthread_mutex_destroy(&p->p_mtx);
+  free(p);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -376,6 +507,7 @@ static void nconn_shutdown(nconn_t *nc) {
   /* n_subs no longer changes (n_closed): walk it unlocked. */
   for (nsub_t *s = nc->n_subs; s; s = s->s_next)
     if (s->s_ch) braid_chan_close_value(s->s_ch, NULL);
+  for (npull_t *p = nc->n_pulls; p; p = p->p_next) pull_stop(p);
   for (int i = 0; i < NBUCKETS; i++) {
     for (nreq_t *r = reqs[i], *next; r; r = next) {
       next = r->r_next;
@@ -396,8 +528,12 @@ static void nconn_shutdown(nconn_t *nc) {
 static void nconn_destroy(braid_obj_t *o) {
   nconn_t *nc = (nconn_t *)o;
   nconn_shutdown(nc);
-  /* Subscriptions first (each drops its natsSubscription), then the
-   * connection. */
+  /* Pull consumers and subscriptions first (each drops its
+   * natsSubscription), then the connection. */
+  for (npull_t *p = nc->n_pulls, *next; p; p = next) {
+    next = p->p_next;
+    pull_free(p);
+  }
   for (nsub_t *s = nc->n_subs, *next; s; s = next) {
     next = s->s_next;
     nsub_release(s);
@@ -461,7 +597,8 @@ static int l_connect(lua_State *L) {
   return 1;
 }
 
-/* Builds a message; data is a string, json marks it. */
+/* Builds a message; data is a string, json marks it; the table at
+ * json_idx + 1 (if any) adds headers (string names and values). */
 static natsMsg *newmsg(lua_State *L, const char *subject, const char *reply, int data_idx, int json_idx) {
   size_t len;
   const char *data = luaL_checklstring(L, data_idx, &len);
@@ -469,6 +606,15 @@ static natsMsg *newmsg(lua_State *L, const char *subject, const char *reply, int
   natsStatus st = natsMsg_Create(&m, subject, reply, data, (int)len);
   if (st == NATS_OK && lua_toboolean(L, json_idx))
     st = natsMsgHeader_Set(m, "content-type", "application/json");
+  if (st == NATS_OK && lua_istable(L, json_idx + 1)) {
+    lua_pushnil(L);
+    while (st == NATS_OK && lua_next(L, json_idx + 1)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+        st = natsMsgHeader_Set(m, lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    if (st != NATS_OK) lua_pop(L, 1);
+  }
   if (st != NATS_OK) {
     if (m) natsMsg_Destroy(m);
     luaL_error(L, "braid: nats: %s", natsStatus_GetText(st));
@@ -476,7 +622,7 @@ static natsMsg *newmsg(lua_State *L, const char *subject, const char *reply, int
   return m;
 }
 
-/* nc:_pub(subject, data, reply|nil, json) -> true | nil, err */
+/* nc:_pub(subject, data, reply|nil, json [, headers]) -> true | nil, err */
 static int l_pub(lua_State *L) {
   nconn_t *nc = checkopen(L, 1);
   const char *subject = luaL_checkstring(L, 2);
@@ -569,7 +715,7 @@ static int l_unsub(lua_State *L) {
   return 1;
 }
 
-/* nc:_req(subject, data, json) -> future, token */
+/* nc:_req(subject, data, json [, headers]) -> future, token */
 static int l_req(lua_State *L) {
   nconn_t *nc = checkopen(L, 1);
   const char *subject = luaL_checkstring(L, 2);
@@ -731,6 +877,147 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+
+/* nc:_js_pull(stream, subject, durable, ack_wait_s, duplicates_s, memory)
+ *   -> chan, pull_id | nil, err.  Creates (or finds) the work-queue stream
+ *   and the durable pull consumer (explicit acks), and starts the fetch
+ *   thread.  Blocks on JetStream's API: lua/braid/natswork.lua calls it on
+ *   a braid.blocking thread. */
+static int l_js_pull(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  const char *subject = luaL_checkstring(L, 3);
+  const char *durable = luaL_checkstring(L, 4);
+  double ack_wait = luaL_checknumber(L, 5);
+  double dups = luaL_checknumber(L, 6);
+  bool memory = lua_toboolean(L, 7);
+  jsCtx *js = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = natsConnection_JetStream(&js, nc->n_conn, NULL);
+  if (st == NATS_OK) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream;
+    const char *subjects[1] = { subject };
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Retention = js_WorkQueuePolicy;
+    cfg.Storage = memory ? js_MemoryStorage : js_FileStorage;
+    cfg.Duplicates = (int64_t)(dups * 1e9);
+    jsStreamInfo *si = NULL;
+    st = js_AddStream(&si, js, &cfg, NULL, &jerr);
+    if (st != NATS_OK && jerr == JSStreamNameExistErr) st = NATS_OK;  /* made by a peer */
+    if (si) jsStreamInfo_Destroy(si);
+  }
+  natsSubscription *sub = NULL;
+  if (st == NATS_OK) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = (int64_t)(ack_wait * 1e9);
+    so.Config.MaxAckPending = 100000;
+    st = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &jerr);
+  }
+  npull_t *p = NULL;
+  braid_chan_t *ch = NULL;
+  if (st == NATS_OK) {
+    p = calloc(1, sizeof *p);
+    if (p == NULL || braid_chan_create(0, BRAID_CHAN_BLOCK, &ch) != 0) st = NATS_NO_MEMORY;
+  }
+  if (st == NATS_OK) {
+    pthread_mutex_init(&p->p_mtx, NULL);
+    p->p_js = js;
+    p->p_sub = sub;
+    p->p_ch = ch;
+    atomic_init(&p->p_stop, false);
+    if (pthread_create(&p->p_th, NULL, pull_main, p) != 0) {
+      pthread_mutex_destroy(&p->p_mtx);
+      st = NATS_NO_MEMORY;
+    }
+  }
+  if (st != NATS_OK) {
+    if (ch) braid_chan_unref(ch);
+    free(p);
+    if (sub) natsSubscription_Destroy(sub);
+    if (js) jsCtx_Destroy(js);
+    lua_pushnil(L);
+    if (jerr) lua_pushfstring(L, "jetstream: %s (%d)", natsStatus_GetText(st), (int)jerr);
+    else lua_pushfstring(L, "jetstream: %s", natsStatus_GetText(st));
+    return 2;
+  }
+  braid_obj_lock(&nc->n_obj);
+  p->p_id = ++nc->n_next_pull;
+  p->p_next = nc->n_pulls;
+  nc->n_pulls = p;
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  if (closed) pull_stop(p);
+  braid_push_chan(L, ch);
+  lua_pushinteger(L, (lua_Integer)p->p_id);
+  return 2;
+}
+
+static npull_t *findpull(nconn_t *nc, uint64_t id) {
+  npull_t *p;
+  braid_obj_lock(&nc->n_obj);
+  for (p = nc->n_pulls; p; p = p->p_next)
+    if (p->p_id == id) break;
+  braid_obj_unlock(&nc->n_obj);
+  return p;                           /* lives as long as nc */
+}
+
+/* nc:_js_ack(pull_id, msg_id [, nak]) -> true | false (unknown id) */
+static int l_js_ack(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  npull_t *p = findpull(nc, (uint64_t)luaL_checkinteger(L, 2));
+  uint64_t id = (uint64_t)luaL_checkinteger(L, 3);
+  bool nak = lua_toboolean(L, 4);
+  nheld_t *h = NULL;
+  if (p) {
+    pthread_mutex_lock(&p->p_mtx);
+    for (nheld_t **pp = &p->p_held[id % NBUCKETS]; *pp; pp = &(*pp)->h_next)
+      if ((*pp)->h_id == id) { h = *pp; *pp = h->h_next; break; }
+    pthread_mutex_unlock(&p->p_mtx);
+  }
+  if (h == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  /* Neither waits for the server: a publish to the ack subject. */
+  natsStatus st = nak ? natsMsg_Nak(h->h_msg, NULL) : natsMsg_Ack(h->h_msg, NULL);
+  natsMsg_Destroy(h->h_msg);
+  free(h);
+  lua_pushboolean(L, st == NATS_OK);
+  return 1;
+}
+
+/* nc:_js_stop(pull_id): stops fetching and closes the channel. */
+static int l_js_stop(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  npull_t *p = findpull(nc, (uint64_t)luaL_checkinteger(L, 2));
+  if (p) pull_stop(p);
+  return 0;
+}
+
+/* nc:_js_delete(stream) -> true | nil, err (blocking; tests, demos). */
+static int l_js_delete(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  jsCtx *js = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = natsConnection_JetStream(&js, nc->n_conn, NULL);
+  if (st == NATS_OK) st = js_DeleteStream(js, stream, NULL, &jerr);
+  if (js) jsCtx_Destroy(js);
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "jetstream: %s (%d)", natsStatus_GetText(st), (int)jerr);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_tostring(lua_State *L) {
   nconn_t *nc = (nconn_t *)braid__tohandle(L, 1);
   if (nc == NULL) {
@@ -767,7 +1054,8 @@ void braid__open_nats(lua_State *L) {
   static const luaL_Reg methods[] = {
     { "_pub", l_pub }, { "_sub", l_sub }, { "_unsub", l_unsub }, { "_req", l_req },
     { "_forget", l_forget }, { "flush", l_flush }, { "close", l_close },
-    { "stats", l_stats }, { NULL, NULL } };
+    { "stats", l_stats }, { "_js_pull", l_js_pull }, { "_js_ack", l_js_ack },
+    { "_js_stop", l_js_stop }, { "_js_delete", l_js_delete }, { NULL, NULL } };
   luaL_getmetatable(L, "braid.nats");
   luaL_newlib(L, methods);
   lua_pushcclosure(L, l_index, 1);
