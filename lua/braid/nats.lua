@@ -121,7 +121,12 @@ function conn.request(nc, subject, v, timeout)
     nc:_forget(token)
     return nil, err
   end
-  local ok, settled, e = pcall(f.wait, f, timeout)
+  -- No timeout: waited in slices, because the runtime's deadlock check
+  -- (main thread) cannot see nats.c's threads, which settle f.
+  local ok, settled, e
+  repeat
+    ok, settled, e = pcall(f.wait, f, timeout or 60)
+  until timeout or not ok or settled or e ~= "timeout"
   if not ok then                         -- the task was cancelled
     nc:_forget(err)
     error(settled, 0)

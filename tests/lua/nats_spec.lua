@@ -256,4 +256,70 @@ describe("braid.nats", function()
     other:close()
     nc:close()
   end)
+  describe("worklist", function()
+    local function spawn(name, mode, out)
+      local cmd = ("%s tests/lua/nats_worklist_helper.lua %s %s %s %s > %s.log 2>&1 & echo $!")
+        :format(os.getenv("BRAID_LUA") or "lua5.4", srv.url, name, mode, out, out)
+      return assert(tonumber(N.sh(cmd):match("%d+")))
+    end
+    local function wait_gone(pid, t)
+      local deadline = braid.now() + t
+      while N.alive(pid) and braid.now() < deadline do braid.sleep(0.05) end
+      return not N.alive(pid)
+    end
+    local function readfile(p)
+      local f = io.open(p, "r")
+      if not f then return nil end
+      local s = f:read("a")
+      f:close()
+      return s
+    end
+
+    it("shares the work with a second process: exact results, keys de-duplicated", function()
+      local out = srv.dir .. "/helper_tree.out"
+      local pid = spawn("tree", "tree", out)
+      local nc = connect()
+      local r = braid.nats.worklist(nc, "tree", { 1 }, function(x, push)
+        if x < 40 then push(x + 1); push(x + 2) end
+        braid.sleep(0.02)
+        return x
+      end, { workers = 2, ack_wait = 1, key = function(x) return x end })
+      table.sort(r)
+      local want = {}
+      for i = 1, 41 do want[i] = i end
+      assert.same(want, r)
+      assert.is_true(wait_gone(pid, 20), "the helper did not finish")
+      local did = tonumber(readfile(out))
+      assert.is_number(did, readfile(out .. ".log"))
+      assert.is_true(did > 0 and did < 41, "helper did " .. tostring(did))
+      nc:close()
+    end)
+
+    it("delivers again the items of a helper killed with SIGKILL", function()
+      local nc = connect()
+      local took = nc:subscribe("wl.took", { buffer = 100 })
+      nc:flush()
+      local out = srv.dir .. "/helper_stuck.out"
+      local pid = spawn("kill", "stuck", out)
+      local seeds = {}
+      for i = 1, 20 do seeds[i] = i end
+      local f = braid.go(function()
+        return braid.nats.worklist(nc, "kill", seeds, function(x)
+          braid.sleep(0.05)
+          return x * 10
+        end, { workers = 2, ack_wait = 1, key = function(x) return x end })
+      end)
+      local m = took:recv(20)
+      assert.is_not_nil(m, "the helper took no item")
+      os.execute("kill -9 " .. pid)
+      assert.is_true(wait_gone(pid, 5))
+      local r = f:await(60)
+      table.sort(r)
+      local want = {}
+      for i = 1, 20 do want[i] = i * 10 end
+      assert.same(want, r)
+      assert.is_nil(readfile(out))          -- it never finished
+      nc:close()
+    end)
+  end)
 end)
