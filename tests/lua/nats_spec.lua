@@ -22,7 +22,7 @@ local function peer(...)
   local args = { ... }
   for i = 1, #args do args[i] = "'" .. tostring(args[i]):gsub("'", "'\\''") .. "'" end
   local build = os.getenv("BRAID_BUILD") or "build"
-  local p = assert(io.popen(build .. "/nats_peer " .. srv.url .. " " .. table.concat(args, " ")))
+  local p = assert(io.popen("env -u LD_PRELOAD " .. build .. "/nats_peer " .. srv.url .. " " .. table.concat(args, " ")))
   local out = p:read("a")
   local _, _, code = p:close()
   return out, code
