@@ -4,6 +4,7 @@
 #   make build   configure (once) and build in $(BUILD)
 #   make test    build, then run every test (incl. the sanitizer builds)
 #   make demo    build, then run the demo (scripts/demo.sh)
+#   make demo-cluster  the demo over NATS, 3 processes (scripts/demo_cluster.sh)
 #   make bench   build, then run the benchmarks (scripts/bench.sh)
 #   make clean   remove $(BUILD);  make distclean: every build*/ dir
 #
@@ -19,7 +20,7 @@ CMAKE_ARGS ?=
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench install clean distclean
+.PHONY: all deps build test demo demo-cluster bench install clean distclean
 
 all: build
 
@@ -36,6 +37,9 @@ test: build
 
 demo: build
 	@bash scripts/demo.sh $(BUILD)
+
+demo-cluster: build
+	@bash scripts/demo_cluster.sh $(BUILD)
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)

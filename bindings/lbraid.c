@@ -38,6 +38,7 @@ int luaopen_braid(lua_State *L) {
   braid__open_box(L);
   braid__open_native(L);
   braid__open_net(L);
+  braid__open_nats(L);
   lua_pushcfunction(L, braid__l_roundtrip);
   lua_setfield(L, -2, "_roundtrip");
   lua_pushliteral(L, BRAID_VERSION);
@@ -45,6 +46,7 @@ int luaopen_braid(lua_State *L) {
   lua_createtable(L, 0, 4);           /* braid._meta: the handle metatables */
   setmeta(L, "chan", "braid.chan");
   setmeta(L, "future", "braid.future");
+  setmeta(L, "nats", "braid.nats");
   lua_setfield(L, -2, "_meta");
 
   /* package.preload["braid.<mod>"] for every embedded Lua file. */

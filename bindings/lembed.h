@@ -21,6 +21,12 @@
  * every state: the host's and every worker's. */
 void braid__open_native(lua_State *L);
 
+/* --- lnats.c --- */
+
+/* Registers the braid.nats connection type and braid._nats (the C half of
+ * lua/braid/nats.lua) into the module table on top of L's stack. */
+void braid__open_nats(lua_State *L);
+
 /* --- lcvalue.c --- */
 
 /* Why a message could not become C values. */

@@ -84,7 +84,11 @@ else()
     string(APPEND BRAID_PC_LIBS " ${_lib}")
   endforeach()
 endif()
-# braid.net's TLS (bindings/lnet.c) needs OpenSSL's libssl.
+# braid.nats (bindings/lnats.c) links nats.c; braid.net's TLS
+# (bindings/lnet.c) needs OpenSSL's libssl.
+if(BRAID_NATS_LIBRARY)
+  string(APPEND BRAID_PC_LIBS " -lnats")
+endif()
 string(APPEND BRAID_PC_LIBS " -lssl -lcrypto -pthread -lm")
 set(BRAID_PC_PREFIX "@BRAID_PC_PREFIX@")
 set(_braid_pc_stage "${CMAKE_BINARY_DIR}/braid.pc.stage")

@@ -32,4 +32,21 @@ local server = require "braid.server"
 braid.server = server.new
 braid.noreply = server.noreply
 
+-- Many processes and machines: braid.nats, loaded at first use (it is
+-- rarely needed, and every state opens this file).
+do
+  local mt = getmetatable(braid) or {}
+  local index = mt.__index
+  mt.__index = function(t, k)
+    if k == "nats" then
+      local m = require "braid.nats"
+      rawset(t, "nats", m)
+      return m
+    end
+    if type(index) == "function" then return index(t, k) end
+    if type(index) == "table" then return index[k] end
+  end
+  setmetatable(braid, mt)
+end
+
 return true

@@ -1,0 +1,1068 @@
+/*
+ * lnats.c -- braid.nats: the C half of the NATS binding (API.md, "Many
+ * processes and machines"), on the official C client nats.c.
+ *
+ * Design notes
+ *
+ * A connection is a braid object of type "nats" (tostring braid.nats#<id>):
+ * a userdata handle like a channel's, so it travels to any task by
+ * reference and every copy shares the one natsConnection (nats.c's
+ * connections are thread-safe: a task on any worker may publish).  The
+ * methods written in C are here; the rest (publish's JSON, subscribe's
+ * options, request's wait, serve) are in lua/braid/nats.lua, found by the
+ * metatable's __index when C has no method of that name.
+ *
+ * nats.c delivers messages on its own threads.  Those callbacks never touch
+ * a braid Lua state: they build a braid_value_t ({subject=, data=, reply=,
+ * headers=}) and hand it to a braid channel (braid_chan_send_value) or
+ * settle a braid future (braid_future_resolve_values), the embedding API's
+ * thread-safe calls.  A subscription is a braid channel with the broker's
+ * buffer and policy: with "slide" or "drop" the callback tries once (the
+ * channel counts what it loses), so a slow subscriber never stalls the
+ * connection; with "block" it waits, which stalls only that
+ * subscription's own delivery thread (nats.c gives each asynchronous
+ * subscription one), until nats.c's pending limit drops messages (counted
+ * as well: natsSubscription_GetDropped).
+ *
+ * JSON payloads (header content-type: application/json) are decoded on
+ * receipt by lua-cjson in a private lua_State owned by the subscription's
+ * delivery (created at its first JSON message, used only by that
+ * subscription's callbacks, which nats.c runs one at a time, and closed in
+ * its on-complete callback, after the last one).  That state belongs to no
+ * braid runtime and is never seen by a script: it turns bytes into a
+ * braid_value_t, nothing more.
+ *
+ * Requests: one "response mux" per connection, created at the first
+ * request: an asynchronous subscription to <inbox>.* .  Each request gets a
+ * token and a braid future, kept in a table under the connection's mutex;
+ * the request is published with the reply subject <inbox>.<token>; the mux
+ * callback settles the future of the token it receives (with the decoded
+ * data, or nil, "no responders" for a 503 status).  The calling task waits
+ * on that future with its timeout, so a request parks only that task;
+ * on a timeout Lua forgets the token (_forget).
+ *
+ * Lifetime: a subscription record is referenced by the connection's list
+ * and by nats.c's delivery (released in the on-complete callback).  close()
+ * closes the subscription channels (waking a blocked "block" callback),
+ * rejects pending requests' futures, then closes the connection; the
+ * natsConnection is destroyed with the last handle.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <nats/nats.h>
+
+#include "braid.h"
+#include "chan.h"
+#include "lbraid.h"
+#include "lembed.h"
+
+#define NBUCKETS 64
+
+typedef struct nsub nsub_t;
+typedef struct npull npull_t;
+
+/* One pending request. */
+typedef struct nreq {
+  uint64_t r_token;
+  braid_future_t *r_fut;        /* one reference */
+  struct nreq *r_next;
+} nreq_t;
+
+typedef struct nconn {
+  braid_obj_t n_obj;            /* o_mtx Protects: n_subs, n_pulls, n_next_pull, n_reqs, n_mux,
+                                   n_inbox, n_next_token, n_closed */
+  natsConnection *n_conn;       /* immutable after connect; thread-safe */
+  nsub_t *n_subs;               /* every subscription made */
+  npull_t *n_pulls;             /* every JetStream pull consumer */
+  uint64_t n_next_pull;
+  nreq_t *n_reqs[NBUCKETS];     /* pending requests by token */
+  nsub_t *n_mux;                /* the response mux, or NULL */
+  char *n_inbox;                /* its prefix, "<inbox>." */
+  uint64_t n_next_token;
+  bool n_closed;
+  /* Relaxed counters: statistics only, read without ordering. */
+  _Atomic uint64_t n_dropped;   /* values a "block" subscription lost */
+} nconn_t;
+
+struct nsub {
+  _Atomic int s_rc;             /* the list's reference + the delivery's */
+  nconn_t *s_nc;                /* borrowed: the connection outlives it */
+  natsSubscription *s_sub;      /* set once at subscribe */
+  braid_chan_t *s_ch;           /* one reference; NULL for the mux */
+  bool s_block;                 /* policy "block": wait for room */
+  lua_State *s_json;            /* the private decoder; delivery only */
+  nsub_t *s_next;               /* the connection's list (its mutex) */
+};
+
+static void nconn_destroy(braid_obj_t *o);
+static braid_objtype_t braid_nats_type = { "nats", nconn_destroy, 0 };
+
+/* ---------------------------------------------------------------------- */
+/* Subscription records                                                    */
+
+static void nsub_release(nsub_t *s) {
+  /* acq_rel: the last releaser sees every write made through the other. */
+  if (atomic_fetch_sub_explicit(&s->s_rc, 1, memory_order_acq_rel) != 1) return;
+  if (s->s_json) lua_close(s->s_json);
+  if (s->s_sub) natsSubscription_Destroy(s->s_sub);
+  if (s->s_ch) braid_chan_unref(s->s_ch);
+  free(s);
+}
+
+/* nats.c: the subscription's delivery has ended (after its last callback). */
+static void on_complete(void *closure) {
+  nsub_release(closure);
+}
+
+/* ---------------------------------------------------------------------- */
+/* JSON bytes -> braid_value_t, in the delivery's private state            */
+
+static int lua_to_value(lua_State *J, int idx, braid_value_t *out, int depth);
+
+static int table_to_value(lua_State *J, int idx, braid_value_t *out, int depth) {
+  lua_Integer n = (lua_Integer)lua_rawlen(J, idx), count = 0;
+  lua_pushnil(J);
+  while (lua_next(J, idx)) {
+    count++;
+    lua_pop(J, 1);
+  }
+  int rc = 0;
+  if (count == n) {
+    braid_value_init_array(out);
+    for (lua_Integer i = 1; i <= n && rc == 0; i++) {
+      braid_value_t item;
+      lua_rawgeti(J, idx, i);
+      rc = lua_to_value(J, lua_gettop(J), &item, depth + 1);
+      lua_pop(J, 1);
+      if (rc == 0 && (rc = braid_array_push(out, &item)) != 0) braid_value_clear(&item);
+    }
+  } else {
+    braid_value_init_map(out);
+    lua_pushnil(J);
+    while (rc == 0 && lua_next(J, idx)) {
+      int top = lua_gettop(J);
+      braid_value_t k, v;
+      if (lua_type(J, top) == LUA_TLIGHTUSERDATA) {   /* cjson.null: no pair */
+        lua_pop(J, 1);
+        continue;
+      }
+      rc = lua_to_value(J, top - 1, &k, depth + 1);
+      if (rc == 0) {
+        rc = lua_to_value(J, top, &v, depth + 1);
+        if (rc != 0) braid_value_clear(&k);
+        else if ((rc = braid_map_set(out, &k, &v)) != 0) {
+          braid_value_clear(&k);
+          braid_value_clear(&v);
+        }
+      }
+      lua_pop(J, 1);
+    }
+    if (rc != 0) lua_pop(J, 1);       /* the key left by the broken loop */
+  }
+  if (rc != 0) braid_value_clear(out);
+  return rc;
+}
+
+static int lua_to_value(lua_State *J, int idx, braid_value_t *out, int depth) {
+  if (depth > BRAID_VALUE_MAX_DEPTH) return BRAID_EINVAL;
+  switch (lua_type(J, idx)) {
+  case LUA_TBOOLEAN:
+    braid_value_init_boolean(out, lua_toboolean(J, idx));
+    return 0;
+  case LUA_TNUMBER: {
+    /* cjson gives floats; an integral one in range is an integer, as the
+     * sender most likely had it. */
+    lua_Integer i;
+    if (lua_isinteger(J, idx)) braid_value_init_integer(out, lua_tointeger(J, idx));
+    else {
+      double d = lua_tonumber(J, idx);
+      if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && (double)(i = (lua_Integer)d) == d)
+        braid_value_init_integer(out, i);
+      else braid_value_init_number(out, d);
+    }
+    return 0;
+  }
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(J, idx, &len);
+    return braid_value_init_string(out, s, len);
+  }
+  case LUA_TTABLE:
+    return table_to_value(J, lua_absindex(J, idx), out, depth);
+  default:                            /* null (top level), anything else */
+    braid_value_init_nil(out);
+    return 0;
+  }
+}
+
+static int pcall_decode(lua_State *J) {
+  size_t len;
+  const char *s = lua_tolstring(J, 1, &len);
+  lua_getglobal(J, "require");
+  lua_pushliteral(J, "cjson");
+  lua_call(J, 1, 1);
+  lua_getfield(J, -1, "decode");
+  lua_pushlstring(J, s, len);
+  lua_call(J, 1, 1);
+  return 1;
+}
+
+/* Decodes data[0 .. len) as JSON into *out; on a decode error *out is the
+ * raw bytes as a string. */
+static int json_to_value(lua_State **Jp, const char *data, size_t len, braid_value_t *out) {
+  if (*Jp == NULL) {
+    *Jp = luaL_newstate();
+    if (*Jp == NULL) return braid_value_init_string(out, data, len);
+    luaL_openlibs(*Jp);
+  }
+  lua_State *J = *Jp;
+  lua_settop(J, 0);
+  lua_pushcfunction(J, pcall_decode);
+  lua_pushlstring(J, data, len);
+  if (lua_pcall(J, 1, 1, 0) != LUA_OK) {
+    lua_settop(J, 0);
+    return braid_value_init_string(out, data, len);
+  }
+  int rc = lua_to_value(J, 1, out, 0);
+  lua_settop(J, 0);
+  return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* natsMsg -> braid_value_t                                               */
+
+static int map_set_str(braid_value_t *map, const char *k, const char *v, size_t len) {
+  braid_value_t key, val;
+  int rc = braid_value_init_cstring(&key, k);
+  if (rc != 0) return rc;
+  if ((rc = braid_value_init_string(&val, v, len)) != 0) {
+    braid_value_clear(&key);
+    return rc;
+  }
+  if ((rc = braid_map_set(map, &key, &val)) != 0) {
+    braid_value_clear(&key);
+    braid_value_clear(&val);
+  }
+  return rc;
+}
+
+static int map_set(braid_value_t *map, const char *k, braid_value_t *val) {
+  braid_value_t key;
+  int rc = braid_value_init_cstring(&key, k);
+  if (rc != 0) return rc;
+  if ((rc = braid_map_set(map, &key, val)) != 0) braid_value_clear(&key);
+  return rc;
+}
+
+static bool is_json(natsMsg *m) {
+  const char *ct = NULL;
+  return natsMsgHeader_Get(m, "content-type", &ct) == NATS_OK && ct &&
+         strncmp(ct, "application/json", 16) == 0;
+}
+
+/* The payload of m, decoded when it is JSON. */
+static int data_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
+  const char *d = natsMsg_GetData(m);
+  size_t len = (size_t)natsMsg_GetDataLength(m);
+  if (is_json(m)) return json_to_value(Jp, d ? d : "", len, out);
+  return braid_value_init_string(out, d, len);
+}
+
+/* {subject=, data=, reply=, headers=} */
+static int msg_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
+  braid_value_init_map(out);
+  const char *subj = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
+  int rc = map_set_str(out, "subject", subj, strlen(subj));
+  if (rc == 0 && reply && *reply) rc = map_set_str(out, "reply", reply, strlen(reply));
+  if (rc == 0) {
+    braid_value_t data;
+    if ((rc = data_value(Jp, m, &data)) == 0 && (rc = map_set(out, "data", &data)) != 0)
+      braid_value_clear(&data);
+  }
+  const char **keys = NULL;
+  int nkeys = 0;
+  if (rc == 0 && natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
+    braid_value_t h;
+    braid_value_init_map(&h);
+    for (int i = 0; i < nkeys && rc == 0; i++) {
+      const char *v = NULL;
+      if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK && v) {
+        /* Lower-case names, as braid.http's headers. */
+        char name[256];
+        size_t n = strlen(keys[i]);
+        if (n >= sizeof name) continue;
+        for (size_t j = 0; j <= n; j++)
+          name[j] = (char)((keys[i][j] >= 'A' && keys[i][j] <= 'Z') ? keys[i][j] + 32 : keys[i][j]);
+        rc = map_set_str(&h, name, v, strlen(v));
+      }
+    }
+    free((void *)keys);
+    if (rc == 0 && (rc = map_set(out, "headers", &h)) != 0) braid_value_clear(&h);
+    else if (rc != 0) braid_value_clear(&h);
+  }
+  if (rc != 0) braid_value_clear(out);
+  return rc;
+}
+
+/* nats.c: a message for a subscription. */
+static void on_msg(natsConnection *conn, natsSubscription *sub, natsMsg *m, void *closure) {
+  nsub_t *s = closure;
+  braid_value_t v;
+  if (msg_value(&s->s_json, m, &v) == 0) {
+    int rc = braid_chan_send_value(s->s_ch, &v, s->s_block ? BRAID_FOREVER : 0);
+    if (rc == BRAID_ECLOSED) {
+      /* The channel was closed by its reader: that unsubscribes. */
+      natsSubscription_Unsubscribe(sub);
+    } else if (rc != 0) {
+      atomic_fetch_add_explicit(&s->s_nc->n_dropped, 1, memory_order_relaxed);
+    }
+    braid_value_clear(&v);
+  }
+  natsMsg_Destroy(m);
+}
+
+/* nats.c: a reply for the response mux. */
+static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, void *closure) {
+  nsub_t *s = closure;
+  nconn_t *nc = s->s_nc;
+  const char *subj = natsMsg_GetSubject(m);
+  const char *dot = strrchr(subj, '.');
+  uint64_t token = dot ? strtoull(dot + 1, NULL, 10) : 0;
+  braid_future_t *f = NULL;
+  braid_obj_lock(&nc->n_obj);
+  for (nreq_t **pp = &nc->n_reqs[token % NBUCKETS]; *pp; pp = &(*pp)->r_next) {
+    if ((*pp)->r_token == token) {
+      nreq_t *r = *pp;
+      *pp = r->r_next;
+      f = r->r_fut;
+      free(r);
+      break;
+    }
+  }
+  braid_obj_unlock(&nc->n_obj);
+  if (f) {
+    braid_value_t vals[2];
+    size_t n = 1;
+    if (natsMsg_IsNoResponders(m)) {
+      braid_value_init_nil(&vals[0]);
+      braid_value_init_cstring(&vals[1], "no responders");
+      n = 2;
+    } else if (data_value(&s->s_json, m, &vals[0]) != 0) {
+      braid_value_init_nil(&vals[0]);
+    }
+    braid_future_resolve_values(f, vals, n);
+    for (size_t i = 0; i < n; i++) braid_value_clear(&vals[i]);
+    braid_future_unref(f);
+  }
+  natsMsg_Destroy(m);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* JetStream pull consumers (braid.nats.worklist)                          */
+
+/* A message fetched and handed to Lua, waiting for its ack. */
+typedef struct nheld {
+  uint64_t h_id;
+  natsMsg *h_msg;
+  struct nheld *h_next;
+} nheld_t;
+
+/* One durable pull consumer of a work-queue stream.  A fetch thread of its
+ * own calls natsSubscription_Fetch (which blocks) one message at a time
+ * and hands each to a rendezvous channel, so at most one message waits for
+ * a free Lua worker; the message itself stays here until Lua acks (or
+ * naks) it by id. */
+struct npull {
+  uint64_t p_id;                /* immutable */
+  jsCtx *p_js;                  /* immutable */
+  natsSubscription *p_sub;      /* immutable; the fetch thread's alone */
+  braid_chan_t *p_ch;           /* immutable; one reference */
+  pthread_t p_th;
+  lua_State *p_json;            /* the fetch thread's decoder */
+  /* Release/acquire: stop is set by close/stop, read by the fetch thread
+   * between fetches; nothing else is published through it. */
+  _Atomic bool p_stop;
+  pthread_mutex_t p_mtx;        /* Protects: p_held, p_next_held */
+  nheld_t *p_held[NBUCKETS];
+  uint64_t p_next_held;
+  npull_t *p_next;              /* the connection's list (its mutex) */
+};
+
+static void pull_deliver(npull_t *p, natsMsg *m) {
+  jsMsgMetaData *meta = NULL;
+  if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+    natsMsg_Destroy(m);
+    return;
+  }
+  nheld_t *h = malloc(sizeof *h);
+  braid_value_t v, x;
+  if (h == NULL) {
+    jsMsgMetaData_Destroy(meta);
+    natsMsg_Nak(m, NULL);
+    natsMsg_Destroy(m);
+    return;
+  }
+  pthread_mutex_lock(&p->p_mtx);
+  h->h_id = ++p->p_next_held;
+  h->h_msg = m;
+  h->h_next = p->p_held[h->h_id % NBUCKETS];
+  p->p_held[h->h_id % NBUCKETS] = h;
+  pthread_mutex_unlock(&p->p_mtx);
+  int rc = msg_value(&p->p_json, m, &v);
+  if (rc == 0) {
+    braid_value_init_integer(&x, (int64_t)h->h_id);
+    if ((rc = map_set(&v, "id", &x)) == 0) {
+      braid_value_init_integer(&x, (int64_t)meta->Sequence.Stream);
+      if ((rc = map_set(&v, "seq", &x)) == 0) {
+        braid_value_init_integer(&x, (int64_t)meta->NumDelivered);
+        rc = map_set(&v, "delivered", &x);
+      }
+    }
+    if (rc == 0) rc = braid_chan_send_value(p->p_ch, &v, BRAID_FOREVER);
+    braid_value_clear(&v);
+  }
+  jsMsgMetaData_Destroy(meta);
+  if (rc != 0) {
+    /* Closed (stopping) or out of memory: give it back at once. */
+    nheld_t *mine = NULL;
+    pthread_mutex_lock(&p->p_mtx);
+    for (nheld_t **pp = &p->p_held[h->h_id % NBUCKETS]; *pp; pp = &(*pp)->h_next)
+      if (*pp == h) { *pp = h->h_next; mine = h; break; }
+    pthread_mutex_unlock(&p->p_mtx);
+    if (mine) {
+      natsMsg_Nak(m, NULL);
+      natsMsg_Destroy(m);
+      free(mine);
+    }
+  }
+}
+
+static void *pull_main(void *arg) {
+  npull_t *p = arg;
+  while (!atomic_load_explicit(&p->p_stop, memory_order_acquire)) {
+    natsMsgList list = { NULL, 0 };
+    jsErrCode jerr = 0;
+    natsStatus st = natsSubscription_Fetch(&list, p->p_sub, 1, 500, &jerr);
+    if (st == NATS_OK) {
+      for (int i = 0; i < list.Count; i++) {
+        natsMsg *m = list.Msgs[i];
+        list.Msgs[i] = NULL;
+        pull_deliver(p, m);
+      }
+      natsMsgList_Destroy(&list);
+    } else if (st != NATS_TIMEOUT) {
+      /* Disconnected, reconnecting, closed: do not spin. */
+      struct timespec ts = { 0, 100 * 1000 * 1000 };
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
+}
+
+static void pull_stop(npull_t *p) {
+  atomic_store_explicit(&p->p_stop, true, memory_order_release);
+  braid_chan_close_value(p->p_ch, NULL);
+}
+
+/* After pull_stop: joins the thread and frees everything (messages not
+ * acked are left to the server's ack wait). */
+static void pull_free(npull_t *p) {
+  pthread_join(p->p_th, NULL);
+  for (int i = 0; i < NBUCKETS; i++)
+    for (nheld_t *h = p->p_held[i], *next; h; h = next) {
+      next = h->h_next;
+      natsMsg_Destroy(h->h_msg);
+      free(h);
+    }
+  natsSubscription_Destroy(p->p_sub);
+  jsCtx_Destroy(p->p_js);
+  braid_chan_unref(p->p_ch);
+  if (p->p_json) lua_close(p->p_json);
+  pthread_mutex_destroy(&p->p_mtx);
+  free(p);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The connection object                                                   */
+
+static void nconn_shutdown(nconn_t *nc) {
+  braid_obj_lock(&nc->n_obj);
+  bool was = nc->n_closed;
+  nc->n_closed = true;
+  nreq_t *reqs[NBUCKETS];
+  memcpy(reqs, nc->n_reqs, sizeof reqs);
+  memset(nc->n_reqs, 0, sizeof nc->n_reqs);
+  braid_obj_unlock(&nc->n_obj);
+  if (was) return;
+  /* n_subs no longer changes (n_closed): walk it unlocked. */
+  for (nsub_t *s = nc->n_subs; s; s = s->s_next)
+    if (s->s_ch) braid_chan_close_value(s->s_ch, NULL);
+  for (npull_t *p = nc->n_pulls; p; p = p->p_next) pull_stop(p);
+  for (int i = 0; i < NBUCKETS; i++) {
+    for (nreq_t *r = reqs[i], *next; r; r = next) {
+      next = r->r_next;
+      braid_value_t e;
+      braid_value_init_cstring(&e, "closed");
+      braid_value_t vals[2];
+      braid_value_init_nil(&vals[0]);
+      vals[1] = e;
+      braid_future_resolve_values(r->r_fut, vals, 2);
+      braid_value_clear(&vals[1]);
+      braid_future_unref(r->r_fut);
+      free(r);
+    }
+  }
+  if (nc->n_conn) natsConnection_Close(nc->n_conn);
+}
+
+static void nconn_destroy(braid_obj_t *o) {
+  nconn_t *nc = (nconn_t *)o;
+  nconn_shutdown(nc);
+  /* Pull consumers and subscriptions first (each drops its
+   * natsSubscription), then the connection. */
+  for (npull_t *p = nc->n_pulls, *next; p; p = next) {
+    next = p->p_next;
+    pull_free(p);
+  }
+  for (nsub_t *s = nc->n_subs, *next; s; s = next) {
+    next = s->s_next;
+    nsub_release(s);
+  }
+  if (nc->n_conn) natsConnection_Destroy(nc->n_conn);
+  free(nc->n_inbox);
+  braid_obj_fini(o);
+  free(nc);
+}
+
+static nconn_t *checknc(lua_State *L, int idx) {
+  nconn_t *nc = (nconn_t *)braid__checkhandle(L, idx, &braid_nats_type);
+  return nc;
+}
+
+static nconn_t *checkopen(lua_State *L, int idx) {
+  nconn_t *nc = checknc(L, idx);
+  braid_obj_lock(&nc->n_obj);
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  if (closed) luaL_error(L, "braid: braid.nats#%I is closed", (lua_Integer)nc->n_obj.o_id);
+  return nc;
+}
+
+/* braid._nats.connect(url, name, max_reconnect, reconnect_wait_s, timeout_s)
+ *   -> nc | nil, err.  Blocks the calling OS thread up to the timeout
+ *   (lua/braid/nats.lua calls it on a braid.blocking thread). */
+static int l_connect(lua_State *L) {
+  const char *url = luaL_checkstring(L, 1);
+  const char *name = luaL_optstring(L, 2, NULL);
+  lua_Integer max_reconnect = luaL_optinteger(L, 3, 60);
+  double wait = luaL_optnumber(L, 4, 2.0);
+  double timeout = luaL_optnumber(L, 5, 2.0);
+  natsOptions *opts = NULL;
+  natsStatus st = natsOptions_Create(&opts);
+  if (st == NATS_OK) st = natsOptions_SetURL(opts, url);
+  if (st == NATS_OK && name) st = natsOptions_SetName(opts, name);
+  if (st == NATS_OK) st = natsOptions_SetMaxReconnect(opts, (int)max_reconnect);
+  if (st == NATS_OK) st = natsOptions_SetReconnectWait(opts, (int64_t)(wait * 1000));
+  if (st == NATS_OK) st = natsOptions_SetTimeout(opts, (int64_t)(timeout * 1000));
+  if (st == NATS_OK) st = natsOptions_SetAllowReconnect(opts, true);
+  natsConnection *conn = NULL;
+  if (st == NATS_OK) st = natsConnection_Connect(&conn, opts);
+  if (opts) natsOptions_Destroy(opts);
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    if (st == NATS_NO_SERVER) lua_pushliteral(L, "refused");
+    else if (st == NATS_TIMEOUT) lua_pushliteral(L, "timeout");
+    else lua_pushstring(L, natsStatus_GetText(st));
+    return 2;
+  }
+  nconn_t *nc = calloc(1, sizeof *nc);
+  if (nc == NULL) {
+    natsConnection_Destroy(conn);
+    return luaL_error(L, "braid: out of memory");
+  }
+  braid_obj_init(&nc->n_obj, &braid_nats_type);
+  nc->n_conn = conn;
+  braid__pushhandle(L, &nc->n_obj);
+  braid_obj_release(&nc->n_obj);
+  return 1;
+}
+
+/* Builds a message; data is a string, json marks it; the table at
+ * json_idx + 1 (if any) adds headers (string names and values). */
+static natsMsg *newmsg(lua_State *L, const char *subject, const char *reply, int data_idx, int json_idx) {
+  size_t len;
+  const char *data = luaL_checklstring(L, data_idx, &len);
+  natsMsg *m = NULL;
+  natsStatus st = natsMsg_Create(&m, subject, reply, data, (int)len);
+  if (st == NATS_OK && lua_toboolean(L, json_idx))
+    st = natsMsgHeader_Set(m, "content-type", "application/json");
+  if (st == NATS_OK && lua_istable(L, json_idx + 1)) {
+    lua_pushnil(L);
+    while (st == NATS_OK && lua_next(L, json_idx + 1)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+        st = natsMsgHeader_Set(m, lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    if (st != NATS_OK) lua_pop(L, 1);
+  }
+  if (st != NATS_OK) {
+    if (m) natsMsg_Destroy(m);
+    luaL_error(L, "braid: nats: %s", natsStatus_GetText(st));
+  }
+  return m;
+}
+
+/* nc:_pub(subject, data, reply|nil, json [, headers]) -> true | nil, err */
+static int l_pub(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *subject = luaL_checkstring(L, 2);
+  const char *reply = luaL_optstring(L, 4, NULL);
+  natsMsg *m = newmsg(L, subject, reply, 3, 5);
+  natsStatus st = natsConnection_PublishMsg(nc->n_conn, m);
+  natsMsg_Destroy(m);
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, natsStatus_GetText(st));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static nsub_t *subscribe(lua_State *L, nconn_t *nc, const char *subject, const char *queue,
+                         braid_chan_t *ch, bool block, natsMsgHandler cb) {
+  nsub_t *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    luaL_error(L, "braid: out of memory");
+    return NULL;
+  }
+  atomic_init(&s->s_rc, 2);
+  s->s_nc = nc;
+  s->s_block = block;
+  natsSubscription *sub = NULL;
+  natsStatus st = queue ? natsConnection_QueueSubscribe(&sub, nc->n_conn, subject, queue, cb, s)
+                        : natsConnection_Subscribe(&sub, nc->n_conn, subject, cb, s);
+  if (st == NATS_OK) {
+    natsSubscription_SetPendingLimits(sub, 65536, 64 * 1024 * 1024);
+    st = natsSubscription_SetOnCompleteCB(sub, on_complete, s);
+    if (st != NATS_OK) natsSubscription_Unsubscribe(sub);
+  }
+  if (st != NATS_OK) {
+    /* No delivery will release its reference: s is ours alone. */
+    if (sub) natsSubscription_Destroy(sub);
+    free(s);
+    luaL_error(L, "braid: nats: subscribe '%s': %s", subject, natsStatus_GetText(st));
+    return NULL;
+  }
+  s->s_sub = sub;
+  if (ch) braid_chan_ref(ch);
+  s->s_ch = ch;
+  braid_obj_lock(&nc->n_obj);
+  bool closed = nc->n_closed;
+  s->s_next = nc->n_subs;
+  nc->n_subs = s;
+  braid_obj_unlock(&nc->n_obj);
+  if (closed) {                       /* close() raced with us */
+    natsSubscription_Unsubscribe(sub);
+    if (ch) braid_chan_close_value(ch, NULL);
+  }
+  return s;
+}
+
+/* nc:_sub(subject, queue|nil, cap, policy) -> chan */
+static int l_sub(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *subject = luaL_checkstring(L, 2);
+  const char *queue = luaL_optstring(L, 3, NULL);
+  lua_Number capn = luaL_checknumber(L, 4);
+  int policy = (int)luaL_checkinteger(L, 5);
+  size_t cap = capn >= (lua_Number)SIZE_MAX ? BRAID_UNBOUNDED : (size_t)capn;
+  braid_chan_t *ch = NULL;
+  if (braid_chan_create(cap, policy, &ch) != 0) return luaL_error(L, "braid: out of memory");
+  /* Pushed first, so that an error below leaves it to the GC. */
+  braid_push_chan(L, ch);
+  braid_chan_unref(ch);
+  subscribe(L, nc, subject, queue, ch, policy == BRAID_CHAN_BLOCK, on_msg);
+  return 1;
+}
+
+/* nc:_unsub(chan) -> true | false: unsubscribes the subscription feeding
+ * chan at once (closing the channel alone unsubscribes at its next
+ * message) and closes chan. */
+static int l_unsub(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  braid_chan_t *ch = braid_check_chan(L, 2);
+  natsSubscription *sub = NULL;
+  braid_obj_lock(&nc->n_obj);
+  for (nsub_t *s = nc->n_subs; s; s = s->s_next)
+    if (s->s_ch == ch) { sub = s->s_sub; break; }
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  braid_chan_close_value(ch, NULL);
+  braid_chan_unref(ch);
+  if (sub && !closed) natsSubscription_Unsubscribe(sub);
+  lua_pushboolean(L, sub != NULL);
+  return 1;
+}
+
+/* nc:_req(subject, data, json [, headers]) -> future, token */
+static int l_req(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *subject = luaL_checkstring(L, 2);
+  braid_obj_lock(&nc->n_obj);
+  if (nc->n_mux == NULL) {
+    /* Made under the lock (nats.c calls no callback from Subscribe; on_reply
+     * takes this lock holding no lock of nats.c's). */
+    natsInbox *inbox = NULL;
+    nsub_t *mux = calloc(1, sizeof *mux);
+    natsStatus st = mux ? natsInbox_Create(&inbox) : NATS_NO_MEMORY;
+    size_t n = inbox ? strlen(inbox) : 0;
+    char *prefix = st == NATS_OK ? malloc(n + 3) : NULL;
+    if (st == NATS_OK && prefix == NULL) st = NATS_NO_MEMORY;
+    natsSubscription *sub = NULL;
+    if (st == NATS_OK) {
+      memcpy(prefix, inbox, n);
+      memcpy(prefix + n, ".*", 3);
+      atomic_init(&mux->s_rc, 2);
+      mux->s_nc = nc;
+      st = natsConnection_Subscribe(&sub, nc->n_conn, prefix, on_reply, mux);
+      if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(sub, on_complete, mux);
+    }
+    if (inbox) natsInbox_Destroy(inbox);
+    if (st != NATS_OK) {
+      if (sub) {
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+      }
+      braid_obj_unlock(&nc->n_obj);
+      free(mux);
+      free(prefix);
+      return luaL_error(L, "braid: nats: request inbox: %s", natsStatus_GetText(st));
+    }
+    prefix[n + 1] = '\0';              /* keep "<inbox>." as the prefix */
+    mux->s_sub = sub;
+    mux->s_next = nc->n_subs;
+    nc->n_subs = mux;
+    nc->n_mux = mux;
+    nc->n_inbox = prefix;
+  }
+  uint64_t token = ++nc->n_next_token;
+  braid_obj_unlock(&nc->n_obj);
+
+  char reply[256];
+  snprintf(reply, sizeof reply, "%s%llu", nc->n_inbox, (unsigned long long)token);
+  natsMsg *m = newmsg(L, subject, reply, 3, 4);
+  nreq_t *r = malloc(sizeof *r);
+  braid_future_t *f = NULL;
+  if (r == NULL || braid_future_create(&f) != 0) {
+    free(r);
+    natsMsg_Destroy(m);
+    return luaL_error(L, "braid: out of memory");
+  }
+  braid_push_future(L, f);
+  r->r_token = token;
+  r->r_fut = f;                       /* the table's reference */
+  braid_obj_lock(&nc->n_obj);
+  r->r_next = nc->n_reqs[token % NBUCKETS];
+  nc->n_reqs[token % NBUCKETS] = r;
+  braid_obj_unlock(&nc->n_obj);
+  natsStatus st = natsConnection_PublishMsg(nc->n_conn, m);
+  natsMsg_Destroy(m);
+  if (st != NATS_OK) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_pushstring(L, natsStatus_GetText(st));
+    /* The token stays until _forget (Lua calls it on every failure). */
+    lua_pushinteger(L, (lua_Integer)token);
+    return 3;
+  }
+  lua_pushinteger(L, (lua_Integer)token);
+  return 2;
+}
+
+/* nc:_forget(token): drops a request that will not be waited for. */
+static int l_forget(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  uint64_t token = (uint64_t)luaL_checkinteger(L, 2);
+  braid_future_t *f = NULL;
+  braid_obj_lock(&nc->n_obj);
+  for (nreq_t **pp = &nc->n_reqs[token % NBUCKETS]; *pp; pp = &(*pp)->r_next) {
+    if ((*pp)->r_token == token) {
+      nreq_t *r = *pp;
+      *pp = r->r_next;
+      f = r->r_fut;
+      free(r);
+      break;
+    }
+  }
+  braid_obj_unlock(&nc->n_obj);
+  if (f) braid_future_unref(f);
+  return 0;
+}
+
+/* nc:flush([timeout]) -> true | nil, err.  Blocks the OS thread (call it
+ * through braid.blocking from a task when it may take long). */
+static int l_flush(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  double t = luaL_optnumber(L, 2, 5.0);
+  natsStatus st = natsConnection_FlushTimeout(nc->n_conn, (int64_t)(t * 1000));
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, st == NATS_TIMEOUT ? "timeout" : natsStatus_GetText(st));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_close(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  nconn_shutdown(nc);
+  return 0;
+}
+
+static int l_stats(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  uint64_t in = 0, out = 0, reconnects = 0, dropped;
+  natsStatistics *st = NULL;
+  if (natsStatistics_Create(&st) == NATS_OK) {
+    if (natsConnection_GetStats(nc->n_conn, st) == NATS_OK)
+      natsStatistics_GetCounts(st, &in, NULL, &out, NULL, &reconnects);
+    natsStatistics_Destroy(st);
+  }
+  dropped = atomic_load_explicit(&nc->n_dropped, memory_order_relaxed);
+  braid_obj_lock(&nc->n_obj);
+  for (nsub_t *s = nc->n_subs; s; s = s->s_next) {
+    if (s->s_ch) {
+      braid_chan_stats_t cs;
+      braid_chan_stats(s->s_ch, &cs);
+      dropped += cs.dropped;
+    }
+    int64_t d = 0;
+    if (!nc->n_closed && natsSubscription_GetDropped(s->s_sub, &d) == NATS_OK && d > 0)
+      dropped += (uint64_t)d;
+  }
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, (lua_Integer)in);
+  lua_setfield(L, -2, "in_msgs");
+  lua_pushinteger(L, (lua_Integer)out);
+  lua_setfield(L, -2, "out_msgs");
+  lua_pushinteger(L, (lua_Integer)reconnects);
+  lua_setfield(L, -2, "reconnects");
+  lua_pushinteger(L, (lua_Integer)dropped);
+  lua_setfield(L, -2, "dropped");
+  const char *state = closed ? "closed" : "?";
+  if (!closed) {
+    switch (natsConnection_Status(nc->n_conn)) {
+    case NATS_CONN_STATUS_CONNECTED: state = "connected"; break;
+    case NATS_CONN_STATUS_RECONNECTING: state = "reconnecting"; break;
+    case NATS_CONN_STATUS_CLOSED: state = "closed"; break;
+    default: state = "connecting"; break;
+    }
+  }
+  lua_pushstring(L, state);
+  lua_setfield(L, -2, "state");
+  return 1;
+}
+
+
+/* nc:_js_pull(stream, subject, durable, ack_wait_s, duplicates_s, memory)
+ *   -> chan, pull_id | nil, err.  Creates (or finds) the work-queue stream
+ *   and the durable pull consumer (explicit acks), and starts the fetch
+ *   thread.  Blocks on JetStream's API: lua/braid/natswork.lua calls it on
+ *   a braid.blocking thread. */
+static int l_js_pull(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  const char *subject = luaL_checkstring(L, 3);
+  const char *durable = luaL_checkstring(L, 4);
+  double ack_wait = luaL_checknumber(L, 5);
+  double dups = luaL_checknumber(L, 6);
+  bool memory = lua_toboolean(L, 7);
+  jsCtx *js = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = natsConnection_JetStream(&js, nc->n_conn, NULL);
+  if (st == NATS_OK) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream;
+    const char *subjects[1] = { subject };
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Retention = js_WorkQueuePolicy;
+    cfg.Storage = memory ? js_MemoryStorage : js_FileStorage;
+    cfg.Duplicates = (int64_t)(dups * 1e9);
+    jsStreamInfo *si = NULL;
+    st = js_AddStream(&si, js, &cfg, NULL, &jerr);
+    if (st != NATS_OK && jerr == JSStreamNameExistErr) st = NATS_OK;  /* made by a peer */
+    if (si) jsStreamInfo_Destroy(si);
+  }
+  natsSubscription *sub = NULL;
+  if (st == NATS_OK) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = (int64_t)(ack_wait * 1e9);
+    so.Config.MaxAckPending = 100000;
+    st = js_PullSubscribe(&sub, js, subject, durable, NULL, &so, &jerr);
+  }
+  npull_t *p = NULL;
+  braid_chan_t *ch = NULL;
+  if (st == NATS_OK) {
+    p = calloc(1, sizeof *p);
+    if (p == NULL || braid_chan_create(0, BRAID_CHAN_BLOCK, &ch) != 0) st = NATS_NO_MEMORY;
+  }
+  if (st == NATS_OK) {
+    pthread_mutex_init(&p->p_mtx, NULL);
+    p->p_js = js;
+    p->p_sub = sub;
+    p->p_ch = ch;
+    atomic_init(&p->p_stop, false);
+    if (pthread_create(&p->p_th, NULL, pull_main, p) != 0) {
+      pthread_mutex_destroy(&p->p_mtx);
+      st = NATS_NO_MEMORY;
+    }
+  }
+  if (st != NATS_OK) {
+    if (ch) braid_chan_unref(ch);
+    free(p);
+    if (sub) natsSubscription_Destroy(sub);
+    if (js) jsCtx_Destroy(js);
+    lua_pushnil(L);
+    if (jerr) lua_pushfstring(L, "jetstream: %s (%d)", natsStatus_GetText(st), (int)jerr);
+    else lua_pushfstring(L, "jetstream: %s", natsStatus_GetText(st));
+    return 2;
+  }
+  braid_obj_lock(&nc->n_obj);
+  p->p_id = ++nc->n_next_pull;
+  p->p_next = nc->n_pulls;
+  nc->n_pulls = p;
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  if (closed) pull_stop(p);
+  braid_push_chan(L, ch);
+  lua_pushinteger(L, (lua_Integer)p->p_id);
+  return 2;
+}
+
+static npull_t *findpull(nconn_t *nc, uint64_t id) {
+  npull_t *p;
+  braid_obj_lock(&nc->n_obj);
+  for (p = nc->n_pulls; p; p = p->p_next)
+    if (p->p_id == id) break;
+  braid_obj_unlock(&nc->n_obj);
+  return p;                           /* lives as long as nc */
+}
+
+/* nc:_js_ack(pull_id, msg_id [, nak]) -> true | false (unknown id) */
+static int l_js_ack(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  npull_t *p = findpull(nc, (uint64_t)luaL_checkinteger(L, 2));
+  uint64_t id = (uint64_t)luaL_checkinteger(L, 3);
+  bool nak = lua_toboolean(L, 4);
+  nheld_t *h = NULL;
+  if (p) {
+    pthread_mutex_lock(&p->p_mtx);
+    for (nheld_t **pp = &p->p_held[id % NBUCKETS]; *pp; pp = &(*pp)->h_next)
+      if ((*pp)->h_id == id) { h = *pp; *pp = h->h_next; break; }
+    pthread_mutex_unlock(&p->p_mtx);
+  }
+  if (h == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  /* Neither waits for the server: a publish to the ack subject. */
+  natsStatus st = nak ? natsMsg_Nak(h->h_msg, NULL) : natsMsg_Ack(h->h_msg, NULL);
+  natsMsg_Destroy(h->h_msg);
+  free(h);
+  lua_pushboolean(L, st == NATS_OK);
+  return 1;
+}
+
+/* nc:_js_stop(pull_id): stops fetching and closes the channel. */
+static int l_js_stop(lua_State *L) {
+  nconn_t *nc = checknc(L, 1);
+  npull_t *p = findpull(nc, (uint64_t)luaL_checkinteger(L, 2));
+  if (p) pull_stop(p);
+  return 0;
+}
+
+/* nc:_js_delete(stream) -> true | nil, err (blocking; tests, demos). */
+static int l_js_delete(lua_State *L) {
+  nconn_t *nc = checkopen(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  jsCtx *js = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = natsConnection_JetStream(&js, nc->n_conn, NULL);
+  if (st == NATS_OK) st = js_DeleteStream(js, stream, NULL, &jerr);
+  if (js) jsCtx_Destroy(js);
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "jetstream: %s (%d)", natsStatus_GetText(st), (int)jerr);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  nconn_t *nc = (nconn_t *)braid__tohandle(L, 1);
+  if (nc == NULL) {
+    lua_pushliteral(L, "braid.handle (released)");
+    return 1;
+  }
+  char url[256] = "";
+  braid_obj_lock(&nc->n_obj);
+  bool closed = nc->n_closed;
+  braid_obj_unlock(&nc->n_obj);
+  if (!closed) natsConnection_GetConnectedUrl(nc->n_conn, url, sizeof url);
+  lua_pushfstring(L, "braid.nats#%I (%s)", (lua_Integer)nc->n_obj.o_id,
+                  closed ? "closed" : (*url ? url : "reconnecting"));
+  return 1;
+}
+
+/* __index: the C methods, then lua/braid/nats.lua's connection methods. */
+static int l_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "braid.nats");
+  lua_call(L, 1, 1);
+  if (lua_getfield(L, -1, "_conn_methods") != LUA_TTABLE) return 0;
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+void braid__open_nats(lua_State *L) {
+  static const luaL_Reg meta[] = { { "__tostring", l_tostring }, { NULL, NULL } };
+  braid__newtype(L, &braid_nats_type, meta);
+  static const luaL_Reg methods[] = {
+    { "_pub", l_pub }, { "_sub", l_sub }, { "_unsub", l_unsub }, { "_req", l_req },
+    { "_forget", l_forget }, { "flush", l_flush }, { "close", l_close },
+    { "stats", l_stats }, { "_js_pull", l_js_pull }, { "_js_ack", l_js_ack },
+    { "_js_stop", l_js_stop }, { "_js_delete", l_js_delete }, { NULL, NULL } };
+  luaL_getmetatable(L, "braid.nats");
+  luaL_newlib(L, methods);
+  lua_pushcclosure(L, l_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_connect);
+  lua_setfield(L, -2, "connect");
+  lua_setfield(L, -2, "_nats");        /* braid._nats */
+}
