@@ -69,3 +69,82 @@ describe("tostring(broker)", function()
     assert.matches("0 subscriptions", tostring(b))
   end)
 end)
+
+describe("braid.server message order", function()
+  local function counter()
+    return braid.server({
+      init = function() return 0 end,
+      cast = function(n, d) return n + d end,
+      call = function(n, req)
+        if req == "get" then return n, n end
+        return nil, n
+      end,
+    })
+  end
+
+  it("lets a call see the 100 casts its sender made before it (main thread)", function()
+    local s = counter()
+    for _ = 1, 100 do s:cast(1) end
+    assert.are.equal(100, s:call("get", { timeout = 10 }))
+    for _ = 1, 50 do s:cast(2) end
+    assert.are.equal(200, s:call("get", { timeout = 10 }))
+    s:stop(nil, 10)
+  end)
+
+  it("lets a call see the 100 casts its sender made before it (inside a task)", function()
+    local s = counter()
+    local f = braid.go(function()
+      local seen = {}
+      for round = 1, 5 do
+        for _ = 1, 100 do s:cast(1) end
+        seen[round] = s:call("get", { timeout = 10 })
+      end
+      return seen
+    end)
+    assert.are.same({ 100, 200, 300, 400, 500 }, f:await(30))
+    s:stop(nil, 10)
+  end)
+
+  it("still serves a high-priority call before queued normal messages", function()
+    local gate = braid.chan()
+    local s = braid.server({
+      init = function() return {} end,
+      cast = function(log, m)
+        if m == "block" then gate:recv(10) end
+        log[#log + 1] = m
+        return log
+      end,
+      call = function(log, req)
+        if req == "log" then return log, log end
+        log[#log + 1] = req
+        return true, log
+      end,
+    })
+    s:cast("block")                -- the server waits on gate inside this cast
+    s:cast("c1")
+    local normal = braid.spawn({ name = "caller-n1" },
+      function() return s:call("n1", { timeout = 10 }) end)
+    local high = braid.spawn({ name = "caller-h1" },
+      function() return s:call("h1", { timeout = 10, priority = "high" }) end)
+    -- Wait until both callers block on their replies, i.e. both calls are
+    -- queued while the server is still inside the "block" cast.
+    local queued = 0
+    for _ = 1, 1000 do
+      queued = 0
+      for _, t in ipairs(braid.tasks()) do
+        if (t.name == "caller-n1" or t.name == "caller-h1") and t.state == "blocked" then
+          queued = queued + 1
+        end
+      end
+      if queued == 2 then break end
+      braid.sleep(0.01)
+    end
+    assert.are.equal(2, queued)
+    gate:send(true, 10)
+    assert.is_true(normal:await(10))
+    assert.is_true(high:await(10))
+    local log = s:call("log", { timeout = 10 })
+    assert.are.same({ "block", "h1", "c1", "n1" }, log)
+    s:stop(nil, 10)
+  end)
+end)
