@@ -85,12 +85,12 @@ end
 
 local function from_reply(from, ...) return M._reply(from, ...) end
 
--- Rejects every call queued on ch with err.
-local function reject_queued(ch, err)
+-- Moves every call queued on ch (casts are dropped) to the array out.
+local function take_queued(ch, out)
   while true do
     local m = ch:try_recv()
     if m == nil then return end
-    if type(m) == "table" and m.reply then m.reply:reject(err) end
+    if type(m) == "table" and m.reply then out[#out + 1] = m end
   end
 end
 
@@ -103,13 +103,26 @@ local function serve(spec, hi, calls, ctl, done, tid, ...)
 
   local travels = H.travels
 
-  local function fail(err)
+  -- inhand: the requests taken but not answered (the call whose handler
+  -- raised, or one taken alongside it); nil for init, a cast, a cancel.
+  local function fail(err, inhand)
     err = travels(err)
     done:reject(err)
     hi:close()
     calls:close()
-    reject_queued(hi, err)
-    reject_queued(calls, err)
+    local callers = {}
+    for _, m in ipairs(inhand or {}) do
+      if m.reply then callers[#callers + 1] = m end
+    end
+    take_queued(hi, callers)
+    take_queued(calls, callers)
+    -- When a caller gets the error it is theirs to handle, so `done` (an
+    -- internal future) must not be reported at exit as an error nobody
+    -- awaited.  It is marked observed before any caller is answered: a
+    -- caller may exit the process as soon as it has the error.  A server
+    -- that fails with no caller told (init, a cast) is still reported.
+    if #callers > 0 then done:status() end
+    for i = 1, #callers do callers[i].reply:reject(err) end
     if have_state and spec.terminate then pcall(spec.terminate, state, err) end
   end
 
@@ -142,9 +155,7 @@ local function serve(spec, hi, calls, ctl, done, tid, ...)
         res = { false, "braid.server: no call handler" }
       end
       if not res[1] then
-        local e = travels(res[2])
-        m.reply:reject(e)
-        return false, e
+        return false, travels(res[2])   -- fail() answers the caller
       end
       state = res[3]
       if res[2] ~= noreply then
@@ -189,17 +200,14 @@ local function serve(spec, hi, calls, ctl, done, tid, ...)
             local h = take(hi)        -- a high call that came in meanwhile goes first
             if h ~= nil then
               local okh, e = process(h)
-              if not okh then
-                if m.reply then m.reply:reject(e) end
-                return fail(e)
-              end
+              if not okh then return fail(e, { h, m }) end
             end
           end
         end
       end
       if m ~= nil then
         local okm, e = process(m)
-        if not okm then return fail(e) end
+        if not okm then return fail(e, { m }) end
       end
     end
     local reason = ctl:try_recv()

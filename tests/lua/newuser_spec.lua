@@ -148,3 +148,72 @@ describe("braid.server message order", function()
     s:stop(nil, 10)
   end)
 end)
+
+describe("errors nobody awaited", function()
+  -- Runs a script in a fresh lua5.4 with this braid.so; returns its stderr
+  -- and stdout merged.
+  local function run(src)
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w"))
+    fh:write(src)
+    fh:close()
+    local cmd = ("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1"):format(package.cpath, package.path, path)
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    p:close()
+    os.remove(path)
+    return out
+  end
+
+  it("does not report a server call error the caller handled with pcall", function()
+    local out = run([[
+      local braid = require "braid"
+      local s = braid.server({ init = function() return 0 end,
+                               call = function() error("handler boom", 0) end })
+      local ok, err = pcall(s.call, s, "x")
+      print("caught", ok, err)
+    ]])
+    assert.matches("caught\tfalse\thandler boom", out, 1, true)
+    assert.is_nil(out:find("nobody awaited", 1, true))
+  end)
+
+  it("does not report the losers of braid.race and braid.any", function()
+    local out = run([[
+      local braid = require "braid"
+      local gate = braid.chan(2)
+      local slow = braid.go(function() gate:recv(10); error("race loser", 0) end)
+      local fast = braid.go(function() return 1 end)
+      print("race", braid.race({ slow, fast }):await(10))
+      local slow2 = braid.go(function() gate:recv(10); error("any loser", 0) end)
+      local fast2 = braid.go(function() return 2 end)
+      print("any", braid.any({ slow2, fast2 }):await(10))
+      gate:send(true); gate:send(true)
+      for _ = 1, 1000 do                -- the losers fail; nobody waits on them
+        if #braid.tasks() == 0 then break end
+        braid.sleep(0.01)
+      end
+      braid.sleep(0.05)
+      slow, slow2 = nil, nil
+      collectgarbage(); collectgarbage()
+    ]])
+    assert.matches("race\t1", out, 1, true)
+    assert.matches("any\t2", out, 1, true)
+    assert.is_nil(out:find("nobody awaited", 1, true))
+  end)
+
+  it("still reports a task error nobody could have seen", function()
+    local out = run([[
+      local braid = require "braid"
+      local done = braid.chan(1)
+      braid.go(function() done:send(true); error("lost task", 0) end)
+      done:recv(10)
+      for _ = 1, 1000 do
+        if #braid.tasks() == 0 then break end
+        braid.sleep(0.01)
+      end
+      braid.sleep(0.05)
+    ]])
+    assert.matches("nobody awaited", out, 1, true)
+    assert.matches("lost task", out, 1, true)
+  end)
+end)
