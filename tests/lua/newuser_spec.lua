@@ -217,3 +217,13 @@ describe("errors nobody awaited", function()
     assert.matches("lost task", out, 1, true)
   end)
 end)
+
+describe("transfer errors", function()
+  it("say what the value is and what to do instead", function()
+    local out = io.stdout
+    local ok, err = pcall(braid.go, function() out:write("x") end)
+    assert.is_false(ok)
+    assert.are.equal("braid: cannot transfer userdata (FILE*) at upvalue 'out': "
+      .. "open it inside the task, or pass a braid handle", err)
+  end)
+end)
