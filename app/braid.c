@@ -50,6 +50,8 @@
 
 #include "app.h"
 #include "braid.h"
+#include "future.h"   /* braid_future_unobserved: the unobserved-error hook */
+#include "lbraid.h"   /* braid__msg_first_string */
 
 #define SIGINTS_TO_KILL 3     /* during one chunk; lua.c: 2 */
 
@@ -433,7 +435,26 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* Set when a task error (or a rejected future) nobody awaited was
+ * reported: the interpreter then exits non-zero, as after an uncaught
+ * error.  Relaxed: read by main after lua_close joined every thread. */
+static atomic_bool unobserved_seen;
+
+/* braid_future_unobserved, installed before braid opens (the runtime keeps
+ * a hook a host set): prints the runtime's report and remembers it.  Any
+ * thread; no braid lock held. */
+static void app_unobserved(braid_future_t *f, braid_msg_t *err) {
+  size_t len = 0;
+  const char *s = err ? braid__msg_first_string(err, &len) : NULL;
+  if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
+  fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
+          (unsigned long long)braid_future_id(f), (int)len, s);
+  fflush(stderr);
+  atomic_store_explicit(&unobserved_seen, true, memory_order_relaxed);
+}
+
 int main(int argc, char **argv) {
+  braid_future_unobserved = app_unobserved;
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     app_message(argv[0], "cannot create state: not enough memory");
@@ -449,5 +470,6 @@ int main(int argc, char **argv) {
   /* Closing the state runs the braid module's __gc: live tasks are
    * cancelled and every runtime thread is joined. */
   lua_close(L);
+  if (atomic_load_explicit(&unobserved_seen, memory_order_relaxed)) return EXIT_FAILURE;
   return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -169,10 +169,23 @@ static int l_close(lua_State *L) {
 static int iter_next(lua_State *L);
 
 static int finish_iter(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
-  if (r->s_index == BRAID_W_TIMEOUT || r->s_err == BRAID_ECLOSED) {
+  if (r->s_index == BRAID_W_TIMEOUT) {
     braid_msg_release(r->s_msg);
     lua_pushnil(L);
     return 1;
+  }
+  if (r->s_err == BRAID_ECLOSED) {
+    /* A plain close ends the loop quietly; a close error (a pipeline stage
+     * that raised, ch:close(err)) is raised once the buffer is drained, so
+     * that a for loop cannot mistake a failure for the end of the data. */
+    if (r->s_msg == NULL) {
+      lua_pushnil(L);
+      return 1;
+    }
+    braid__decode1(L, r->s_msg);
+    braid_msg_release(r->s_msg);
+    if (lua_isnil(L, -1)) return 1;
+    return lua_error(L);
   }
   braid__decode1(L, r->s_msg);
   braid_msg_release(r->s_msg);

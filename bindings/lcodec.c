@@ -812,7 +812,8 @@ static int enc_value(enc_t *e, int idx, int t) {
       const void *p = lua_topointer(L, idx);
       if (lua_iscfunction(L, idx)) {
         const modent_t *me = mod_find(e, p, 1);
-        if (me == NULL) fail_transfer(e, "C function", "");
+        if (me == NULL)
+          fail_transfer(e, "C function", ": only the standard library's and loaded modules' C functions travel");
         put_module(e, me);
         return 0;
       }
@@ -846,6 +847,16 @@ static int enc_value(enc_t *e, int idx, int t) {
     default:
       break;
   }
+  /* Say what the value is and what to do instead: a userdata names its
+   * type (its metatable's __name, "FILE*" for an open file). */
+  if (lua_type(L, idx) == LUA_TUSERDATA) {
+    const char *what = "userdata";
+    if (lua_checkstack(L, 2) && luaL_getmetafield(L, idx, "__name") == LUA_TSTRING)
+      what = lua_pushfstring(L, "userdata (%s)", lua_tostring(L, -1));
+    fail_transfer(e, what, ": open it inside the task, or pass a braid handle");
+  }
+  if (lua_type(L, idx) == LUA_TTHREAD)
+    fail_transfer(e, "thread", ": a coroutine stays in the task that made it; send a channel instead");
   fail_transfer(e, luaL_typename(L, idx), "");
 }
 

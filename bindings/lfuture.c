@@ -121,6 +121,14 @@ static int l_cancel(lua_State *L) {
   return 1;
 }
 
+/* f:_observe(): marks f observed without waiting, for a combinator that
+ * took f over (the losers of braid.race/any/all): its error, if it ever
+ * rejects, was handled by whoever awaited the combinator.  Internal. */
+static int l_observe(lua_State *L) {
+  braid_future_observe(checkfuture(L, 1));
+  return 0;
+}
+
 static int l_future_tostring(lua_State *L) {
   braid_obj_t *o = braid__tohandle(L, 1);
   if (o == NULL) {
@@ -136,6 +144,7 @@ void braid__open_future(lua_State *L) {
   static const luaL_Reg methods[] = {
     { "resolve", l_resolve }, { "reject", l_reject }, { "await", l_await },
     { "wait", l_wait }, { "status", l_status }, { "cancel", l_cancel },
+    { "_observe", l_observe },
     { "__tostring", l_future_tostring }, { NULL, NULL } };
   braid__newtype(L, &braid_future_type, methods);
   lua_pushcfunction(L, l_future);

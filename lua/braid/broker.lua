@@ -90,14 +90,25 @@ local function matches(pt, tt)
 end
 M._matches = function(pattern, topic) return matches(tokens(pattern), tokens(topic)) end
 
+-- Counts the open subscriptions: one closed with ch:close() (or by a view
+-- such as ch:map that closed its input) is still in the registry until the
+-- next publish or unsubscribe sweeps it, but no longer counts.
+local function open_count(subs)
+  local n = 0
+  for i = 1, #subs do
+    if not subs[i].ch:is_closed() then n = n + 1 end
+  end
+  return n
+end
+
 local function state(b)
   local r = b.reg:try_recv()         -- never blocks: tostring must not
   if r ~= nil then
     b.reg:try_send(r)
-    return #r.subs .. " subscriptions"
+    return open_count(r.subs) .. " subscriptions"
   end
   local c = caches[b]
-  return c and #c.subs .. " subscriptions" or ""
+  return c and open_count(c.subs) .. " subscriptions" or ""
 end
 
 H.kind(M, "broker", { "subscribe", "publish", "unsubscribe", "stats" }, state)

@@ -47,6 +47,10 @@ end
 -- Waits on every pending future at once; calls on(i, ok, err) as each
 -- settles; stops when on returns true.
 local function each_settled(fs, on)
+  -- The combinator takes the futures over: a loser that rejects after the
+  -- result is decided was handled by whoever awaits the combinator, so it
+  -- is not reported at exit as an error nobody awaited.
+  for i = 1, #fs do fs[i]:_observe() end
   local pending, index = {}, {}
   for i = 1, #fs do pending[#pending + 1] = fs[i]; index[#index + 1] = i end
   while #pending > 0 do

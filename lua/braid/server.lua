@@ -11,13 +11,17 @@
 -- Design notes
 --
 -- The server is one task that holds `state` in a local: it is never
--- copied.  Requests arrive on three unbounded channels: high-priority
--- calls, calls, casts (calls and casts travel separately and each keeps
--- its order).  Before each request the server looks at the high-priority
--- channel first, so a "high" call waiting is served before any other
--- request; then calls and casts, alternately first.  Only when all are
--- empty does it block, in a select on all three; after a wakeup it still
--- serves a high call that came in meanwhile first.
+-- copied.  Requests arrive on two unbounded channels: high-priority
+-- calls, and the normal queue that carries both calls and casts.  One
+-- queue for both is what keeps one sender's messages in the order it sent
+-- them (as Erlang does between one sender and one process): after
+-- "cast, cast, call", the call sees both casts.  Before each request the
+-- server looks at the high-priority channel first, so a "high" call
+-- waiting is served before any other request (it may overtake messages
+-- queued earlier).  Only when both are empty does it block, in a select
+-- on both; after a wakeup it still serves a high call that came in
+-- meanwhile first.  A cast travels as {cast = msg}, a call as
+-- {req = req, reply = future}.
 --
 -- A call carries a one-shot future for its reply, so a slow caller never
 -- blocks the server (resolve does not wait for the reader).  A caller that
@@ -81,17 +85,17 @@ end
 
 local function from_reply(from, ...) return M._reply(from, ...) end
 
--- Rejects every call queued on ch with err.
-local function reject_queued(ch, err)
+-- Moves every call queued on ch (casts are dropped) to the array out.
+local function take_queued(ch, out)
   while true do
     local m = ch:try_recv()
     if m == nil then return end
-    if type(m) == "table" and m.reply then m.reply:reject(err) end
+    if type(m) == "table" and m.reply then out[#out + 1] = m end
   end
 end
 
 -- The server task.
-local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
+local function serve(spec, hi, calls, ctl, done, tid, ...)
   local noreply = braid.noreply
   local pack = table.pack
   tid:resolve((braid.self()))
@@ -99,15 +103,26 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
 
   local travels = H.travels
 
-  local function fail(err)
+  -- inhand: the requests taken but not answered (the call whose handler
+  -- raised, or one taken alongside it); nil for init, a cast, a cancel.
+  local function fail(err, inhand)
     err = travels(err)
     done:reject(err)
     hi:close()
     calls:close()
-    casts:close()
-    reject_queued(hi, err)
-    reject_queued(calls, err)
-    while casts:try_recv() ~= nil do end
+    local callers = {}
+    for _, m in ipairs(inhand or {}) do
+      if m.reply then callers[#callers + 1] = m end
+    end
+    take_queued(hi, callers)
+    take_queued(calls, callers)
+    -- When a caller gets the error it is theirs to handle, so `done` (an
+    -- internal future) must not be reported at exit as an error nobody
+    -- awaited.  It is marked observed before any caller is answered: a
+    -- caller may exit the process as soon as it has the error.  A server
+    -- that fails with no caller told (init, a cast) is still reported.
+    if #callers > 0 then done:status() end
+    for i = 1, #callers do callers[i].reply:reject(err) end
     if have_state and spec.terminate then pcall(spec.terminate, state, err) end
   end
 
@@ -124,10 +139,10 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
 
     -- Serves one request; on a handler error returns false, err (a
     -- call's own caller is answered with the error here).
-    local function process(m, kind)
-      if kind == "cast" then
+    local function process(m)
+      if m.reply == nil then
         if spec.cast then
-          local res = pack(pcall(spec.cast, state, m))
+          local res = pack(pcall(spec.cast, state, m.cast))
           if not res[1] then return false, res[2] end
           state = res[2]
         end
@@ -140,9 +155,7 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
         res = { false, "braid.server: no call handler" }
       end
       if not res[1] then
-        local e = travels(res[2])
-        m.reply:reject(e)
-        return false, e
+        return false, travels(res[2])   -- fail() answers the caller
       end
       state = res[3]
       if res[2] ~= noreply then
@@ -153,61 +166,48 @@ local function serve(spec, hi, calls, casts, ctl, done, tid, ...)
     end
 
     -- Takes the next request without blocking: a high call first, then
-    -- calls and casts, alternating which goes first so neither starves.
-    -- Returns the request and its kind, or nil when all are empty.
-    local open = { [hi] = true, [calls] = true, [casts] = true }
-    local flip = false
-    local function take(ch, kind)
+    -- the normal queue (calls and casts in the order they were sent).
+    -- Returns the request, or nil when both are empty.
+    local open = { [hi] = true, [calls] = true }
+    local function take(ch)
       if not open[ch] then return nil end
       local m, err = ch:try_recv()
-      if m ~= nil then return m, kind end
+      if m ~= nil then return m end
       if err == "closed" then open[ch] = nil end
       return nil
     end
     local function next_request()
-      local m, kind = take(hi, "call")
-      if m ~= nil then return m, kind end
-      flip = not flip
-      if flip then
-        m, kind = take(calls, "call")
-        if m == nil then m, kind = take(casts, "cast") end
-      else
-        m, kind = take(casts, "cast")
-        if m == nil then m, kind = take(calls, "call") end
-      end
-      return m, kind
+      local m = take(hi)
+      if m ~= nil then return m end
+      return take(calls)
     end
 
     while true do
-      local m, kind = next_request()
+      local m = next_request()
       if m == nil then
         -- Idle: wait for any open channel.
         local cases = {}
         if open[hi] then cases[#cases + 1] = hi end
         if open[calls] then cases[#cases + 1] = calls end
-        if open[casts] then cases[#cases + 1] = casts end
         if #cases == 0 then break end
         local i, v = braid.select(cases)
         local ch = cases[i]
         if v == nil then
           open[ch] = nil              -- closed and drained
         else
-          m, kind = v, rawequal(ch, casts) and "cast" or "call"
+          m = v
           if not rawequal(ch, hi) then
-            local h = take(hi, "call")  -- a high call that came in meanwhile goes first
+            local h = take(hi)        -- a high call that came in meanwhile goes first
             if h ~= nil then
-              local okh, e = process(h, "call")
-              if not okh then
-                if kind == "call" then m.reply:reject(e) end
-                return fail(e)
-              end
+              local okh, e = process(h)
+              if not okh then return fail(e, { h, m }) end
             end
           end
         end
       end
       if m ~= nil then
-        local okm, e = process(m, kind)
-        if not okm then return fail(e) end
+        local okm, e = process(m)
+        if not okm then return fail(e, { m }) end
       end
     end
     local reason = ctl:try_recv()
@@ -231,14 +231,13 @@ function M.new(spec, ...)
   local s = {
     hi = braid.chan(math.huge),
     calls = braid.chan(math.huge),
-    casts = braid.chan(math.huge),
     ctl = braid.chan(math.huge),
     done = braid.future(),
     tid = braid.future(),
   }
   local id = H.id(s.calls)
   s.task = braid.spawn({ name = type(spec.name) == "string" and spec.name or ("braid.server#" .. id) },
-    serve, spec, s.hi, s.calls, s.casts, s.ctl, s.done, s.tid, ...)
+    serve, spec, s.hi, s.calls, s.ctl, s.done, s.tid, ...)
   return H.new(M, s, id)
 end
 
@@ -273,7 +272,7 @@ end
 function M.cast(s, msg)
   s = H.check(M, s, "cast")
   if msg == nil then error("bad argument #1 to 'cast' (a message expected, got nil)", 2) end
-  return s.casts:send(msg)
+  return s.calls:send({ cast = msg })
 end
 
 function M.stop(s, reason, timeout)
@@ -284,7 +283,6 @@ function M.stop(s, reason, timeout)
     s.ctl:try_send(reason == nil and "normal" or reason)
     s.hi:close()
     s.calls:close()
-    s.casts:close()
   end
   -- The server stopping itself (from a handler) must not wait for itself.
   local ok, me = s.tid:wait(0)

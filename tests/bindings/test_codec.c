@@ -538,31 +538,31 @@ TEST(test_codec_handle_as_upvalue_and_key) {
 
 TEST(test_codec_error_paths) {
   expect_encode_error("return 1, {conn = io.stdout}", "args",
-                      "braid: cannot transfer userdata at args[2].conn");
+                      "braid: cannot transfer userdata (FILE*) at args[2].conn: open it inside the task, or pass a braid handle");
   expect_encode_error("return {coroutine.create(print)}", "value",
-                      "braid: cannot transfer thread at value[1]");
+                      "braid: cannot transfer thread at value[1]: a coroutine stays in the task that made it; send a channel instead");
   expect_encode_error("return 1, {x = {coroutine.create(print)}}", "value",
-                      "braid: cannot transfer thread at value[2].x[1]");
+                      "braid: cannot transfer thread at value[2].x[1]: a coroutine stays in the task that made it; send a channel instead");
   expect_encode_error("local db = io.stdout return function() return db end", "fn",
-                      "braid: cannot transfer userdata at upvalue 'db'");
+                      "braid: cannot transfer userdata (FILE*) at upvalue 'db': open it inside the task, or pass a braid handle");
   expect_encode_error("local db = {conn = io.stdout} return function() return db end", "fn",
-                      "braid: cannot transfer userdata at upvalue 'db'.conn");
-  expect_encode_error("return io.stdout", "fn", "braid: cannot transfer userdata at fn");
+                      "braid: cannot transfer userdata (FILE*) at upvalue 'db'.conn: open it inside the task, or pass a braid handle");
+  expect_encode_error("return io.stdout", "fn", "braid: cannot transfer userdata (FILE*) at fn: open it inside the task, or pass a braid handle");
   expect_encode_error("local db = io.stdout return {handler = function() return db end}", "value",
-                      "braid: cannot transfer userdata at value.handler upvalue 'db'");
+                      "braid: cannot transfer userdata (FILE*) at value.handler upvalue 'db': open it inside the task, or pass a braid handle");
   expect_encode_error("return coroutine.wrap(print)", "value",
-                      "braid: cannot transfer C function at value");
+                      "braid: cannot transfer C function at value: only the standard library's and loaded modules' C functions travel");
   expect_encode_error("return debug.getregistry().foreign", "results",
-                      "braid: cannot transfer C function at results[1]");
+                      "braid: cannot transfer C function at results[1]: only the standard library's and loaded modules' C functions travel");
   expect_encode_error("return lightud()", "value", "braid: cannot transfer userdata at value");
   expect_encode_error("return {['a b'] = {['end'] = {[1.5] = {[true] = {io.stdout}}}}}", "value",
-                      "braid: cannot transfer userdata at value[\"a b\"][\"end\"][1.5][true][1]");
+                      "braid: cannot transfer userdata (FILE*) at value[\"a b\"][\"end\"][1.5][true][1]: open it inside the task, or pass a braid handle");
   expect_encode_error("return {x = {[io.stdout] = 1}}", "value",
-                      "braid: cannot transfer userdata at value.x (in a key)");
+                      "braid: cannot transfer userdata (FILE*) at value.x (in a key): open it inside the task, or pass a braid handle");
   expect_encode_error("return {[{}] = io.stdout}", "value",
-                      "braid: cannot transfer userdata at value[<table>]");
+                      "braid: cannot transfer userdata (FILE*) at value[<table>]: open it inside the task, or pass a braid handle");
   expect_encode_error("return {['q\"\\n'] = io.stdout}", "value",
-                      "braid: cannot transfer userdata at value[\"q\\\"\\n\"]");
+                      "braid: cannot transfer userdata (FILE*) at value[\"q\\\"\\n\"]: open it inside the task, or pass a braid handle");
 }
 
 TEST(test_codec_deep_nesting) {
@@ -583,7 +583,8 @@ TEST(test_codec_deep_nesting) {
   braid_msg_t *m = encode_top(A, 1, "value", err, sizeof err);
   ASSERT_NULL(m);
   static const char want[] =
-    "braid: cannot transfer userdata at value.n.n.n.n.n.n.n.n.n.n.n.n[...].n.n.n.n.n.n.n.n.n.n.n.n";
+    "braid: cannot transfer userdata (FILE*) at value.n.n.n.n.n.n.n.n.n.n.n.n[...].n.n.n.n.n.n.n.n.n.n.n.n"
+    ": open it inside the task, or pass a braid handle";
   ASSERT_EQ_STR(err, want);
   lua_close(A);
 }
@@ -595,7 +596,7 @@ TEST(test_codec_error_releases_nothing_held) {
   run(A, "h = newobj() return {h, h, {h}, io.stdout}", 0);
   braid_msg_t *m = encode_top(A, 1, "value", err, sizeof err);
   ASSERT_NULL(m);
-  ASSERT_EQ_STR(err, "braid: cannot transfer userdata at value[4]");
+  ASSERT_EQ_STR(err, "braid: cannot transfer userdata (FILE*) at value[4]: open it inside the task, or pass a braid handle");
   run(A, "assert(objrc(h) == 1)", 0);
   lua_close(A);
 }
@@ -757,7 +758,7 @@ TEST(test_codec_nested_encode_from_lua_code) {
       "  end end})\n"
       "local ok, err = pcall(roundtrip, {('x'):rep(500), {3, 4}, io.stdout})\n"
       "-- nested is 1 while braid__tohandle reads __braid with lua_getfield.\n"
-      "assert(nested <= 1 and err == 'braid: cannot transfer userdata at value[3]', err)\n"
+      "assert(nested <= 1 and err == 'braid: cannot transfer userdata (FILE*) at value[3]: open it inside the task, or pass a braid handle', err)\n"
       "local c = roundtrip({('y'):rep(500), {5}}) assert(c[2][1] == 5)\n"
       "setmetatable(getmetatable(io.stdout), nil)\n", 0);
   lua_close(A);
@@ -767,9 +768,9 @@ TEST(test_codec_roundtrip_errors_raise) {
   lua_State *A = newstate();
   run(A,
       "local ok, err = pcall(roundtrip, 1, {conn = io.stdout})\n"
-      "assert(not ok and err == 'braid: cannot transfer userdata at value[2].conn', err)\n"
+      "assert(not ok and err == 'braid: cannot transfer userdata (FILE*) at value[2].conn: open it inside the task, or pass a braid handle', err)\n"
       "ok, err = pcall(roundtrip, {co = coroutine.create(print)})\n"
-      "assert(not ok and err == 'braid: cannot transfer thread at value.co', err)\n"
+      "assert(not ok and err == 'braid: cannot transfer thread at value.co: a coroutine stays in the task that made it; send a channel instead', err)\n"
       "assert(select('#', roundtrip()) == 0)\n"
       "local a, b = roundtrip(nil, 2) assert(a == nil and b == 2)\n", 0);
   lua_close(A);

@@ -475,12 +475,16 @@ describe("braid.chan", function()
       assert.equal(55, f:await(10))
     end)
 
-    it("ends at a close with an error", function()
+    it("raises the close error once drained", function()
       local ch = braid.chan(2)
       ch:send("a")
       ch:close("bad")
       local got = {}
-      for v in ch:iter() do got[#got + 1] = v end
+      local ok, err = pcall(function()
+        for v in ch:iter() do got[#got + 1] = v end
+      end)
+      assert.is_false(ok)
+      assert.equal("bad", err)
       assert.same({ "a" }, got)
     end)
   end)

@@ -197,29 +197,29 @@ describe("braid codec", function()
 
   describe("untransferable values", function()
     it("names the userdata and its path", function()
-      assert.equal("braid: cannot transfer userdata at value[2].conn", errof(1, {conn = io.stdout}))
+      assert.equal("braid: cannot transfer userdata (FILE*) at value[2].conn: open it inside the task, or pass a braid handle", errof(1, {conn = io.stdout}))
     end)
 
     it("names a coroutine", function()
-      assert.equal("braid: cannot transfer thread at value[1]", errof({coroutine.create(print)}))
+      assert.equal("braid: cannot transfer thread at value[1]: a coroutine stays in the task that made it; send a channel instead", errof({coroutine.create(print)}))
     end)
 
     it("names a foreign C function", function()
-      assert.equal("braid: cannot transfer C function at value", errof(coroutine.wrap(print)))
+      assert.equal("braid: cannot transfer C function at value: only the standard library's and loaded modules' C functions travel", errof(coroutine.wrap(print)))
     end)
 
     it("names a captured variable", function()
       local db = io.stdout
-      assert.equal("braid: cannot transfer userdata at value upvalue 'db'",
+      assert.equal("braid: cannot transfer userdata (FILE*) at value upvalue 'db': open it inside the task, or pass a braid handle",
                    errof(function() return db end))
       local t = {handler = function() return db end}
-      assert.equal("braid: cannot transfer userdata at value.handler upvalue 'db'", errof(t))
+      assert.equal("braid: cannot transfer userdata (FILE*) at value.handler upvalue 'db': open it inside the task, or pass a braid handle", errof(t))
     end)
 
     it("quotes keys that are not names", function()
-      assert.equal('braid: cannot transfer userdata at value["a b"][1.5][true]',
+      assert.equal('braid: cannot transfer userdata (FILE*) at value["a b"][1.5][true]: open it inside the task, or pass a braid handle',
                    errof({["a b"] = {[1.5] = {[true] = io.stdout}}}))
-      assert.equal("braid: cannot transfer userdata at value.x (in a key)",
+      assert.equal("braid: cannot transfer userdata (FILE*) at value.x (in a key): open it inside the task, or pass a braid handle",
                    errof({x = {[io.stdout] = 1}}))
     end)
 

@@ -1,0 +1,229 @@
+-- newuser_spec.lua: issue 15, what a new user trips over.
+local braid = require "braid"
+
+describe("ch:iter", function()
+  it("raises the close error after draining the buffer", function()
+    local ch = braid.chan(4)
+    ch:send(1); ch:send(2)
+    ch:close("upstream died")
+    local got = {}
+    local ok, err = pcall(function()
+      for v in ch:iter() do got[#got + 1] = v end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("upstream died", err)
+    assert.are.same({ 1, 2 }, got)
+  end)
+
+  it("ends quietly after a plain close", function()
+    local ch = braid.chan(4)
+    ch:send(1); ch:send(2)
+    ch:close()
+    local got = {}
+    for v in ch:iter() do got[#got + 1] = v end
+    assert.are.same({ 1, 2 }, got)
+  end)
+
+  it("raises a pipeline stage's error at the end of the loop", function()
+    local out = braid.from({ 1, 2, 3 }):map(function(x)
+      if x == 3 then error("boom", 0) end
+      return x
+    end)
+    local ok, err = pcall(function()
+      for _ in out:iter(5) do end
+    end)
+    assert.is_false(ok)
+    assert.matches("boom", tostring(err))
+  end)
+
+  it("raises the close error inside a task too", function()
+    local ch = braid.chan(1)
+    ch:close("bad input")
+    local f = braid.go(function()
+      local ok, err = pcall(function() for _ in ch:iter() do end end)
+      return ok, err
+    end)
+    local ok, err = f:await(5)
+    assert.is_false(ok)
+    assert.are.equal("bad input", err)
+  end)
+end)
+
+describe("tostring(broker)", function()
+  it("stops counting a subscription closed with ch:close()", function()
+    local b = braid.broker()
+    local s1 = b:subscribe("a")
+    b:subscribe("b")
+    assert.matches("2 subscriptions", tostring(b))
+    s1:close()
+    assert.matches("1 subscriptions", tostring(b))
+  end)
+
+  it("stops counting a subscription that a :map view closed", function()
+    local b = braid.broker()
+    local s = b:subscribe("a")
+    local view = s:map(function(x) return x end)
+    assert.matches("1 subscriptions", tostring(b))
+    s:close()
+    assert.is_nil((view:recv(5)))
+    assert.matches("0 subscriptions", tostring(b))
+  end)
+end)
+
+describe("braid.server message order", function()
+  local function counter()
+    return braid.server({
+      init = function() return 0 end,
+      cast = function(n, d) return n + d end,
+      call = function(n, req)
+        if req == "get" then return n, n end
+        return nil, n
+      end,
+    })
+  end
+
+  it("lets a call see the 100 casts its sender made before it (main thread)", function()
+    local s = counter()
+    for _ = 1, 100 do s:cast(1) end
+    assert.are.equal(100, s:call("get", { timeout = 10 }))
+    for _ = 1, 50 do s:cast(2) end
+    assert.are.equal(200, s:call("get", { timeout = 10 }))
+    s:stop(nil, 10)
+  end)
+
+  it("lets a call see the 100 casts its sender made before it (inside a task)", function()
+    local s = counter()
+    local f = braid.go(function()
+      local seen = {}
+      for round = 1, 5 do
+        for _ = 1, 100 do s:cast(1) end
+        seen[round] = s:call("get", { timeout = 10 })
+      end
+      return seen
+    end)
+    assert.are.same({ 100, 200, 300, 400, 500 }, f:await(30))
+    s:stop(nil, 10)
+  end)
+
+  it("still serves a high-priority call before queued normal messages", function()
+    local gate = braid.chan()
+    local s = braid.server({
+      init = function() return {} end,
+      cast = function(log, m)
+        if m == "block" then gate:recv(10) end
+        log[#log + 1] = m
+        return log
+      end,
+      call = function(log, req)
+        if req == "log" then return log, log end
+        log[#log + 1] = req
+        return true, log
+      end,
+    })
+    s:cast("block")                -- the server waits on gate inside this cast
+    s:cast("c1")
+    local normal = braid.spawn({ name = "caller-n1" },
+      function() return s:call("n1", { timeout = 10 }) end)
+    local high = braid.spawn({ name = "caller-h1" },
+      function() return s:call("h1", { timeout = 10, priority = "high" }) end)
+    -- Wait until both callers block on their replies, i.e. both calls are
+    -- queued while the server is still inside the "block" cast.
+    local queued = 0
+    for _ = 1, 1000 do
+      queued = 0
+      for _, t in ipairs(braid.tasks()) do
+        if (t.name == "caller-n1" or t.name == "caller-h1") and t.state == "blocked" then
+          queued = queued + 1
+        end
+      end
+      if queued == 2 then break end
+      braid.sleep(0.01)
+    end
+    assert.are.equal(2, queued)
+    gate:send(true, 10)
+    assert.is_true(normal:await(10))
+    assert.is_true(high:await(10))
+    local log = s:call("log", { timeout = 10 })
+    assert.are.same({ "block", "h1", "c1", "n1" }, log)
+    s:stop(nil, 10)
+  end)
+end)
+
+describe("errors nobody awaited", function()
+  -- Runs a script in a fresh lua5.4 with this braid.so; returns its stderr
+  -- and stdout merged.
+  local function run(src)
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w"))
+    fh:write(src)
+    fh:close()
+    local cmd = ("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1"):format(package.cpath, package.path, path)
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    p:close()
+    os.remove(path)
+    return out
+  end
+
+  it("does not report a server call error the caller handled with pcall", function()
+    local out = run([[
+      local braid = require "braid"
+      local s = braid.server({ init = function() return 0 end,
+                               call = function() error("handler boom", 0) end })
+      local ok, err = pcall(s.call, s, "x")
+      print("caught", ok, err)
+    ]])
+    assert.matches("caught\tfalse\thandler boom", out, 1, true)
+    assert.is_nil(out:find("nobody awaited", 1, true))
+  end)
+
+  it("does not report the losers of braid.race and braid.any", function()
+    local out = run([[
+      local braid = require "braid"
+      local gate = braid.chan(2)
+      local slow = braid.go(function() gate:recv(10); error("race loser", 0) end)
+      local fast = braid.go(function() return 1 end)
+      print("race", braid.race({ slow, fast }):await(10))
+      local slow2 = braid.go(function() gate:recv(10); error("any loser", 0) end)
+      local fast2 = braid.go(function() return 2 end)
+      print("any", braid.any({ slow2, fast2 }):await(10))
+      gate:send(true); gate:send(true)
+      for _ = 1, 1000 do                -- the losers fail; nobody waits on them
+        if #braid.tasks() == 0 then break end
+        braid.sleep(0.01)
+      end
+      braid.sleep(0.05)
+      slow, slow2 = nil, nil
+      collectgarbage(); collectgarbage()
+    ]])
+    assert.matches("race\t1", out, 1, true)
+    assert.matches("any\t2", out, 1, true)
+    assert.is_nil(out:find("nobody awaited", 1, true))
+  end)
+
+  it("still reports a task error nobody could have seen", function()
+    local out = run([[
+      local braid = require "braid"
+      local done = braid.chan(1)
+      braid.go(function() done:send(true); error("lost task", 0) end)
+      done:recv(10)
+      for _ = 1, 1000 do
+        if #braid.tasks() == 0 then break end
+        braid.sleep(0.01)
+      end
+      braid.sleep(0.05)
+    ]])
+    assert.matches("nobody awaited", out, 1, true)
+    assert.matches("lost task", out, 1, true)
+  end)
+end)
+
+describe("transfer errors", function()
+  it("say what the value is and what to do instead", function()
+    local out = io.stdout
+    local ok, err = pcall(braid.go, function() out:write("x") end)
+    assert.is_false(ok)
+    assert.are.equal("braid: cannot transfer userdata (FILE*) at upvalue 'out': "
+      .. "open it inside the task, or pass a braid handle", err)
+  end)
+end)
