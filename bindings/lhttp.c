@@ -84,6 +84,7 @@ typedef struct hparser {
   const char *p_error;        /* a static description of p_status */
   int p_upgraded;             /* an upgrade message completed: stop parsing */
   int p_last_was_value;       /* header state: a value was being read */
+  int p_field_counted;        /* the first field's separators are counted */
   hbuf_t p_url, p_field, p_value, p_body;
 } hparser_t;
 
@@ -135,6 +136,7 @@ static int on_message_begin(http_parser *p) {
   hp->p_in_body = 0;
   hp->p_header_bytes = 0;
   hp->p_last_was_value = 0;
+  hp->p_field_counted = 0;
   hp->p_url.b_len = hp->p_field.b_len = hp->p_value.b_len = hp->p_body.b_len = 0;
   if (hp->p_msg) lua_settop(L, hp->p_msg - 1);   /* an unfinished message */
   lua_createtable(L, 0, 10);
@@ -158,11 +160,18 @@ static int on_status(http_parser *p, const char *at, size_t n) {
 
 static int on_header_field(http_parser *p, const char *at, size_t n) {
   hparser_t *hp = p->data;
-  if (head_bytes(hp, n + 4)) return -1;       /* ": " and CRLF count too */
+  /* Each field's ": " and CRLF count too, once per field whatever the
+   * split points, so the limit does not depend on them. */
+  size_t extra = 0;
   if (hp->p_last_was_value) {
     commit_header(hp);
     hp->p_last_was_value = 0;
+    extra = 4;
+  } else if (!hp->p_field_counted) {
+    extra = 4;
   }
+  hp->p_field_counted = 1;
+  if (head_bytes(hp, n + extra)) return -1;
   return hbuf_add(&hp->p_field, at, n) ? -1 : 0;
 }
 
