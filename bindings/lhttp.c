@@ -19,6 +19,7 @@
  *   cross threads; a connection's task owns its parser and its framer.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,6 +560,52 @@ static int l_ws_key(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------------- */
+/* Process-wide named handles                                                */
+/* ------------------------------------------------------------------------- */
+
+/* braid.http's client keeps one pool of idle connections per host for the
+ * whole process, but every Lua state loads its own copy of the module: the
+ * pools are found by name here.  An entry holds one reference until the
+ * process ends (reachable from a static: not a leak). */
+typedef struct shared {
+  struct shared *s_next;
+  braid_obj_t *s_obj;
+  char s_name[];
+} shared_t;
+
+static pthread_mutex_t shared_mtx = PTHREAD_MUTEX_INITIALIZER;
+static shared_t *shared_list;          /* Protects: shared_mtx */
+
+/* braid._http.shared(name, handle) -> the handle registered under name:
+ * the first handle given for a name wins, later calls get it back. */
+static int l_shared(lua_State *L) {
+  size_t n;
+  const char *name = luaL_checklstring(L, 1, &n);
+  braid_obj_t *o = braid__tohandle(L, 2);
+  luaL_argcheck(L, o != NULL, 2, "braid handle expected");
+  braid_obj_t *found = NULL;
+  pthread_mutex_lock(&shared_mtx);
+  for (shared_t *e = shared_list; e; e = e->s_next)
+    if (strcmp(e->s_name, name) == 0) { found = e->s_obj; break; }
+  if (!found) {
+    shared_t *e = malloc(sizeof *e + n + 1);
+    if (e) {
+      memcpy(e->s_name, name, n + 1);
+      braid_obj_retain(o);
+      e->s_obj = o;
+      e->s_next = shared_list;
+      shared_list = e;
+    }
+    found = o;
+  }
+  braid_obj_retain(found);     /* kept across the unlock for the push */
+  pthread_mutex_unlock(&shared_mtx);
+  braid__pushhandle(L, found);
+  braid_obj_release(found);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
 
 static void newmeta(lua_State *L, const char *name, const luaL_Reg *l) {
   luaL_newmetatable(L, name);
@@ -606,7 +653,7 @@ void braid__open_http(lua_State *L) {
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
-    {"ws_key", l_ws_key}, {NULL, NULL}};
+    {"ws_key", l_ws_key}, {"shared", l_shared}, {NULL, NULL}};
   newmeta(L, PARSER_MT, parser_m);
   newmeta(L, WS_MT, ws_m);
   luaL_newlib(L, funcs);

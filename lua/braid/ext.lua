@@ -32,4 +32,7 @@ local server = require "braid.server"
 braid.server = server.new
 braid.noreply = server.noreply
 
+-- HTTP/1.1 and WebSocket (lua/braid/http.lua, bindings/lhttp.c).
+braid.http = require "braid.http"
+
 return true
