@@ -247,6 +247,8 @@ function WS.recv(ws, timeout)
         return nil, "closed"
       elseif m.kind == "ping" then
         ws:_flush()        -- wslay queued the pong
+      elseif m.kind == "pong" then
+        ws.last_pong = m.data
       end
     else
       if ws._proto then
@@ -263,6 +265,16 @@ function WS.recv(ws, timeout)
       ws:_take(ws._fr:feed(data))
     end
   end
+end
+
+-- ws:ping([data]) -> true | nil, err (the pong shows as ws.last_pong after
+-- a later recv).
+function WS.ping(ws, data)
+  ws_check(ws, "ws:ping")
+  if ws._closed then return nil, "closed" end
+  local ok, err = ws._fr:send("ping", data and tostring(data) or "")
+  if not ok then return nil, err end
+  return ws:_flush()
 end
 
 -- ws:close([code [, reason]]): sends a close frame, waits (up to 1 s) for
