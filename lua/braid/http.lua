@@ -49,10 +49,24 @@ local REASONS = {
 }
 M.reasons = REASONS
 
+-- The transport: braid.net.  Tests may set M._net (this state only) or,
+-- in a build without braid.net, M._set_test_transport(t) for every state
+-- of the process (a shared future resolved with t).
 local function net()
-  local n = M._net or braid.net      -- _net: a transport for tests
+  local n = M._net or braid.net
+  if not n then
+    local f = C.shared("braid.http.test_transport", braid.future())
+    if f:status() == "resolved" then
+      n = f:await()
+      M._net = n
+    end
+  end
   if not n then error("braid: braid.http needs braid.net, which this build lacks", 3) end
   return n
+end
+
+function M._set_test_transport(t)
+  C.shared("braid.http.test_transport", braid.future()):resolve(t)
 end
 
 -- ---------------------------------------------------------------------------

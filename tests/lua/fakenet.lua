@@ -36,13 +36,16 @@ local function mkconn(inch, outch, peer, me)
 end
 
 function M.new()
-  local listeners = {}       -- addr -> channel of server-side conns (main state only)
+  -- addr -> channel of server-side conns, registered process-wide so that
+  -- copies of this table in other states find listeners made later.
+  local function registry(addr)
+    return braid._http.shared("fakenet " .. addr, braid.chan(math.huge))
+  end
   local net, nport, nconn = {}, math.random(20000, 60000) * 10, 0
   function net.listen(addr)
     nport = nport + 1
     local a = addr:gsub(":0$", ":" .. nport)
-    local ch = braid.chan(math.huge)
-    listeners[a] = ch
+    local ch = registry(a)
     local l = {}
     function l.accept(_, timeout) return ch:recv(timeout) end
     function l.addr() return a end
@@ -50,8 +53,8 @@ function M.new()
     return l
   end
   function net.connect(addr)
-    local ch = listeners[addr]
-    if not ch or ch:is_closed() then return nil, "refused" end
+    local ch = registry(addr)
+    if ch:is_closed() then return nil, "refused" end
     nconn = nconn + 1
     local a2b, b2a = braid.chan(math.huge), braid.chan(math.huge)
     local peer = "127.0.0.1:" .. (50000 + nconn)
