@@ -264,3 +264,61 @@ describe("braid.http over " .. tr.name, function()
   end)
 end)
 end
+
+-- Against curl (Debian's), over real sockets: only with braid.net.
+if braid.net then
+describe("braid.http against curl", function()
+  local function sh(cmd)
+    local f = assert(io.popen(cmd .. " 2>&1"))
+    local out = f:read("a")
+    f:close()
+    return out
+  end
+  local srv
+  before_each(function()
+    http._net = nil
+    srv = assert(http.serve("127.0.0.1:0", function(req)
+      if req.path == "/stream" then
+        local w = req:stream(200, { ["Content-Type"] = "text/plain" })
+        for i = 1, 3 do w:write("chunk" .. i .. "\n") end
+        w:close()
+        return
+      end
+      return 200, { ["Content-Type"] = "text/plain", ["X-Echo"] = req.headers["x-test"] or "-" },
+        req.method .. " " .. req.path .. " " .. (req.query.q or "") .. " " .. req.body
+    end))
+  end)
+  after_each(function() srv:close(1) end)
+
+  it("serves curl: status, headers, query, POST body", function()
+    local out = sh("curl -s -i --max-time 10 -H 'X-Test: hi' 'http://" .. srv:addr() .. "/p?q=a%20b'")
+    assert.matches("^HTTP/1.1 200 OK\r\n", out)
+    assert.matches("\r\nX%-Echo: hi\r\n", out)
+    assert.matches("\r\n\r\nGET /p a b $", out)
+    out = sh("curl -s --max-time 10 --data-binary 'x=1&y=2' 'http://" .. srv:addr() .. "/post'")
+    assert.are.equal("POST /post  x=1&y=2", out)
+  end)
+
+  it("streams chunked responses to curl", function()
+    local out = sh("curl -s -i --max-time 10 'http://" .. srv:addr() .. "/stream'")
+    assert.matches("[Tt]ransfer%-[Ee]ncoding: chunked", out)
+    assert.matches("\r\n\r\nchunk1\nchunk2\nchunk3\n$", out)
+  end)
+
+  it("keeps curl's connection alive (curl -v says Re-using)", function()
+    local base = "http://" .. srv:addr()
+    local out = sh("curl -s -v --max-time 10 " .. base .. "/1 " .. base .. "/2 " .. base .. "/3")
+    for i = 1, 3 do assert.is_truthy(out:find("GET /" .. i .. "  ", 1, true)) end
+    assert.matches("Re%-using", out)
+    local st = stats_reach(srv, "requests", 3)
+    assert.are.equal(1, st.connections)
+  end)
+
+  it("curl's chunked upload is decoded", function()
+    local out = sh("printf 'abc' | curl -s --max-time 10 -H 'Transfer-Encoding: chunked' --data-binary @- 'http://"
+      .. srv:addr() .. "/up'")
+    assert.are.equal("POST /up  abc", out)
+  end)
+end)
+end
+
