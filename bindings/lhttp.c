@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <http_parser.h>
 #include <openssl/evp.h>
@@ -86,6 +87,7 @@ typedef struct hparser {
   int p_upgraded;             /* an upgrade message completed: stop parsing */
   int p_last_was_value;       /* header state: a value was being read */
   int p_field_counted;        /* the first field's separators are counted */
+  int p_expect;               /* the head asked for 100-continue (until taken) */
   hbuf_t p_url, p_field, p_value, p_body;
 } hparser_t;
 
@@ -216,6 +218,13 @@ static int on_headers_complete(http_parser *p) {
   lua_setfield(L, m, "version");
   lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
   lua_setfield(L, m, "chunked");
+  if (hp->p_request) {
+    lua_getfield(L, m, "headers");
+    lua_getfield(L, -1, "expect");
+    const char *e = lua_tostring(L, -1);
+    hp->p_expect = e && strncasecmp(e, "100-continue", 12) == 0;
+    lua_pop(L, 2);
+  }
   if (p->content_length != ULLONG_MAX && !(p->flags & F_CHUNKED) &&
       p->content_length > (uint64_t)hp->p_max_body) {
     fail(hp, 413, "content too large");
@@ -269,6 +278,15 @@ static int l_parser_state(lua_State *L) {
   else if (hp->p_in_head) lua_pushliteral(L, "head");
   else if (hp->p_in_body) lua_pushliteral(L, "body");
   else lua_pushliteral(L, "idle");
+  return 1;
+}
+
+/* p:expect_continue() -> bool: the request being read asked for
+ * "Expect: 100-continue" and its body has not arrived; true once. */
+static int l_parser_expect(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  lua_pushboolean(L, hp->p_expect && hp->p_in_body && !hp->p_status);
+  hp->p_expect = 0;
   return 1;
 }
 
@@ -646,7 +664,7 @@ static int l_parser_create(lua_State *L) {
 void braid__open_http(lua_State *L) {
   static const luaL_Reg parser_m[] = {
     {"feed", l_parser_feed}, {"state", l_parser_state},
-    {"no_body", l_parser_no_body}, {"__gc", l_parser_gc}, {NULL, NULL}};
+    {"no_body", l_parser_no_body}, {"expect_continue", l_parser_expect}, {"__gc", l_parser_gc}, {NULL, NULL}};
   static const luaL_Reg ws_m[] = {
     {"feed", l_ws_feed}, {"send", l_ws_send}, {"close", l_ws_close},
     {"output", l_ws_output}, {"status", l_ws_status}, {"__gc", l_ws_gc},

@@ -481,6 +481,7 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         if not data then return end           -- timeout, closed, error
         local msgs, st, _, r = p:feed(data)
         for _, m in ipairs(msgs) do qn = qn + 1; queue[qn] = m end
+        if p:expect_continue() then conn:write("HTTP/1.1 100 Continue\r\n\r\n") end
         if st then failed = st end
         if r then rest = r end
       end

@@ -118,6 +118,23 @@ describe("braid.http over " .. tr.name, function()
     srv:close(1)
   end)
 
+  it("answers Expect: 100-continue before the body is sent", function()
+    local srv = assert(http.serve("127.0.0.1:0", function(req) return 200, nil, "got " .. req.body end))
+    local c = assert(net.connect(srv:addr()))
+    assert(c:write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"))
+    assert.are.equal("HTTP/1.1 100 Continue\r\n\r\n", c:read_some(65536, T))
+    assert(c:write("hello"))
+    local out = ""
+    while not out:find("got hello", 1, true) do
+      local s = c:read_some(65536, T)
+      if not s then break end
+      out = out .. s
+    end
+    assert.matches("^HTTP/1.1 200 OK\r\n.*got hello$", out)
+    c:close()
+    srv:close(1)
+  end)
+
   it("answers malformed requests 400, oversized headers 431, bodies 413", function()
     local srv = assert(http.serve("127.0.0.1:0", function() return 200, nil, "fine" end,
       { max_body = 1000 }))
