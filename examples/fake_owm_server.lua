@@ -22,7 +22,6 @@ if not package.path:find(script_dir .. "?.lua", 1, true) then
 end
 
 local braid = require "braid"
-local cjson = require "cjson"
 local owm = require "fake_owm"
 
 local M = {}

@@ -28,7 +28,6 @@ if not package.path:find(script_dir .. "?.lua", 1, true) then
 end
 
 local braid = require "braid"
-local cjson = require "cjson"
 
 local M = {}
 
@@ -136,7 +135,9 @@ function M.start(opts)
       return 200, app.json_headers(), cj.encode(rows)
     elseif req.path == "/updates" then
       local view = app.VIEWS[req.query.show or "all"]
-      if not state or not view then return 400, app.json_headers(), cj.encode({ error = "q and show=all|temp|wind|icon" }) end
+      if not state or not view then
+        return 400, app.json_headers(), cj.encode({ error = "q and show=all|temp|wind|icon" })
+      end
       local ws, uerr = require("braid").http.upgrade(req)
       if not ws then return 400, app.json_headers(), cj.encode({ error = uerr }) end
       local sub = updates:subscribe("weather." .. state)

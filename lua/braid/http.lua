@@ -31,7 +31,7 @@ H.kind(M, "http", { "addr", "close", "stats" }, function(s)
   return s.ctl and (s.closing:is_closed() and "closed" or s.addr_s) or ""
 end)
 
-local type, tostring, tonumber, pairs, ipairs, select = type, tostring, tonumber, pairs, ipairs, select
+local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local concat, fmt = table.concat, string.format
 
 local REASONS = {

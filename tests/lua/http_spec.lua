@@ -82,9 +82,9 @@ describe("braid.http over " .. tr.name, function()
     for _ = 1, 5 do
       assert.are.equal("ok", assert(http.get("http://" .. srv:addr() .. "/")).body)
     end
-    local st = stats_reach(srv, "requests", 5)
+    stats_reach(srv, "requests", 5)
     wait_until(function() return srv:stats().active == 0 end, T)
-    st = srv:stats()
+    local st = srv:stats()
     assert.are.equal(5, st.requests)
     assert.are.equal(1, st.connections)
     assert.are.equal(0, st.active)
