@@ -388,7 +388,12 @@ end
 
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
-  local extra = { { "date", httpdate() }, { "content-length", tostring(#body) } }
+  local extra = { { "date", httpdate() } }
+  if status == 204 or status == 304 or status < 200 then
+    body = ""          -- RFC 9110: no body and no Content-Length for these
+  else
+    extra[2] = { "content-length", tostring(#body) }
+  end
   if not keep then extra[#extra + 1] = { "connection", "close" }
   elseif version == "1.0" then extra[#extra + 1] = { "connection", "keep-alive" } end
   local h = head(fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status"), headers, extra)

@@ -182,6 +182,24 @@ describe("braid.http over " .. tr.name, function()
     srv:close(1)
   end)
 
+  it("204 and 304 carry no body; HEAD gets the headers only", function()
+    local srv = assert(http.serve("127.0.0.1:0", function(req)
+      if req.path == "/204" then return 204, nil, "ignored" end
+      return 200, { ["x-len"] = "5" }, "hello"
+    end))
+    local r = assert(http.get("http://" .. srv:addr() .. "/204"))
+    assert.are.equal(204, r.status)
+    assert.are.equal("", r.body)
+    assert.is_nil(r.headers["content-length"])
+    r = assert(http.request({ method = "HEAD", url = "http://" .. srv:addr() .. "/" }))
+    assert.are.equal(200, r.status)
+    assert.are.equal("5", r.headers["content-length"])
+    assert.are.equal("", r.body)
+    -- and the kept-alive connection is still in step
+    assert.are.equal("hello", assert(http.get("http://" .. srv:addr() .. "/")).body)
+    srv:close(1)
+  end)
+
   it("a handler that returns no status is a 500 too", function()
     local srv = assert(http.serve("127.0.0.1:0", function() return "oops" end))
     assert.are.equal(500, assert(http.get("http://" .. srv:addr() .. "/")).status)
