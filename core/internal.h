@@ -7,6 +7,7 @@
 
 #include "chan.h"
 #include "future.h"
+#include "netpoll.h"
 #include "waiter.h"
 
 /*
@@ -42,6 +43,23 @@ struct braid_future {
   braid_cancel_fn f_hook;     /* the producer's cancel hook, or NULL */
   void *f_hook_arg;
 };
+
+/* A poll descriptor (netpoll.h).  Under p_obj.o_mtx: everything but
+ * p_slot/p_gen (immutable while registered). */
+struct braid_pollfd {
+  braid_obj_t p_obj;          /* refcount, id, and o_mtx which protects the rest */
+  int p_fd;                   /* -1 once closed(2) */
+  int p_busy;                 /* syscalls in flight (enter/leave) */
+  bool p_closed;              /* braid_pollfd_close ran */
+  bool p_rready, p_wready;    /* sticky readiness (the no-lost-wake-up rule) */
+  braid_wqueue_t p_readq;     /* BRAID_OP_READABLE waiters */
+  braid_wqueue_t p_writeq;    /* BRAID_OP_WRITABLE waiters */
+  uint32_t p_slot, p_gen;     /* the registry slot naming it in epoll */
+};
+
+/* READABLE/WRITABLE with o_mtx held: 0 (readiness consumed), BRAID_ECLOSED,
+ * or BRAID_EAGAIN. */
+int braid__pollfd_poll_locked(braid_pollfd_t *p, bool write);
 
 /* A list of claimed nodes to wake once every lock is dropped.  Linked
  * through n_next (the nodes are off their queues by then). */

@@ -42,6 +42,8 @@ static braid_wqueue_t *case_queue(braid_case_t *c) {
   switch (c->c_op) {
     case BRAID_OP_RECV: return &((braid_chan_t *)c->c_obj)->c_recvq;
     case BRAID_OP_SEND: return &((braid_chan_t *)c->c_obj)->c_sendq;
+    case BRAID_OP_READABLE: return &((braid_pollfd_t *)c->c_obj)->p_readq;
+    case BRAID_OP_WRITABLE: return &((braid_pollfd_t *)c->c_obj)->p_writeq;
     default: return &((braid_future_t *)c->c_obj)->f_waitq;
   }
 }
@@ -119,6 +121,10 @@ static int poll_case(braid_case_t *c, int i, braid_selres_t *r, braid_wakelist_t
       break;
     case BRAID_OP_SEND:
       rc = braid__chan_send_locked((braid_chan_t *)c->c_obj, c->c_msg, wl);
+      break;
+    case BRAID_OP_READABLE:
+    case BRAID_OP_WRITABLE:
+      rc = braid__pollfd_poll_locked((braid_pollfd_t *)c->c_obj, c->c_op == BRAID_OP_WRITABLE);
       break;
     default:
       rc = braid__future_poll_locked((braid_future_t *)c->c_obj, &m);

@@ -27,12 +27,15 @@
 
 #include "chan.h"
 #include "future.h"
+#include "netpoll.h"
 #include "waiter.h"
 
 typedef enum braid_op {
   BRAID_OP_RECV = 0,        /* receive from c_obj, a braid_chan_t */
   BRAID_OP_SEND,            /* send c_msg on c_obj, a braid_chan_t */
   BRAID_OP_AWAIT,           /* wait for c_obj, a braid_future_t, to settle */
+  BRAID_OP_READABLE,        /* wait until c_obj, a braid_pollfd_t, may read */
+  BRAID_OP_WRITABLE,        /* wait until c_obj, a braid_pollfd_t, may write */
 } braid_op_t;
 
 typedef struct braid_case {
@@ -49,6 +52,7 @@ typedef struct braid_selres {
   int s_err;                /* RECV: 0 or BRAID_ECLOSED;
                                SEND: 0 or BRAID_ECLOSED (or BRAID_ENOMEM);
                                AWAIT: 0, BRAID_EREJECTED or BRAID_ECANCELED;
+                               READABLE/WRITABLE: 0 or BRAID_ECLOSED;
                                BRAID_ETIMEDOUT / BRAID_ECANCELED / BRAID_EINTR
                                for the special indexes */
   braid_msg_t *s_msg;       /* RECV: the value, or the close error (may be
