@@ -51,6 +51,7 @@
 #include "err.h"
 #include "internal.h"
 #include "lruntime.h"
+#include "netpoll.h"
 
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define reset_thread(co, from) lua_closethread((co), (from))
@@ -852,6 +853,7 @@ static void rt_stop(void) {
   rt.inj_head = rt.inj_tail = NULL;
   atomic_store_explicit(&rt.ninj, 0, memory_order_relaxed);
   pthread_mutex_unlock(&rt.mtx);
+  braid__netpoll_shutdown();          /* braid.net: close every socket, wake its waiters */
   for (int i = 0; i < rt.nworkers; i++) pthread_join(rt.workers[i].wk_thread, NULL);
   pthread_join(rt.monitor, NULL);
   blocking_shutdown();

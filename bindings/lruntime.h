@@ -43,6 +43,7 @@ void braid__open_runtime(lua_State *L);
 void braid__open_chan(lua_State *L);
 void braid__open_future(lua_State *L);
 void braid__open_box(lua_State *L);
+void braid__open_net(lua_State *L);   /* lnet.c: braid.net */
 
 /* Checks an optional timeout argument (nil = forever, seconds >= 0) and
  * returns the absolute deadline. */

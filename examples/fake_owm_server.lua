@@ -9,7 +9,7 @@
 --   200  {"name":..., "main":{"temp":..,"humidity":..}, "wind":{"speed":..},
 --         "weather":[{"main":..,"icon":..}], "cod":200}
 --   401  wrong or missing appid        404  unknown city
---   429  the key spent its rate (a token bucket: `rate` requests/s, burst
+--   429  the API spent its rate (a token bucket: `rate` requests/s, burst
 --        `rate`), with Retry-After: 1
 -- GET /stats -> {"lookups":N,"by_state":{..},"peak":{..}} (lookups of a state
 --   in flight at once, as fake_owm.lua counts them)
@@ -45,7 +45,21 @@ function M.start(addr, opts)
   opts = opts or {}
   local key = opts.key or "demo-key"
   local api = owm.new()
-  local lim = braid.limiter({ rate = opts.rate or 400, per = 1, burst = opts.rate or 400 })
+  -- The rate limit: a token bucket of `rate` calls a second (burst `rate`)
+  -- in a braid.server, stopped by M.stop.
+  local rate = opts.rate or 400
+  local lim = braid.server({
+    init = function() return { tokens = rate, t = braid.now() } end,
+    call = function(st)
+      local now = require("braid").now()
+      st.tokens = math.min(rate, st.tokens + (now - st.t) * rate)
+      st.t = now
+      if st.tokens < 1 then return false, st end
+      st.tokens = st.tokens - 1
+      return true, st
+    end,
+  })
+  api.rate = lim
   local json = { ["Content-Type"] = "application/json; charset=utf-8" }
   local srv, err = braid.http.serve(addr, function(req)
     local cj = require "cjson"
@@ -56,7 +70,7 @@ function M.start(addr, opts)
     if req.query.appid ~= key then
       return 401, json, cj.encode({ cod = 401, message = "Invalid API key." })
     end
-    if not lim:try_take() then
+    if not lim:call(true) then
       return 429, { ["Content-Type"] = json["Content-Type"], ["Retry-After"] = "1" },
         cj.encode({ cod = 429, message = "rate limit exceeded" })
     end
@@ -76,6 +90,13 @@ function M.start(addr, opts)
   return srv, api
 end
 
+-- Stops what start started.
+function M.stop(srv, api)
+  srv:close(1)
+  api.rate:stop()
+  owm.close(api)
+end
+
 -- As a script: serve until stdin closes (or the process is killed).
 local function main(argv)
   local port, key, rate = 0, nil, nil
@@ -88,11 +109,11 @@ local function main(argv)
     else io.stderr:write("usage: fake_owm_server.lua [--port N] [--key KEY] [--rate R]\n"); os.exit(2) end
     i = i + 1
   end
-  local srv = assert(M.start("127.0.0.1:" .. port, { key = key, rate = rate }))
+  local srv, api = assert(M.start("127.0.0.1:" .. port, { key = key, rate = rate }))
   print("fake OpenWeatherMap on http://" .. srv:addr())
   io.stdout:flush()
   braid.blocking(function() return io.read("a") end):await()
-  srv:close(1)
+  M.stop(srv, api)
 end
 
 if arg and arg[0] and arg[0]:match("fake_owm_server%.lua$") and ... ~= "fake_owm_server" then

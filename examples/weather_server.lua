@@ -176,17 +176,18 @@ local function main(argv)
     end
     i = i + 2
   end
-  local fake
+  local fake, fake_api
   if not o.owm then
-    fake = assert(require("fake_owm_server").start("127.0.0.1:0", { key = "demo-key" }))
+    fake, fake_api = assert(require("fake_owm_server").start("127.0.0.1:0", { key = "demo-key" }))
     o.owm, o.key = "http://" .. fake:addr(), "demo-key"
   end
-  local srv = assert(M.start({ addr = "127.0.0.1:" .. o.port, owm = o.owm, key = o.key, limit = o.limit }))
+  local srv, parts = assert(M.start({ addr = "127.0.0.1:" .. o.port, owm = o.owm, key = o.key, limit = o.limit }))
   print("weather service on http://" .. srv:addr() .. " (OpenWeatherMap: " .. o.owm .. ")")
   io.stdout:flush()
   braid.blocking(function() return io.read("a") end):await()   -- until stdin closes
   srv:close(2)
-  if fake then fake:close(1) end
+  parts.counter:stop()
+  if fake then require("fake_owm_server").stop(fake, fake_api) end
 end
 
 package.loaded["weather_server"] = M

@@ -508,9 +508,9 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
     end
   end)
   conn:close()
-  ctl:cast({ "gone", id })
-  if slots then slots:recv(0) end
-  if not ok then log_error(err) end
+  pcall(ctl.cast, ctl, { "gone", id })
+  if slots then pcall(slots.recv, slots, 0) end
+  if not ok and err ~= "cancelled" then log_error(err) end
 end
 M._serve_conn = serve_conn
 
@@ -600,8 +600,10 @@ local function accept_loop(l, handler, cfg, ctl, slots)
     else
       n = n + 1
       ctl:cast({ "open", n, conn })
+      -- Nobody awaits a connection's task: it ends quietly, even when
+      -- cancelled (at exit); handler errors are logged by serve_conn.
       braid.spawn({ name = "braid.http conn " .. n }, function(...)
-        return require("braid.http")._serve_conn(...)   -- this state's module
+        pcall(require("braid.http")._serve_conn, ...)   -- this state's module
       end, conn, handler, cfg, ctl, n, slots)
     end
   end

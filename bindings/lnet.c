@@ -1,0 +1,913 @@
+/*
+ * lnet.c -- braid.net: TCP and Unix sockets that park the task, never the
+ * worker (API.md "Network").
+ *
+ * Design notes
+ *
+ * A connection or listener is a core object (sock_t, types "conn" and
+ * "listener") with a poll descriptor (core/netpoll.h); Lua holds handles, so
+ * the codec carries them to other tasks like channels.  Every socket call is
+ * a non-blocking syscall; on EAGAIN the call waits on the descriptor's
+ * READABLE or WRITABLE case through braid__wait (the task is suspended; on
+ * an OS thread the thread parks) and then tries again.
+ *
+ * A call is a "step" function that can run many times: its state lives in
+ * fixed stack slots (the stack survives the task's yield), so after a wait
+ * the finish callback simply runs the step again.  On an OS thread the wait
+ * returns synchronously and the finish returns NET_AGAIN instead, so the
+ * step loops rather than recursing once per EAGAIN.
+ *
+ *   slot 1..4  the call's arguments (settop 4)
+ *   slot 5     deadline (integer ns)
+ *   slot 6     the step (a C function)
+ *   slot 7     which token the call needs: 0 none, 1 read, 2 write
+ *   slot 8     whether it holds the token
+ *   slot 9     progress (write offset) or the connect/listen op userdata
+ *
+ * Readers take turns whole reads, writers whole writes: each direction has
+ * a token, one value in a capacity-1 braid channel; taking it is a channel
+ * receive (itself a braid wait), giving it back a send.  The read-ahead
+ * buffer (core/netbuf.h) belongs to the holder of the read token.  close()
+ * closes the descriptor (waking every reader, writer and acceptor with
+ * "closed") and both token channels (waking those queued for a turn).
+ *
+ * Name resolution runs on its own thread (resolve_async) and the caller
+ * awaits a braid future; numeric addresses are resolved inline.
+ *
+ * Known limit: a task cancelled while it holds a token does not give it
+ * back (the runtime raises "cancelled" without running the finish), so
+ * later reads of that connection in that direction wait for close.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "err.h"
+#include "lbraid.h"
+#include "lruntime.h"
+#include "netbuf.h"
+#include "netpoll.h"
+#include "select.h"
+
+enum { NET_AGAIN = -100 };
+enum { S_DEADLINE = 5, S_STEP, S_TOKKIND, S_TOKHELD, S_AUX };
+enum { LINE_MAX_BYTES = 16 * 1024 * 1024 };
+
+/* ------------------------------------------------------------------------ */
+/* The socket object                                                         */
+
+typedef struct sock {
+  braid_obj_t s_obj;          /* o_mtx: unused (the tokens order access) */
+  braid_pollfd_t *s_pd;       /* immutable; closed by close() or destroy */
+  braid_chan_t *s_rtok;       /* read token (conns), immutable */
+  braid_chan_t *s_wtok;       /* write token (conns), immutable */
+  braid_netbuf_t s_rb;        /* read-ahead: the read token's holder's */
+  bool s_eof;                 /* the peer closed: the read token's holder's */
+  char s_peer[112];           /* immutable */
+  char s_local[112];          /* immutable */
+  char *s_unlink;             /* listener on a unix path it created */
+} sock_t;
+
+static void sock_destroy(braid_obj_t *o);
+static braid_objtype_t conn_type = { "conn", sock_destroy, 0 };
+static braid_objtype_t listener_type = { "listener", sock_destroy, 0 };
+
+static void sock_destroy(braid_obj_t *o) {
+  sock_t *s = (sock_t *)o;
+  if (s->s_pd) {
+    braid_pollfd_close(s->s_pd);
+    braid_pollfd_release(s->s_pd);
+  }
+  if (s->s_rtok) { braid_chan_close(s->s_rtok, NULL); braid_chan_release(s->s_rtok); }
+  if (s->s_wtok) { braid_chan_close(s->s_wtok, NULL); braid_chan_release(s->s_wtok); }
+  if (s->s_unlink) { unlink(s->s_unlink); free(s->s_unlink); }
+  braid_netbuf_free(&s->s_rb);
+  braid_obj_fini(o);
+  free(s);
+}
+
+static void fmt_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap) {
+  char host[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const void *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    snprintf(out, cap, "%s:%u", host, ntohs(in->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in = (const void *)sa;
+    inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof host);
+    snprintf(out, cap, "[%s]:%u", host, ntohs(in->sin6_port));
+  } else if (sa->sa_family == AF_UNIX) {
+    const struct sockaddr_un *un = (const void *)sa;
+    size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                   ? strnlen(un->sun_path, len - offsetof(struct sockaddr_un, sun_path)) : 0;
+    snprintf(out, cap, "unix:%.*s", (int)n, un->sun_path);
+  } else {
+    snprintf(out, cap, "?");
+  }
+}
+
+static braid_msg_t *token_msg(void) { return braid__msg_number(1); }
+
+/* Makes a socket object around a registered descriptor (stolen). */
+static sock_t *sock_new(braid_pollfd_t *pd, int fd, bool conn) {
+  sock_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  braid_obj_init(&s->s_obj, conn ? &conn_type : &listener_type);
+  s->s_pd = pd;
+  braid_netbuf_init(&s->s_rb);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+    fmt_addr((struct sockaddr *)&ss, len, s->s_local, sizeof s->s_local);
+  if (conn) {
+    len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+      fmt_addr((struct sockaddr *)&ss, len, s->s_peer, sizeof s->s_peer);
+    s->s_rtok = braid_chan_new(1, BRAID_POLICY_BLOCK);
+    s->s_wtok = braid_chan_new(1, BRAID_POLICY_BLOCK);
+    braid_msg_t *a = token_msg(), *b = token_msg();
+    if (!s->s_rtok || !s->s_wtok || !a || !b ||
+        braid_chan_try_send(s->s_rtok, a) != 0 || braid_chan_try_send(s->s_wtok, b) != 0) {
+      braid_obj_release(&s->s_obj);
+      return NULL;
+    }
+  }
+  return s;
+}
+
+/* Pushes a new handle for s and drops the creator's reference. */
+static void push_sock(lua_State *L, sock_t *s) {
+  braid__pushhandle(L, &s->s_obj);
+  braid_obj_release(&s->s_obj);
+}
+
+static sock_t *stack_sock(lua_State *L) {
+  braid_handle_t *h = lua_touserdata(L, 1);
+  return h ? (sock_t *)h->h_obj : NULL;
+}
+
+static int push_fail(lua_State *L, const char *why) {
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  return 2;
+}
+
+static const char *errno_reason(int e) {
+  switch (e) {
+    case ECONNREFUSED: return "refused";
+    case ENETUNREACH: case EHOSTUNREACH: return "unreachable";
+    case ETIMEDOUT: return "timeout";
+    case ECONNRESET: case EPIPE: case ENOTCONN: return "closed";
+    default: return strerror(e);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waiting                                                                   */
+
+static void token_release(lua_State *L) {
+  if (!lua_toboolean(L, S_TOKHELD)) return;
+  sock_t *s = stack_sock(L);
+  lua_pushboolean(L, 0);
+  lua_replace(L, S_TOKHELD);
+  if (s == NULL) return;
+  braid_chan_t *tok = lua_tointeger(L, S_TOKKIND) == 1 ? s->s_rtok : s->s_wtok;
+  braid_msg_t *m = token_msg();
+  if (m && braid_chan_try_send(tok, m) != 0) braid_msg_release(m);
+}
+
+/* Ends a call with nil, why (giving back its token). */
+static int step_fail(lua_State *L, const char *why) {
+  token_release(L);
+  return push_fail(L, why);
+}
+
+static int finish_step(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
+  (void)n;
+  if (!lua_isyieldable(L)) braid__rt_job(-1);
+  if (r->s_index == BRAID_W_TIMEOUT) {
+    braid_msg_release(r->s_msg);
+    return step_fail(L, "timeout");
+  }
+  if (c->c_op == BRAID_OP_RECV) {           /* a token */
+    braid_msg_release(r->s_msg);
+    if (r->s_err != 0) return step_fail(L, "closed");
+    lua_pushboolean(L, 1);
+    lua_replace(L, S_TOKHELD);
+  } else if (c->c_op == BRAID_OP_AWAIT) {   /* a name lookup */
+    braid_msg_release(r->s_msg);
+  } else if (r->s_err != 0) {
+    return step_fail(L, "closed");
+  }
+  if (!lua_isyieldable(L)) return NET_AGAIN;
+  return lua_tocfunction(L, S_STEP)(L);
+}
+
+/* Waits on one case for the running step.  Returns the call's results, or
+ * NET_AGAIN when the step must loop (OS thread). */
+static int net_wait(lua_State *L, braid_op_t op, void *obj, const char *what, braid_obj_t *on) {
+  braid_case_t c = { .c_op = op, .c_obj = obj };
+  int64_t deadline = (int64_t)lua_tointeger(L, S_DEADLINE);
+  /* On an OS thread, a socket wait is an outside event the deadlock check
+   * must allow for (like a job in flight). */
+  if (!lua_isyieldable(L)) braid__rt_job(1);
+  return braid__wait(L, &c, 1, deadline, finish_step, what, on);
+}
+
+/* Normalises the stack for a step call. */
+static void step_setup(lua_State *L, int64_t deadline, lua_CFunction step, int tokkind) {
+  lua_settop(L, 4);
+  lua_pushinteger(L, (lua_Integer)deadline);
+  lua_pushcfunction(L, step);
+  lua_pushinteger(L, tokkind);
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, 0);
+}
+
+/* Takes the call's token; returns 0 when held, else the call's results. */
+static int take_token(lua_State *L, sock_t *s, int *nres) {
+  if (lua_toboolean(L, S_TOKHELD)) return 0;
+  braid_chan_t *tok = lua_tointeger(L, S_TOKKIND) == 1 ? s->s_rtok : s->s_wtok;
+  braid_msg_t *m = NULL;
+  int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_recv(tok, &m);
+  if (rc == 0) {
+    braid_msg_release(m);
+    lua_pushboolean(L, 1);
+    lua_replace(L, S_TOKHELD);
+    return 0;
+  }
+  if (rc == BRAID_ECLOSED) {
+    braid_msg_release(m);
+    *nres = push_fail(L, "closed");
+    return 1;
+  }
+  *nres = net_wait(L, BRAID_OP_RECV, tok, lua_tointeger(L, S_TOKKIND) == 1 ? "read" : "write",
+                   &s->s_obj);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                   */
+
+/* Tries to complete the read from the buffer: returns the result count, or
+ * 0 when more bytes are needed. */
+static int read_frame(lua_State *L, sock_t *s) {
+  braid_netbuf_t *b = &s->s_rb;
+  size_t have = braid_netbuf_len(b);
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    size_t want = (size_t)lua_tointeger(L, 2);
+    if (have >= want || (s->s_eof && have > 0)) {
+      size_t n = have < want ? have : want;
+      lua_pushlstring(L, braid_netbuf_take(b, n), n);
+      return 1;
+    }
+    if (want == 0) { lua_pushliteral(L, ""); return 1; }
+    return s->s_eof ? push_fail(L, "closed") : 0;
+  }
+  const char *f = lua_tostring(L, 2);
+  if (f[0] == 'a') {
+    if (!s->s_eof) return 0;
+    lua_pushlstring(L, braid_netbuf_take(b, have), have);
+    return 1;
+  }
+  if (f[0] == 's') {                         /* read_some: slot 3 holds max */
+    if (have > 0) {
+      size_t max = (size_t)lua_tointeger(L, 3);
+      size_t n = have < max ? have : max;
+      lua_pushlstring(L, braid_netbuf_take(b, n), n);
+      return 1;
+    }
+    return s->s_eof ? push_fail(L, "closed") : 0;
+  }
+  size_t strip = 0, n = braid_netbuf_line(b, &strip);
+  if (n > 0) {
+    const char *p = braid_netbuf_take(b, n);
+    lua_pushlstring(L, p, f[0] == 'L' ? n : n - strip);
+    return 1;
+  }
+  if (s->s_eof) {
+    if (have == 0) return push_fail(L, "closed");
+    lua_pushlstring(L, braid_netbuf_take(b, have), have);
+    return 1;
+  }
+  if (have > LINE_MAX_BYTES) return push_fail(L, "line too long");
+  return 0;
+}
+
+static int step_read(lua_State *L) {
+  sock_t *s = stack_sock(L);
+  if (s == NULL) return push_fail(L, "closed");
+  int nres;
+  if (take_token(L, s, &nres)) return nres;
+  for (;;) {
+    int k = read_frame(L, s);
+    if (k > 0) {
+      braid_netbuf_trim(&s->s_rb);
+      token_release(L);
+      return k;
+    }
+    int fd = braid_pollfd_enter(s->s_pd);
+    if (fd < 0) return step_fail(L, "closed");
+    size_t avail;
+    char *p = braid_netbuf_space(&s->s_rb, 4096, &avail);
+    if (p == NULL) {
+      braid_pollfd_leave(s->s_pd);
+      token_release(L);
+      return luaL_error(L, "braid: out of memory");
+    }
+    ssize_t got = recv(fd, p, avail, 0);
+    int e = errno;
+    braid_pollfd_leave(s->s_pd);
+    if (got > 0) { braid_netbuf_commit(&s->s_rb, (size_t)got); continue; }
+    if (got == 0) { s->s_eof = true; continue; }
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      k = net_wait(L, BRAID_OP_READABLE, s->s_pd, "read", &s->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
+    if (e == ECONNRESET) { s->s_eof = true; continue; }
+    return step_fail(L, strerror(e));
+  }
+}
+
+static sock_t *checkconn(lua_State *L) {
+  return (sock_t *)braid__checkhandle(L, 1, &conn_type);
+}
+
+static int l_read(lua_State *L) {
+  checkconn(L);
+  lua_settop(L, 4);
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, 2);
+    if (n < 0) luaL_argerror(L, 2, "count must be >= 0");
+  } else {
+    const char *f = luaL_optstring(L, 2, "l");
+    if (*f == '*') f++;               /* Lua 5.1 style "*l" */
+    if (strcmp(f, "l") && strcmp(f, "L") && strcmp(f, "a"))
+      return luaL_argerror(L, 2, "invalid format");
+    lua_pushstring(L, f);
+    lua_replace(L, 2);
+  }
+  int64_t deadline = braid__optdeadline(L, 3);
+  step_setup(L, deadline, step_read, 1);
+  return step_read(L);
+}
+
+static int l_read_some(lua_State *L) {
+  checkconn(L);
+  lua_settop(L, 4);
+  lua_Integer max = luaL_optinteger(L, 2, 65536);
+  if (max < 1) luaL_argerror(L, 2, "max must be >= 1");
+  int64_t deadline = braid__optdeadline(L, 3);
+  lua_pushinteger(L, max);
+  lua_replace(L, 3);
+  lua_pushliteral(L, "s");
+  lua_replace(L, 2);
+  step_setup(L, deadline, step_read, 1);
+  return step_read(L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                   */
+
+static int step_write(lua_State *L) {
+  sock_t *s = stack_sock(L);
+  if (s == NULL) return push_fail(L, "closed");
+  int nres;
+  if (take_token(L, s, &nres)) return nres;
+  size_t len;
+  const char *p = lua_tolstring(L, 2, &len);
+  for (;;) {
+    size_t off = (size_t)lua_tointeger(L, S_AUX);
+    if (off >= len) {
+      token_release(L);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    int fd = braid_pollfd_enter(s->s_pd);
+    if (fd < 0) return step_fail(L, "closed");
+    ssize_t n = send(fd, p + off, len - off, MSG_NOSIGNAL);
+    int e = errno;
+    braid_pollfd_leave(s->s_pd);
+    if (n >= 0) {
+      lua_pushinteger(L, (lua_Integer)(off + (size_t)n));
+      lua_replace(L, S_AUX);
+      continue;
+    }
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      int k = net_wait(L, BRAID_OP_WRITABLE, s->s_pd, "write", &s->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
+    return step_fail(L, errno_reason(e));
+  }
+}
+
+static int l_write(lua_State *L) {
+  checkconn(L);
+  luaL_checkstring(L, 2);
+  int64_t deadline = braid__optdeadline(L, 3);
+  step_setup(L, deadline, step_write, 2);
+  return step_write(L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection and listener methods                                           */
+
+static int l_conn_shutdown(lua_State *L) {
+  sock_t *s = checkconn(L);
+  int fd = braid_pollfd_enter(s->s_pd);
+  if (fd < 0) return push_fail(L, "closed");
+  int rc = shutdown(fd, SHUT_WR);
+  int e = errno;
+  braid_pollfd_leave(s->s_pd);
+  if (rc != 0) return push_fail(L, errno_reason(e));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_close(lua_State *L, sock_t *s) {
+  braid_pollfd_close(s->s_pd);
+  if (s->s_rtok) braid_chan_close(s->s_rtok, NULL);
+  if (s->s_wtok) braid_chan_close(s->s_wtok, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_conn_close(lua_State *L) { return sock_close(L, checkconn(L)); }
+
+static int l_conn_peer(lua_State *L) {
+  lua_pushstring(L, checkconn(L)->s_peer);
+  return 1;
+}
+
+static int l_conn_addr(lua_State *L) {
+  lua_pushstring(L, checkconn(L)->s_local);
+  return 1;
+}
+
+static int l_conn_tostring(lua_State *L) {
+  braid_handle_t *h = lua_touserdata(L, 1);
+  if (h == NULL || h->h_obj == NULL) {
+    lua_pushliteral(L, "braid.conn (released)");
+  } else {
+    sock_t *s = (sock_t *)h->h_obj;
+    lua_pushfstring(L, "braid.conn#%I %s", (lua_Integer)s->s_obj.o_id, s->s_peer);
+  }
+  return 1;
+}
+
+static sock_t *checklistener(lua_State *L) {
+  return (sock_t *)braid__checkhandle(L, 1, &listener_type);
+}
+
+static int step_accept(lua_State *L) {
+  sock_t *l = stack_sock(L);
+  if (l == NULL) return push_fail(L, "closed");
+  for (;;) {
+    int fd = braid_pollfd_enter(l->s_pd);
+    if (fd < 0) return push_fail(L, "closed");
+    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int e = errno;
+    braid_pollfd_leave(l->s_pd);
+    if (c >= 0) {
+      int one = 1;
+      setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* fails on unix: fine */
+      braid_pollfd_t *pd = braid_pollfd_new(c);
+      if (pd == NULL) { e = errno; close(c); return push_fail(L, strerror(e)); }
+      sock_t *s = sock_new(pd, c, true);
+      if (s == NULL) {
+        braid_pollfd_close(pd);
+        braid_pollfd_release(pd);
+        return luaL_error(L, "braid: out of memory");
+      }
+      push_sock(L, s);
+      return 1;
+    }
+    if (e == EINTR || e == ECONNABORTED) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      int k = net_wait(L, BRAID_OP_READABLE, l->s_pd, "accept", &l->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
+    return push_fail(L, strerror(e));
+  }
+}
+
+static int l_accept(lua_State *L) {
+  checklistener(L);
+  int64_t deadline = braid__optdeadline(L, 2);
+  step_setup(L, deadline, step_accept, 0);
+  return step_accept(L);
+}
+
+static int l_listener_addr(lua_State *L) {
+  lua_pushstring(L, checklistener(L)->s_local);
+  return 1;
+}
+
+static int l_listener_close(lua_State *L) { return sock_close(L, checklistener(L)); }
+
+/* ------------------------------------------------------------------------ */
+/* Addresses and name resolution                                             */
+
+typedef struct lookup {
+  _Atomic int lk_rc;          /* the caller's op and the lookup thread */
+  char lk_host[256], lk_port[8];
+  int lk_gai;                 /* written by the thread before settling */
+  struct addrinfo *lk_res;    /* idem */
+  braid_future_t *lk_f;       /* settled when done */
+} lookup_t;
+
+static void lookup_unref(lookup_t *lk) {
+  /* acq_rel: the last holder sees every write of the other. */
+  if (atomic_fetch_sub_explicit(&lk->lk_rc, 1, memory_order_acq_rel) == 1) {
+    if (lk->lk_res) freeaddrinfo(lk->lk_res);
+    braid_future_release(lk->lk_f);
+    free(lk);
+  }
+}
+
+static void *lookup_main(void *arg) {
+  lookup_t *lk = arg;
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_ADDRCONFIG };
+  lk->lk_gai = getaddrinfo(lk->lk_host, lk->lk_port, &hints, &lk->lk_res);
+  braid_future_resolve(lk->lk_f, NULL);       /* publishes lk_gai/lk_res */
+  braid__rt_job(-1);
+  lookup_unref(lk);
+  return NULL;
+}
+
+/* Runs getaddrinfo off the workers: a detached thread per lookup for now
+ * (the lead may move it to the job pool).  Returns 0 or an errno. */
+static int resolve_async(lookup_t *lk) {
+  pthread_attr_t a;
+  pthread_t t;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  atomic_fetch_add_explicit(&lk->lk_rc, 1, memory_order_relaxed);
+  braid__rt_job(1);
+  int rc = pthread_create(&t, &a, lookup_main, lk);
+  pthread_attr_destroy(&a);
+  if (rc != 0) {
+    braid__rt_job(-1);
+    atomic_fetch_sub_explicit(&lk->lk_rc, 1, memory_order_relaxed);
+  }
+  return rc;
+}
+
+/* The state of a connect or listen, a userdata in slot S_AUX. */
+typedef struct netop {
+  bool op_unix;
+  struct sockaddr_un op_un;
+  socklen_t op_unlen;
+  lookup_t *op_lk;            /* a pending or finished lookup */
+  struct addrinfo *op_ai;     /* numeric lookup result (owned) */
+  struct addrinfo *op_cur;    /* next address to try */
+  braid_pollfd_t *op_pd;      /* a connect in progress */
+  int op_err;                 /* the last error, 0 = none yet */
+  int op_backlog;
+  bool op_reuseport;
+} netop_t;
+
+static int netop_gc(lua_State *L) {
+  netop_t *op = lua_touserdata(L, 1);
+  if (op->op_pd) {
+    braid_pollfd_close(op->op_pd);
+    braid_pollfd_release(op->op_pd);
+    op->op_pd = NULL;
+  }
+  if (op->op_ai) { freeaddrinfo(op->op_ai); op->op_ai = NULL; }
+  if (op->op_lk) { lookup_unref(op->op_lk); op->op_lk = NULL; }
+  return 0;
+}
+
+static int addr_error(lua_State *L, const char *fn, const char *why, const char *addr) {
+  return luaL_error(L, "bad argument #1 to '%s' (%s: '%s')", fn, why, addr);
+}
+
+/* Parses slot 1 into op; raises on a malformed address.  Returns true when
+ * the host still needs a lookup (host/port left in *host, *port). */
+static bool parse_addr(lua_State *L, const char *fn, netop_t *op, char *host, size_t hcap,
+                       char *port) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    luaL_error(L, "bad argument #1 to '%s' (string expected, got %s)", fn, luaL_typename(L, 1));
+  size_t len;
+  const char *a = lua_tolstring(L, 1, &len);
+  if (strncmp(a, "unix:", 5) == 0) {
+    const char *path = a + 5;
+    size_t pl = len - 5;
+    if (pl == 0 || memchr(path, 0, pl) || pl >= sizeof op->op_un.sun_path)
+      addr_error(L, fn, "malformed unix path", a);
+    op->op_unix = true;
+    op->op_un.sun_family = AF_UNIX;
+    memcpy(op->op_un.sun_path, path, pl);
+    op->op_unlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pl + 1);
+    return false;
+  }
+  const char *colon;
+  const char *h = a;
+  size_t hl;
+  if (a[0] == '[') {
+    const char *close = strchr(a, ']');
+    if (close == NULL || close[1] != ':') addr_error(L, fn, "malformed address", a);
+    h = a + 1;
+    hl = (size_t)(close - h);
+    colon = close + 1;
+  } else {
+    colon = strrchr(a, ':');
+    if (colon == NULL) addr_error(L, fn, "malformed address (host:port expected)", a);
+    hl = (size_t)(colon - a);
+    if (memchr(a, ':', hl)) addr_error(L, fn, "malformed address (IPv6 needs [brackets])", a);
+  }
+  if (hl == 0 || hl >= hcap || memchr(h, 0, hl)) addr_error(L, fn, "malformed host", a);
+  const char *p = colon + 1;
+  size_t plen = strlen(p);
+  if (plen == 0 || plen > 5 || strspn(p, "0123456789") != plen || atoi(p) > 65535 ||
+      (size_t)(a + len - p) != plen)
+    addr_error(L, fn, "malformed port", a);
+  memcpy(host, h, hl);
+  host[hl] = 0;
+  memcpy(port, p, plen + 1);
+  struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                            .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+  if (getaddrinfo(host, port, &hints, &op->op_ai) == 0) {
+    op->op_cur = op->op_ai;
+    return false;
+  }
+  op->op_ai = NULL;
+  return true;
+}
+
+/* Makes slot S_AUX the op and starts the lookup if needed.  Returns 0 to go
+ * on, or the call's results. */
+static netop_t *push_op(lua_State *L) {
+  netop_t *op = lua_newuserdatauv(L, sizeof *op, 0);
+  memset(op, 0, sizeof *op);
+  if (luaL_newmetatable(L, "braid.net.op")) {
+    lua_pushcfunction(L, netop_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_replace(L, S_AUX);
+  return op;
+}
+
+static netop_t *stack_op(lua_State *L) { return lua_touserdata(L, S_AUX); }
+
+/* Waits for the lookup if one is pending; returns 1 with *nres when the
+ * call must return now. */
+static int await_lookup(lua_State *L, netop_t *op, int *nres) {
+  lookup_t *lk = op->op_lk;
+  if (lk == NULL || op->op_cur || op->op_err) return 0;
+  if (braid_future_state(lk->lk_f) == BRAID_FUTURE_PENDING) {
+    *nres = net_wait(L, BRAID_OP_AWAIT, lk->lk_f, "resolve", NULL);
+    return *nres == NET_AGAIN ? -1 : 1;
+  }
+  if (lk->lk_gai != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "dns: %s", gai_strerror(lk->lk_gai));
+    *nres = push_fail(L, why);
+    return 1;
+  }
+  op->op_cur = lk->lk_res;
+  if (op->op_cur == NULL) { *nres = push_fail(L, "dns: no address"); return 1; }
+  return 0;
+}
+
+static int start_lookup(lua_State *L, netop_t *op, const char *host, const char *port) {
+  lookup_t *lk = calloc(1, sizeof *lk);
+  if (lk == NULL) return luaL_error(L, "braid: out of memory");
+  atomic_init(&lk->lk_rc, 1);
+  snprintf(lk->lk_host, sizeof lk->lk_host, "%s", host);
+  snprintf(lk->lk_port, sizeof lk->lk_port, "%s", port);
+  lk->lk_f = braid_future_new();
+  if (lk->lk_f == NULL) { free(lk); return luaL_error(L, "braid: out of memory"); }
+  op->op_lk = lk;
+  int rc = resolve_async(lk);
+  if (rc != 0) {
+    char why[160];
+    snprintf(why, sizeof why, "dns: %s", strerror(rc));
+    return push_fail(L, why);
+  }
+  return 0;
+}
+
+/* Registers fd, wraps it; returns 1 (handle pushed) or the failure. */
+static int push_new_sock(lua_State *L, int fd, braid_pollfd_t *pd, bool conn) {
+  if (pd == NULL) {
+    pd = braid_pollfd_new(fd);
+    if (pd == NULL) {
+      int e = errno;
+      close(fd);
+      return push_fail(L, strerror(e));
+    }
+  }
+  sock_t *s = sock_new(pd, fd, conn);
+  if (s == NULL) {
+    braid_pollfd_close(pd);
+    braid_pollfd_release(pd);
+    return luaL_error(L, "braid: out of memory");
+  }
+  push_sock(L, s);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* connect                                                                   */
+
+static int step_connect(lua_State *L) {
+  netop_t *op = stack_op(L);
+  for (;;) {
+    int nres, k = await_lookup(L, op, &nres);
+    if (k < 0) continue;
+    if (k > 0) return nres;
+    if (op->op_pd) {                  /* woken: did it connect? */
+      int fd = braid_pollfd_enter(op->op_pd);
+      int err = 0;
+      socklen_t el = sizeof err;
+      bool pending = false;
+      if (fd < 0) err = ECONNABORTED;
+      else {
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) err = errno;
+        if (err == 0) {
+          struct sockaddr_storage ss;
+          socklen_t sl = sizeof ss;
+          if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) pending = errno == ENOTCONN;
+        }
+        braid_pollfd_leave(op->op_pd);
+      }
+      if (pending) {
+        k = net_wait(L, BRAID_OP_WRITABLE, op->op_pd, "connect", NULL);
+        if (k == NET_AGAIN) continue;
+        return k;
+      }
+      braid_pollfd_t *pd = op->op_pd;
+      op->op_pd = NULL;
+      if (err == 0) return push_new_sock(L, fd, pd, true);
+      braid_pollfd_close(pd);
+      braid_pollfd_release(pd);
+      op->op_err = err;
+      if (!op->op_unix && op->op_cur) op->op_cur = op->op_cur->ai_next;
+      if (op->op_unix || op->op_cur == NULL) return push_fail(L, errno_reason(err));
+      continue;
+    }
+    const struct sockaddr *sa;
+    socklen_t sl;
+    int family;
+    if (op->op_unix) {
+      sa = (const struct sockaddr *)&op->op_un;
+      sl = op->op_unlen;
+      family = AF_UNIX;
+    } else {
+      if (op->op_cur == NULL) return push_fail(L, errno_reason(op->op_err ? op->op_err : EHOSTUNREACH));
+      sa = op->op_cur->ai_addr;
+      sl = op->op_cur->ai_addrlen;
+      family = op->op_cur->ai_family;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return push_fail(L, strerror(errno));
+    if (family != AF_UNIX) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    int rc = connect(fd, sa, sl);
+    int e = errno;
+    if (rc == 0) return push_new_sock(L, fd, NULL, true);
+    if (e == EINPROGRESS || e == EAGAIN) {
+      op->op_pd = braid_pollfd_new(fd);
+      if (op->op_pd == NULL) { e = errno; close(fd); return push_fail(L, strerror(e)); }
+      k = net_wait(L, BRAID_OP_WRITABLE, op->op_pd, "connect", NULL);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
+    close(fd);
+    op->op_err = e;
+    if (op->op_unix) return push_fail(L, errno_reason(e));
+    op->op_cur = op->op_cur->ai_next;
+    if (op->op_cur == NULL) return push_fail(L, errno_reason(e));
+  }
+}
+
+static int l_connect(lua_State *L) {
+  static const char fn[] = "braid.net.connect";
+  double timeout = 30;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+      timeout = luaL_checknumber(L, -1);
+      if (!(timeout >= 0)) luaL_argerror(L, 2, "opts.timeout must be >= 0");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "tls") != LUA_TNIL && lua_toboolean(L, -1))
+      return push_fail(L, "tls: not supported in this build");
+    lua_pop(L, 1);
+  }
+  step_setup(L, braid_deadline_after(timeout), step_connect, 0);
+  netop_t *op = push_op(L);
+  char host[256], port[8];
+  if (parse_addr(L, fn, op, host, sizeof host, port)) {
+    int k = start_lookup(L, op, host, port);
+    if (k) return k;
+  }
+  return step_connect(L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* listen                                                                    */
+
+static int step_listen(lua_State *L) {
+  netop_t *op = stack_op(L);
+  int nres, k;
+  while ((k = await_lookup(L, op, &nres)) < 0) { }
+  if (k > 0) return nres;
+  int fd, e = 0;
+  if (op->op_unix) {
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return push_fail(L, strerror(errno));
+    if (bind(fd, (struct sockaddr *)&op->op_un, op->op_unlen) != 0 ||
+        listen(fd, op->op_backlog) != 0) {
+      e = errno;
+      close(fd);
+      return push_fail(L, strerror(e));
+    }
+    int n = push_new_sock(L, fd, NULL, false);
+    sock_t *s = (sock_t *)braid__tohandle(L, -1);
+    if (n == 1 && s) s->s_unlink = strdup(op->op_un.sun_path);
+    return n;
+  }
+  for (struct addrinfo *ai = op->op_cur; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { e = errno; continue; }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (op->op_reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, op->op_backlog) == 0)
+      return push_new_sock(L, fd, NULL, false);
+    e = errno;
+    close(fd);
+  }
+  return push_fail(L, strerror(e ? e : EADDRNOTAVAIL));
+}
+
+static int l_listen(lua_State *L) {
+  static const char fn[] = "braid.net.listen";
+  int backlog = 511;
+  bool reuseport = false;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "reuseport");
+    reuseport = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  step_setup(L, BRAID_FOREVER, step_listen, 0);
+  netop_t *op = push_op(L);
+  op->op_backlog = backlog;
+  op->op_reuseport = reuseport;
+  char host[256], port[8];
+  if (parse_addr(L, fn, op, host, sizeof host, port)) {
+    int k = start_lookup(L, op, host, port);
+    if (k) return k;
+  }
+  return step_listen(L);
+}
+
+/* ------------------------------------------------------------------------ */
+
+void braid__open_net(lua_State *L) {
+  static const luaL_Reg conn_m[] = {
+    { "read", l_read }, { "read_some", l_read_some }, { "write", l_write },
+    { "shutdown", l_conn_shutdown }, { "close", l_conn_close },
+    { "peer", l_conn_peer }, { "addr", l_conn_addr },
+    { "__tostring", l_conn_tostring }, { NULL, NULL } };
+  static const luaL_Reg listener_m[] = {
+    { "accept", l_accept }, { "addr", l_listener_addr }, { "close", l_listener_close },
+    { NULL, NULL } };
+  braid__newtype(L, &conn_type, conn_m);
+  braid__newtype(L, &listener_type, listener_m);
+  static const luaL_Reg fns[] = {
+    { "listen", l_listen }, { "connect", l_connect }, { NULL, NULL } };
+  luaL_newlib(L, fns);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "net");
+  /* require "braid.net" gives the same table. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "braid.net");
+  lua_pop(L, 1);
+}
