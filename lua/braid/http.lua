@@ -156,7 +156,11 @@ end
 local function head(first, headers, extra)
   local t, have = { first }, {}
   if headers then
-    for k, v in pairs(headers) do
+    local names = {}
+    for k in pairs(headers) do names[#names + 1] = k end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(names) do
+      local v = headers[k]
       if type(v) == "table" then
         for _, x in ipairs(v) do
           if bad_header(k, x) then error("braid.http: bad header " .. tostring(k), 0) end
@@ -170,7 +174,7 @@ local function head(first, headers, extra)
     end
   end
   for _, kv in ipairs(extra) do
-    if not have[kv[1]] then t[#t + 1] = kv[1] .. ": " .. kv[2] .. "\r\n" end
+    if not have[kv[1]:lower()] then t[#t + 1] = kv[1] .. ": " .. kv[2] .. "\r\n" end
   end
   t[#t + 1] = "\r\n"
   return concat(t), have
@@ -351,9 +355,9 @@ function REQ.stream(req, status, headers)
   req._responded = true
   local chunked = req.version ~= "1.0"
   if not chunked then req._keep = false end
-  local extra = { { "date", httpdate() } }
-  if chunked then extra[#extra + 1] = { "transfer-encoding", "chunked" } end
-  if not req._keep then extra[#extra + 1] = { "connection", "close" } end
+  local extra = { { "Date", httpdate() } }
+  if chunked then extra[#extra + 1] = { "Transfer-Encoding", "chunked" } end
+  if not req._keep then extra[#extra + 1] = { "Connection", "close" } end
   local ok, h = pcall(head, fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status"), headers, extra)
   if not ok then error(h, 2) end
   local w = setmetatable({ _conn = req._conn, _chunked = chunked }, W)
@@ -388,14 +392,14 @@ end
 
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
-  local extra = { { "date", httpdate() } }
+  local extra = { { "Date", httpdate() } }
   if status == 204 or status == 304 or status < 200 then
     body = ""          -- RFC 9110: no body and no Content-Length for these
   else
-    extra[2] = { "content-length", tostring(#body) }
+    extra[2] = { "Content-Length", tostring(#body) }
   end
-  if not keep then extra[#extra + 1] = { "connection", "close" }
-  elseif version == "1.0" then extra[#extra + 1] = { "connection", "keep-alive" } end
+  if not keep then extra[#extra + 1] = { "Connection", "close" }
+  elseif version == "1.0" then extra[#extra + 1] = { "Connection", "keep-alive" } end
   local h = head(fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status"), headers, extra)
   return conn:write(is_head and h or h .. body)
 end
@@ -693,9 +697,9 @@ local function connect(u, deadline, opts)
 end
 
 local function request_head(method, u, opts, body)
-  local extra = { { "host", u.hosthdr }, { "user-agent", "braid/" .. braid.version },
-                  { "accept", "*/*" } }
-  if body then extra[#extra + 1] = { "content-length", tostring(#body) } end
+  local extra = { { "Host", u.hosthdr }, { "User-Agent", "braid/" .. braid.version },
+                  { "Accept", "*/*" } }
+  if body then extra[#extra + 1] = { "Content-Length", tostring(#body) } end
   return head(fmt("%s %s HTTP/1.1\r\n", method, u.target), opts.headers, extra)
 end
 
@@ -821,9 +825,9 @@ function M.websocket(url, opts)
   if not conn then return nil, err end
   local key = C.ws_key()
   local ok, h = pcall(head, fmt("GET %s HTTP/1.1\r\n", u.target), opts.headers, {
-    { "host", u.hosthdr }, { "upgrade", "websocket" }, { "connection", "Upgrade" },
-    { "sec-websocket-key", key }, { "sec-websocket-version", "13" },
-    { "user-agent", "braid/" .. braid.version } })
+    { "Host", u.hosthdr }, { "Upgrade", "websocket" }, { "Connection", "Upgrade" },
+    { "Sec-WebSocket-Key", key }, { "Sec-WebSocket-Version", "13" },
+    { "User-Agent", "braid/" .. braid.version } })
   if not ok then conn:close(); return nil, h end
   local okw, werr = conn:write(h)
   if not okw then conn:close(); return nil, werr end

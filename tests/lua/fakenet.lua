@@ -41,7 +41,7 @@ function M.new()
   local function registry(addr)
     return braid._http.shared("fakenet " .. addr, braid.chan(math.huge))
   end
-  local net, nport, nconn = {}, math.random(20000, 60000) * 10, 0
+  local net, nport, nconn = {}, math.random(1 << 40) * 1000, 0   -- unique per instance
   function net.listen(addr)
     nport = nport + 1
     local a = addr:gsub(":0$", ":" .. nport)

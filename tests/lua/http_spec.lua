@@ -98,7 +98,7 @@ describe("braid.http over " .. tr.name, function()
     local bodies = {}
     for b in out:gmatch("\r\n\r\n(/%d)") do bodies[#bodies + 1] = b end
     assert.are.same({ "/1", "/2", "/3" }, bodies)
-    assert.matches("connection: close", out)
+    assert.matches("\r\nConnection: close\r\n", out)
     srv:close(1)
   end)
 
