@@ -10,7 +10,8 @@ if braid.net then
   table.insert(transports, 1, { name = "braid.net", net = function() return nil end })
 end
 
-local T = 10   -- every wait in here is bounded by this many seconds
+-- every wait in here is bounded by this many seconds (more under sanitizers)
+local T = (os.getenv("BRAID_SANITIZE") or "") ~= "" and 40 or 10
 local wait_until = require("tests.lua.helpers").wait_until
 
 -- stats() counters are casts to the server's ctl task: they may trail the
@@ -233,12 +234,12 @@ describe("braid.http over " .. tr.name, function()
       return 200, nil, "finished"
     end))
     local addr = srv:addr()
-    local f = braid.go(function(n, a)
+    local f = braid.go(function(n, a, t)
       braid.http._net = n
-      return braid.http.get("http://" .. a .. "/", { timeout = 10 })
-    end, http._net, addr)
+      return braid.http.get("http://" .. a .. "/", { timeout = t })
+    end, http._net, addr, T)
     assert.is_true(entered:recv(T))
-    local closed = braid.go(function(s) return s:close(10) end, srv)
+    local closed = braid.go(function(s, t) return s:close(t) end, srv, T)
     braid.sleep(0.2)
     assert.are.equal("pending", closed:status())   -- still waiting for the request
     release:send(true)
@@ -258,11 +259,11 @@ describe("braid.http over " .. tr.name, function()
     end, { max_connections = 2 }))
     local fs = {}
     for i = 1, 4 do
-      fs[i] = braid.go(function(n, a)
+      fs[i] = braid.go(function(n, a, t)
         braid.http._net = n
-        local r = assert(braid.http.get("http://" .. a .. "/", { timeout = 10, headers = { connection = "close" } }))
+        local r = assert(braid.http.get("http://" .. a .. "/", { timeout = t, headers = { connection = "close" } }))
         return r.status
-      end, http._net, srv:addr())
+      end, http._net, srv:addr(), T)
     end
     local now = 0
     for _ = 1, 2 do now = now + inside:recv(T); peak = math.max(peak, now) end
@@ -280,7 +281,7 @@ describe("braid.http over " .. tr.name, function()
     local n, addr = http._net, srv:addr()
     local out = braid.pmap(items, function(i)
       braid.http._net = n
-      local r = assert(braid.http.get("http://" .. addr .. "/?i=" .. i, { timeout = 10 }))
+      local r = assert(braid.http.get("http://" .. addr .. "/?i=" .. i, { timeout = T }))
       return tonumber(r.body)
     end, { workers = 8 })
     assert.are.same(items, out)
@@ -304,7 +305,8 @@ end
 if braid.net then
 describe("braid.http against curl", function()
   local function sh(cmd)
-    local f = assert(io.popen(cmd .. " 2>&1"))
+    -- curl must not inherit a sanitizer runtime preloaded into lua5.4
+    local f = assert(io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1"))
     local out = f:read("a")
     f:close()
     return out
@@ -326,23 +328,23 @@ describe("braid.http against curl", function()
   after_each(function() srv:close(1) end)
 
   it("serves curl: status, headers, query, POST body", function()
-    local out = sh("curl -s -i --max-time 10 -H 'X-Test: hi' 'http://" .. srv:addr() .. "/p?q=a%20b'")
+    local out = sh("curl -s -i --max-time 30 -H 'X-Test: hi' 'http://" .. srv:addr() .. "/p?q=a%20b'")
     assert.matches("^HTTP/1.1 200 OK\r\n", out)
     assert.matches("\r\nX%-Echo: hi\r\n", out)
     assert.matches("\r\n\r\nGET /p a b $", out)
-    out = sh("curl -s --max-time 10 --data-binary 'x=1&y=2' 'http://" .. srv:addr() .. "/post'")
+    out = sh("curl -s --max-time 30 --data-binary 'x=1&y=2' 'http://" .. srv:addr() .. "/post'")
     assert.are.equal("POST /post  x=1&y=2", out)
   end)
 
   it("streams chunked responses to curl", function()
-    local out = sh("curl -s -i --max-time 10 'http://" .. srv:addr() .. "/stream'")
+    local out = sh("curl -s -i --max-time 30 'http://" .. srv:addr() .. "/stream'")
     assert.matches("[Tt]ransfer%-[Ee]ncoding: chunked", out)
     assert.matches("\r\n\r\nchunk1\nchunk2\nchunk3\n$", out)
   end)
 
   it("keeps curl's connection alive (curl -v says Re-using)", function()
     local base = "http://" .. srv:addr()
-    local out = sh("curl -s -v --max-time 10 " .. base .. "/1 " .. base .. "/2 " .. base .. "/3")
+    local out = sh("curl -s -v --max-time 30 " .. base .. "/1 " .. base .. "/2 " .. base .. "/3")
     for i = 1, 3 do assert.is_truthy(out:find("GET /" .. i .. "  ", 1, true)) end
     assert.matches("Re%-using", out)
     local st = stats_reach(srv, "requests", 3)
@@ -350,7 +352,7 @@ describe("braid.http against curl", function()
   end)
 
   it("curl's chunked upload is decoded", function()
-    local out = sh("printf 'abc' | curl -s --max-time 10 -H 'Transfer-Encoding: chunked' --data-binary @- 'http://"
+    local out = sh("printf 'abc' | curl -s --max-time 30 -H 'Transfer-Encoding: chunked' --data-binary @- 'http://"
       .. srv:addr() .. "/up'")
     assert.are.equal("POST /up  abc", out)
   end)
