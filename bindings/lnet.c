@@ -34,6 +34,14 @@
  * Name resolution runs on its own thread (resolve_async) and the caller
  * awaits a braid future; numeric addresses are resolved inline.
  *
+ * TLS (OpenSSL): the SSL object sits in the socket; every SSL call is
+ * non-blocking and made under the socket's o_mtx (OpenSSL objects are not
+ * safe for a concurrent read and write); SSL_ERROR_WANT_READ/WRITE map onto
+ * the same READABLE/WRITABLE waits.  Clients verify against the system
+ * store (or opts.tls.cafile) with SNI and a host name check; listen's
+ * opts.tls = {cert=, key=} (an addition) makes accept run the server
+ * handshake.
+ *
  * Known limit: a task cancelled while it holds a token does not give it
  * back (the runtime raises "cancelled" without running the finish), so
  * later reads of that connection in that direction wait for close.
@@ -49,6 +57,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "clock.h"
 #include "err.h"
@@ -75,6 +87,8 @@ typedef struct sock {
   char s_peer[112];           /* immutable */
   char s_local[112];          /* immutable */
   char *s_unlink;             /* listener on a unix path it created */
+  SSL *s_ssl;                 /* TLS connection, under o_mtx; immutable ptr */
+  SSL_CTX *s_ctx;             /* TLS listener's server context, immutable */
 } sock_t;
 
 static void sock_destroy(braid_obj_t *o);
@@ -90,6 +104,8 @@ static void sock_destroy(braid_obj_t *o) {
   if (s->s_rtok) { braid_chan_close(s->s_rtok, NULL); braid_chan_release(s->s_rtok); }
   if (s->s_wtok) { braid_chan_close(s->s_wtok, NULL); braid_chan_release(s->s_wtok); }
   if (s->s_unlink) { unlink(s->s_unlink); free(s->s_unlink); }
+  if (s->s_ssl) SSL_free(s->s_ssl);
+  if (s->s_ctx) SSL_CTX_free(s->s_ctx);
   braid_netbuf_free(&s->s_rb);
   braid_obj_fini(o);
   free(s);
@@ -169,6 +185,59 @@ static const char *errno_reason(int e) {
     case ECONNRESET: case EPIPE: case ENOTCONN: return "closed";
     default: return strerror(e);
   }
+}
+
+/* "tls: <reason>" for a failed SSL call (the error queue, else the
+ * verification result). */
+static void tls_reason(SSL *ssl, int sslerr, char *why, size_t cap) {
+  long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+  unsigned long e = ERR_get_error();
+  if (v != X509_V_OK) {
+    snprintf(why, cap, "tls: certificate verify failed (%s)", X509_verify_cert_error_string(v));
+  } else if (e != 0) {
+    const char *r = ERR_reason_error_string(e);
+    snprintf(why, cap, "tls: %s", r ? r : "error");
+  } else if (sslerr == SSL_ERROR_SYSCALL || sslerr == SSL_ERROR_ZERO_RETURN) {
+    snprintf(why, cap, "tls: connection closed during handshake");
+  } else {
+    snprintf(why, cap, "tls: error %d", sslerr);
+  }
+  ERR_clear_error();
+}
+
+enum { TLS_OK = 0, TLS_WANT = 1, TLS_EOF = 2, TLS_FAIL = 3 };
+
+/* One non-blocking SSL step under s's lock: op 'r' read, 'w' write, 'h'
+ * handshake.  *n: bytes moved. *want: the case to wait on for TLS_WANT. */
+static int tls_call(pthread_mutex_t *lock, SSL *ssl, int op, void *p, size_t len, size_t *n,
+                    braid_op_t *want, char *why, size_t cap) {
+  if (lock) pthread_mutex_lock(lock);
+  ERR_clear_error();
+  int rc;
+  if (op == 'r') rc = SSL_read(ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+  else if (op == 'w') rc = SSL_write(ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+  else rc = SSL_do_handshake(ssl);
+  int e = rc > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl, rc);
+  int res;
+  if (e == SSL_ERROR_NONE) {
+    *n = rc > 0 ? (size_t)rc : 0;
+    res = TLS_OK;
+  } else if (e == SSL_ERROR_WANT_READ) {
+    *want = BRAID_OP_READABLE;
+    res = TLS_WANT;
+  } else if (e == SSL_ERROR_WANT_WRITE) {
+    *want = BRAID_OP_WRITABLE;
+    res = TLS_WANT;
+  } else if (op == 'r' && (e == SSL_ERROR_ZERO_RETURN ||
+                           (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0))) {
+    ERR_clear_error();
+    res = TLS_EOF;
+  } else {
+    tls_reason(op == 'h' ? ssl : NULL, e, why, cap);
+    res = TLS_FAIL;
+  }
+  if (lock) pthread_mutex_unlock(lock);
+  return res;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -324,6 +393,19 @@ static int step_read(lua_State *L) {
       token_release(L);
       return luaL_error(L, "braid: out of memory");
     }
+    if (s->s_ssl) {
+      size_t got = 0;
+      braid_op_t want = BRAID_OP_READABLE;
+      char why[256];
+      int t = tls_call(&s->s_obj.o_mtx, s->s_ssl, 'r', p, avail, &got, &want, why, sizeof why);
+      braid_pollfd_leave(s->s_pd);
+      if (t == TLS_OK) { braid_netbuf_commit(&s->s_rb, got); continue; }
+      if (t == TLS_EOF) { s->s_eof = true; continue; }
+      if (t == TLS_FAIL) return step_fail(L, why);
+      k = net_wait(L, want, s->s_pd, "read", &s->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
     ssize_t got = recv(fd, p, avail, 0);
     int e = errno;
     braid_pollfd_leave(s->s_pd);
@@ -396,6 +478,23 @@ static int step_write(lua_State *L) {
     }
     int fd = braid_pollfd_enter(s->s_pd);
     if (fd < 0) return step_fail(L, "closed");
+    if (s->s_ssl) {
+      size_t put = 0;
+      braid_op_t want = BRAID_OP_WRITABLE;
+      char why[256];
+      int t = tls_call(&s->s_obj.o_mtx, s->s_ssl, 'w', (void *)(p + off), len - off, &put, &want,
+                       why, sizeof why);
+      braid_pollfd_leave(s->s_pd);
+      if (t == TLS_OK) {
+        lua_pushinteger(L, (lua_Integer)(off + put));
+        lua_replace(L, S_AUX);
+        continue;
+      }
+      if (t != TLS_WANT) return step_fail(L, t == TLS_EOF ? "closed" : why);
+      int k = net_wait(L, want, s->s_pd, "write", &s->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
     ssize_t n = send(fd, p + off, len - off, MSG_NOSIGNAL);
     int e = errno;
     braid_pollfd_leave(s->s_pd);
@@ -429,6 +528,12 @@ static int l_conn_shutdown(lua_State *L) {
   sock_t *s = checkconn(L);
   int fd = braid_pollfd_enter(s->s_pd);
   if (fd < 0) return push_fail(L, "closed");
+  if (s->s_ssl) {
+    braid_obj_lock(&s->s_obj);
+    SSL_shutdown(s->s_ssl);           /* close_notify, best effort */
+    ERR_clear_error();
+    braid_obj_unlock(&s->s_obj);
+  }
   int rc = shutdown(fd, SHUT_WR);
   int e = errno;
   braid_pollfd_leave(s->s_pd);
@@ -467,57 +572,6 @@ static int l_conn_tostring(lua_State *L) {
   }
   return 1;
 }
-
-static sock_t *checklistener(lua_State *L) {
-  return (sock_t *)braid__checkhandle(L, 1, &listener_type);
-}
-
-static int step_accept(lua_State *L) {
-  sock_t *l = stack_sock(L);
-  if (l == NULL) return push_fail(L, "closed");
-  for (;;) {
-    int fd = braid_pollfd_enter(l->s_pd);
-    if (fd < 0) return push_fail(L, "closed");
-    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    int e = errno;
-    braid_pollfd_leave(l->s_pd);
-    if (c >= 0) {
-      int one = 1;
-      setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* fails on unix: fine */
-      braid_pollfd_t *pd = braid_pollfd_new(c);
-      if (pd == NULL) { e = errno; close(c); return push_fail(L, strerror(e)); }
-      sock_t *s = sock_new(pd, c, true);
-      if (s == NULL) {
-        braid_pollfd_close(pd);
-        braid_pollfd_release(pd);
-        return luaL_error(L, "braid: out of memory");
-      }
-      push_sock(L, s);
-      return 1;
-    }
-    if (e == EINTR || e == ECONNABORTED) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK) {
-      int k = net_wait(L, BRAID_OP_READABLE, l->s_pd, "accept", &l->s_obj);
-      if (k == NET_AGAIN) continue;
-      return k;
-    }
-    return push_fail(L, strerror(e));
-  }
-}
-
-static int l_accept(lua_State *L) {
-  checklistener(L);
-  int64_t deadline = braid__optdeadline(L, 2);
-  step_setup(L, deadline, step_accept, 0);
-  return step_accept(L);
-}
-
-static int l_listener_addr(lua_State *L) {
-  lua_pushstring(L, checklistener(L)->s_local);
-  return 1;
-}
-
-static int l_listener_close(lua_State *L) { return sock_close(L, checklistener(L)); }
 
 /* ------------------------------------------------------------------------ */
 /* Addresses and name resolution                                             */
@@ -580,6 +634,12 @@ typedef struct netop {
   int op_err;                 /* the last error, 0 = none yet */
   int op_backlog;
   bool op_reuseport;
+  SSL_CTX *op_ctx;            /* TLS: the context (client or server) */
+  SSL *op_ssl;                /* TLS: the handshake in progress */
+  bool op_connected;          /* TCP is up; the handshake runs */
+  bool op_numeric;            /* the host is an IP literal */
+  bool op_verify;
+  char op_host[256];          /* for SNI and the host name check */
 } netop_t;
 
 static int netop_gc(lua_State *L) {
@@ -591,6 +651,8 @@ static int netop_gc(lua_State *L) {
   }
   if (op->op_ai) { freeaddrinfo(op->op_ai); op->op_ai = NULL; }
   if (op->op_lk) { lookup_unref(op->op_lk); op->op_lk = NULL; }
+  if (op->op_ssl) { SSL_free(op->op_ssl); op->op_ssl = NULL; }
+  if (op->op_ctx) { SSL_CTX_free(op->op_ctx); op->op_ctx = NULL; }
   return 0;
 }
 
@@ -643,8 +705,10 @@ static bool parse_addr(lua_State *L, const char *fn, netop_t *op, char *host, si
   memcpy(port, p, plen + 1);
   struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+  snprintf(op->op_host, sizeof op->op_host, "%s", host);
   if (getaddrinfo(host, port, &hints, &op->op_ai) == 0) {
     op->op_cur = op->op_ai;
+    op->op_numeric = true;
     return false;
   }
   op->op_ai = NULL;
@@ -728,12 +792,81 @@ static int push_new_sock(lua_State *L, int fd, braid_pollfd_t *pd, bool conn) {
 /* ------------------------------------------------------------------------ */
 /* connect                                                                   */
 
+/* TCP is up on fd (pd registered or NULL).  Without TLS pushes the conn
+ * and returns 1; with TLS starts the handshake and returns NET_AGAIN. */
+static int connected(lua_State *L, netop_t *op, int fd, braid_pollfd_t *pd) {
+  if (op->op_ctx == NULL) return push_new_sock(L, fd, pd, true);
+  if (pd == NULL) {
+    pd = braid_pollfd_new(fd);
+    if (pd == NULL) {
+      int e = errno;
+      close(fd);
+      return push_fail(L, strerror(e));
+    }
+  }
+  op->op_pd = pd;
+  op->op_connected = true;
+  SSL *ssl = SSL_new(op->op_ctx);
+  if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+    if (ssl) SSL_free(ssl);
+    return push_fail(L, "tls: cannot make a connection object");
+  }
+  op->op_ssl = ssl;
+  if (op->op_host[0] && !op->op_numeric) SSL_set_tlsext_host_name(ssl, op->op_host);
+  if (op->op_verify) {
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    if (op->op_numeric)
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), op->op_host);
+    else if (op->op_host[0])
+      SSL_set1_host(ssl, op->op_host);
+  } else {
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+  }
+  SSL_set_connect_state(ssl);
+  return NET_AGAIN;
+}
+
+/* Runs the handshake of op (client or server side).  Returns 1 with the
+ * conn pushed, NET_AGAIN to call again, or the failure/wait results. */
+static int handshake(lua_State *L, netop_t *op, const char *what) {
+  int fd = braid_pollfd_enter(op->op_pd);
+  if (fd < 0) return push_fail(L, "closed");
+  size_t n;
+  braid_op_t want = BRAID_OP_READABLE;
+  char why[256];
+  /* No lock: the handshake's SSL is the op's alone. */
+  int t = tls_call(NULL, op->op_ssl, 'h', NULL, 0, &n, &want, why, sizeof why);
+  braid_pollfd_leave(op->op_pd);
+  if (t == TLS_WANT) return net_wait(L, want, op->op_pd, what, NULL);
+  braid_pollfd_t *pd = op->op_pd;
+  SSL *ssl = op->op_ssl;
+  op->op_pd = NULL;
+  op->op_ssl = NULL;
+  op->op_connected = false;
+  if (t != TLS_OK) {
+    SSL_free(ssl);
+    braid_pollfd_close(pd);
+    braid_pollfd_release(pd);
+    return push_fail(L, why);
+  }
+  int k = push_new_sock(L, fd, pd, true);
+  sock_t *s = (sock_t *)braid__tohandle(L, -1);
+  if (k == 1 && s) s->s_ssl = ssl;
+  else SSL_free(ssl);
+  return k;
+}
+
 static int step_connect(lua_State *L) {
   netop_t *op = stack_op(L);
   for (;;) {
     int nres, k = await_lookup(L, op, &nres);
     if (k < 0) continue;
     if (k > 0) return nres;
+    if (op->op_pd && op->op_connected) {
+      k = handshake(L, op, "connect");
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
     if (op->op_pd) {                  /* woken: did it connect? */
       int fd = braid_pollfd_enter(op->op_pd);
       int err = 0;
@@ -756,7 +889,11 @@ static int step_connect(lua_State *L) {
       }
       braid_pollfd_t *pd = op->op_pd;
       op->op_pd = NULL;
-      if (err == 0) return push_new_sock(L, fd, pd, true);
+      if (err == 0) {
+        k = connected(L, op, fd, pd);
+        if (k == NET_AGAIN) continue;
+        return k;
+      }
       braid_pollfd_close(pd);
       braid_pollfd_release(pd);
       op->op_err = err;
@@ -785,7 +922,11 @@ static int step_connect(lua_State *L) {
     }
     int rc = connect(fd, sa, sl);
     int e = errno;
-    if (rc == 0) return push_new_sock(L, fd, NULL, true);
+    if (rc == 0) {
+      k = connected(L, op, fd, NULL);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
     if (e == EINPROGRESS || e == EAGAIN) {
       op->op_pd = braid_pollfd_new(fd);
       if (op->op_pd == NULL) { e = errno; close(fd); return push_fail(L, strerror(e)); }
@@ -811,19 +952,123 @@ static int l_connect(lua_State *L) {
       if (!(timeout >= 0)) luaL_argerror(L, 2, "opts.timeout must be >= 0");
     }
     lua_pop(L, 1);
-    if (lua_getfield(L, 2, "tls") != LUA_TNIL && lua_toboolean(L, -1))
-      return push_fail(L, "tls: not supported in this build");
-    lua_pop(L, 1);
   }
   step_setup(L, braid_deadline_after(timeout), step_connect, 0);
   netop_t *op = push_op(L);
   char host[256], port[8];
-  if (parse_addr(L, fn, op, host, sizeof host, port)) {
+  bool lookup = parse_addr(L, fn, op, host, sizeof host, port);
+  if (lua_istable(L, 2)) {
+    int tt = lua_getfield(L, 2, "tls");
+    if (tt == LUA_TTABLE || (tt == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
+      const char *cafile = NULL;
+      op->op_verify = true;
+      if (tt == LUA_TTABLE) {
+        if (lua_getfield(L, -1, "servername") == LUA_TSTRING)
+          snprintf(op->op_host, sizeof op->op_host, "%s", lua_tostring(L, -1)), op->op_numeric = false;
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "verify") != LUA_TNIL) op->op_verify = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "cafile") == LUA_TSTRING) cafile = lua_tostring(L, -1);
+        lua_pop(L, 1);   /* the string stays alive in opts.tls */
+      }
+      op->op_ctx = SSL_CTX_new(TLS_client_method());
+      if (op->op_ctx == NULL) return push_fail(L, "tls: cannot make a context");
+      SSL_CTX_set_min_proto_version(op->op_ctx, TLS1_2_VERSION);
+      SSL_CTX_set_mode(op->op_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      int ok = cafile ? SSL_CTX_load_verify_locations(op->op_ctx, cafile, NULL)
+                      : SSL_CTX_set_default_verify_paths(op->op_ctx);
+      if (ok != 1) {
+        ERR_clear_error();
+        return push_fail(L, "tls: cannot load the CA certificates");
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (lookup) {
     int k = start_lookup(L, op, host, port);
     if (k) return k;
   }
   return step_connect(L);
 }
+
+/* ------------------------------------------------------------------------ */
+/* accept                                                                    */
+
+static sock_t *checklistener(lua_State *L) {
+  return (sock_t *)braid__checkhandle(L, 1, &listener_type);
+}
+
+static int step_accept(lua_State *L) {
+  sock_t *l = stack_sock(L);
+  if (l == NULL) return push_fail(L, "closed");
+  for (;;) {
+    netop_t *op = l->s_ctx ? stack_op(L) : NULL;
+    if (op && op->op_pd) {            /* a server handshake is running */
+      int k = handshake(L, op, "accept");
+      if (k == NET_AGAIN) continue;
+      /* A client that failed its handshake is dropped; keep accepting. */
+      if (k == 2 && lua_isnil(L, -2)) { lua_pop(L, 2); continue; }
+      return k;
+    }
+    int fd = braid_pollfd_enter(l->s_pd);
+    if (fd < 0) return push_fail(L, "closed");
+    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int e = errno;
+    braid_pollfd_leave(l->s_pd);
+    if (c >= 0) {
+      int one = 1;
+      setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* fails on unix: fine */
+      braid_pollfd_t *pd = braid_pollfd_new(c);
+      if (pd == NULL) { e = errno; close(c); return push_fail(L, strerror(e)); }
+      if (op) {
+        op->op_ssl = SSL_new(l->s_ctx);
+        op->op_pd = pd;
+        op->op_connected = true;
+        if (op->op_ssl == NULL || SSL_set_fd(op->op_ssl, c) != 1) {
+          braid_pollfd_close(pd);
+          braid_pollfd_release(pd);
+          op->op_pd = NULL;
+          if (op->op_ssl) SSL_free(op->op_ssl);
+          op->op_ssl = NULL;
+          return push_fail(L, "tls: cannot make a connection object");
+        }
+        SSL_set_accept_state(op->op_ssl);
+        continue;
+      }
+      sock_t *s = sock_new(pd, c, true);
+      if (s == NULL) {
+        braid_pollfd_close(pd);
+        braid_pollfd_release(pd);
+        return luaL_error(L, "braid: out of memory");
+      }
+      push_sock(L, s);
+      return 1;
+    }
+    if (e == EINTR || e == ECONNABORTED) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      int k = net_wait(L, BRAID_OP_READABLE, l->s_pd, "accept", &l->s_obj);
+      if (k == NET_AGAIN) continue;
+      return k;
+    }
+    return push_fail(L, strerror(e));
+  }
+}
+
+static int l_accept(lua_State *L) {
+  sock_t *l = checklistener(L);
+  int64_t deadline = braid__optdeadline(L, 2);
+  step_setup(L, deadline, step_accept, 0);
+  if (l->s_ctx) push_op(L);
+  return step_accept(L);
+}
+
+static int l_listener_addr(lua_State *L) {
+  lua_pushstring(L, checklistener(L)->s_local);
+  return 1;
+}
+
+static int l_listener_close(lua_State *L) { return sock_close(L, checklistener(L)); }
 
 /* ------------------------------------------------------------------------ */
 /* listen                                                                    */
@@ -845,7 +1090,11 @@ static int step_listen(lua_State *L) {
     }
     int n = push_new_sock(L, fd, NULL, false);
     sock_t *s = (sock_t *)braid__tohandle(L, -1);
-    if (n == 1 && s) s->s_unlink = strdup(op->op_un.sun_path);
+    if (n == 1 && s) {
+      s->s_unlink = strdup(op->op_un.sun_path);
+      s->s_ctx = op->op_ctx;
+      op->op_ctx = NULL;
+    }
     return n;
   }
   for (struct addrinfo *ai = op->op_cur; ai; ai = ai->ai_next) {
@@ -855,8 +1104,12 @@ static int step_listen(lua_State *L) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (op->op_reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, op->op_backlog) == 0)
-      return push_new_sock(L, fd, NULL, false);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, op->op_backlog) == 0) {
+      int n = push_new_sock(L, fd, NULL, false);
+      sock_t *s = (sock_t *)braid__tohandle(L, -1);
+      if (n == 1 && s) { s->s_ctx = op->op_ctx; op->op_ctx = NULL; }
+      return n;
+    }
     e = errno;
     close(fd);
   }
@@ -875,8 +1128,29 @@ static int l_listen(lua_State *L) {
     reuseport = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
+  SSL_CTX *ctx = NULL;
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "tls") == LUA_TTABLE) {
+    lua_getfield(L, -1, "cert");
+    lua_getfield(L, -2, "key");
+    const char *cert = lua_tostring(L, -2), *key = lua_tostring(L, -1);
+    if (cert == NULL || key == NULL)
+      return luaL_argerror(L, 2, "opts.tls needs cert and key (file names)");
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) return push_fail(L, "tls: cannot make a context");
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+      char why[256];
+      tls_reason(NULL, 0, why, sizeof why);
+      SSL_CTX_free(ctx);
+      return push_fail(L, why);
+    }
+    lua_pop(L, 2);
+  }
+  if (lua_istable(L, 2)) lua_pop(L, 1);
   step_setup(L, BRAID_FOREVER, step_listen, 0);
   netop_t *op = push_op(L);
+  op->op_ctx = ctx;                   /* the listener takes it on success */
   op->op_backlog = backlog;
   op->op_reuseport = reuseport;
   char host[256], port[8];

@@ -84,8 +84,9 @@ else()
     string(APPEND BRAID_PC_LIBS " ${_lib}")
   endforeach()
 endif()
-# BRAID_PC_EXTRA_LIBS: the libraries of optional parts (CMakeLists.txt).
-string(APPEND BRAID_PC_LIBS "${BRAID_PC_EXTRA_LIBS} -pthread -lm")
+# braid.net's TLS (bindings/lnet.c) needs OpenSSL's libssl;
+# BRAID_PC_EXTRA_LIBS: the libraries of braid.http (CMakeLists.txt).
+string(APPEND BRAID_PC_LIBS "${BRAID_PC_EXTRA_LIBS} -lssl -lcrypto -pthread -lm")
 set(BRAID_PC_PREFIX "@BRAID_PC_PREFIX@")
 set(_braid_pc_stage "${CMAKE_BINARY_DIR}/braid.pc.stage")
 set(_braid_pc_out "${CMAKE_BINARY_DIR}/braid.pc")
