@@ -352,6 +352,29 @@ describe("braid.http against curl", function()
     assert.are.equal(1, st.connections)
   end)
 
+  it("https:// through braid.net's TLS (openssl s_server, a self-signed cert)", function()
+    local dir = sh("mktemp -d"):gsub("%s+$", "")
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout " .. dir .. "/key.pem -out " .. dir ..
+       "/cert.pem -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1")
+    local l = assert(braid.net.listen("127.0.0.1:0"))
+    local port = l:addr():match(":(%d+)$")
+    l:close()
+    local pid = sh("(timeout 20 openssl s_server -quiet -accept 127.0.0.1:" .. port .. " -www -cert " ..
+      dir .. "/cert.pem -key " .. dir .. "/key.pem > /dev/null 2>&1 & echo $!)"):match("%d+")
+    local r, err
+    for _ = 1, 50 do              -- until s_server listens
+      r, err = http.get("https://127.0.0.1:" .. port .. "/", { cafile = dir .. "/cert.pem", timeout = 5 })
+      if r or not tostring(err):find("refused") then break end
+      braid.sleep(0.1)
+    end
+    local r2, err2 = http.get("https://127.0.0.1:" .. port .. "/", { timeout = 5 })
+    sh("kill " .. pid .. "; rm -rf " .. dir)
+    assert.are.equal(200, r and r.status, tostring(err))
+    assert.matches("s_server", r.body)
+    assert.is_nil(r2)
+    assert.matches("^tls: ", err2)
+  end)
+
   it("curl's chunked upload is decoded", function()
     local out = sh("printf 'abc' | curl -s --max-time 30 -H 'Transfer-Encoding: chunked' --data-binary @- 'http://"
       .. srv:addr() .. "/up'")
