@@ -16,5 +16,5 @@ name=${target#fuzz_}
 corpus="$src/tests/fuzz/corpus_$name"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp "$corpus"/* "$work"/
+if [ -d "$corpus" ]; then cp "$corpus"/* "$work"/; fi   # else: an empty corpus
 exec "$bdir/$target" -max_len=2048 "$@" "$work"
