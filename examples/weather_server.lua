@@ -21,7 +21,8 @@
 --   braid.broker    every fresh lookup is published on "weather.<state>";
 --                   /updates upgrades to a WebSocket that gets the
 --                   state's updates through a ch:map view (show=temp: the
---                   temperatures, wind, icon, or all)
+--                   temperatures, wind, icon, or all); its first message
+--                   is {"state":..,"show":..,"subscribed":true}
 local script_dir = (arg and arg[0] or ""):match("^(.*[/\\])") or "./"
 if not package.path:find(script_dir .. "?.lua", 1, true) then
   package.path = script_dir .. "?.lua;" .. package.path
@@ -142,6 +143,8 @@ function M.start(opts)
       if not ws then return 400, app.json_headers(), cj.encode({ error = uerr }) end
       local sub = updates:subscribe("weather." .. state)
       local feed = req.query.show == "all" and sub or sub:map(view)
+      -- First message: the subscription is in place (updates from now on).
+      ws:send(cj.encode({ state = state, show = req.query.show or "all", subscribed = true }))
       while true do
         local v, ferr = feed:recv(0.2)
         if v ~= nil then

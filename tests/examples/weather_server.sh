@@ -64,7 +64,8 @@ if part ~= "body" then
   local braid = require "braid"
   local http = braid.http
   local ws = assert(http.websocket("ws://" .. addr .. "/updates?q=NY&show=temp"))
-  braid.sleep(0.3)                                   -- subscribed
+  local hello = cjson.decode((assert(ws:recv(10))))   -- the subscription is in place
+  check(hello.subscribed == true and hello.state == "NY", "the WebSocket says it subscribed to NY")
   assert(http.get("http://" .. addr .. "/weather?q=TX"))
   local r = assert(http.get("http://" .. addr .. "/weather?q=NY"))
   check(r.status == 200, "GET NY: 200")
