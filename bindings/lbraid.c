@@ -39,6 +39,7 @@ int luaopen_braid(lua_State *L) {
   braid__open_native(L);
   braid__open_net(L);
   braid__open_nats(L);
+  braid__open_http(L);              /* braid._http (lhttp.c) */
   lua_pushcfunction(L, braid__l_roundtrip);
   lua_setfield(L, -2, "_roundtrip");
   lua_pushliteral(L, BRAID_VERSION);

@@ -72,4 +72,8 @@ int braid__l_roundtrip(lua_State *L);
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
 
+/* lhttp.c: sets braid._http (HTTP parser, WebSocket framer) in the module
+ * table on the stack top. */
+void braid__open_http(lua_State *L);
+
 #endif

@@ -85,11 +85,12 @@ else()
   endforeach()
 endif()
 # braid.nats (bindings/lnats.c) links nats.c; braid.net's TLS
-# (bindings/lnet.c) needs OpenSSL's libssl.
+# (bindings/lnet.c) needs OpenSSL's libssl; BRAID_PC_EXTRA_LIBS: the
+# libraries of braid.http (CMakeLists.txt).
 if(BRAID_NATS_LIBRARY)
   string(APPEND BRAID_PC_LIBS " -lnats")
 endif()
-string(APPEND BRAID_PC_LIBS " -lssl -lcrypto -pthread -lm")
+string(APPEND BRAID_PC_LIBS "${BRAID_PC_EXTRA_LIBS} -lssl -lcrypto -pthread -lm")
 set(BRAID_PC_PREFIX "@BRAID_PC_PREFIX@")
 set(_braid_pc_stage "${CMAKE_BINARY_DIR}/braid.pc.stage")
 set(_braid_pc_out "${CMAKE_BINARY_DIR}/braid.pc")

@@ -320,4 +320,56 @@ function M.expected(cfg, u)
   return { user = u, tweets = rows, retweets = retweets, reach = nall, calls = calls }
 end
 
+-- The API over HTTP (braid.http), as twitter_analyzer.lua calls it when
+-- braid has sockets (or with --http):
+--   GET /1.1/<endpoint>.json?<params>   Authorization: Bearer <token>
+--   200 and the response table as JSON; 401 without a bearer token;
+--   429 when the token overspent its window, with x-rate-limit-reset: the
+--   seconds until its window frees a call (a fraction: windows here are
+--   a quarter second); 400/404 as M.get answers them.
+-- Pagination is M.get's: max_id for timelines, cursor for id lists.
+function M.serve(api, addr)
+  local braid = require "braid"
+  return braid.http.serve(addr or "127.0.0.1:0", function(req)
+    local cj, tw = require "cjson", require "fake_twitter"
+    local json = { ["content-type"] = "application/json; charset=utf-8" }
+    local endpoint = req.path:match("^/1%.1/(.+)%.json$")
+    if not endpoint then return 404, json, '{"errors":[{"message":"not found"}]}' end
+    local token = (req.headers.authorization or ""):match("^Bearer%s+(%S+)$")
+    if not token then return 401, json, '{"errors":[{"message":"bearer token required"}]}' end
+    local p = {}
+    for k, v in pairs(req.query) do p[k] = math.tointeger(tonumber(v)) or tonumber(v) or v end
+    local r = tw.get(api, token, endpoint, p)
+    if r.status == 429 then
+      json["x-rate-limit-reset"] = ("%.3f"):format(r.reset)
+      return 429, json, '{"errors":[{"code":88,"message":"Rate limit exceeded"}]}'
+    end
+    return r.status, json, cj.encode(r)
+  end)
+end
+
+-- One call over HTTP: the same table as M.get (JSON numbers come back as
+-- Lua numbers; integral ones are made integers again).
+function M.http_get(base, token, endpoint, params)
+  local http = require("braid").http
+  local url = base .. "/1.1/" .. endpoint .. ".json"
+  local qs = http.encode_query(params or {})
+  if qs ~= "" then url = url .. "?" .. qs end
+  local r, err = http.get(url, { headers = { authorization = "Bearer " .. token }, timeout = 30 })
+  if not r then return { status = 599, error = tostring(err) } end
+  if r.status == 429 then
+    return { status = 429, reset = tonumber(r.headers["x-rate-limit-reset"]) or 1 }
+  end
+  local function ints(v)
+    if type(v) == "table" then
+      for k, x in pairs(v) do v[k] = ints(x) end
+      return v
+    end
+    return math.type(v) == "float" and math.tointeger(v) or v
+  end
+  local t = ints(require("cjson").decode(r.body))
+  t.status = r.status
+  return t
+end
+
 return M

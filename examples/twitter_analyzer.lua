@@ -1,6 +1,6 @@
 -- twitter_analyzer.lua -- how many unique users could have seen each tweet?
 --
---   braid examples/twitter_analyzer.lua [--user U] [--tokens N] [--once]
+--   braid examples/twitter_analyzer.lua [--user U] [--tokens N] [--once] [--http]
 --   lua5.4 examples/twitter_analyzer.lua ...     (braid.so on LUA_CPATH)
 --
 -- For one user, count the unique users who could have seen each of their
@@ -32,6 +32,12 @@
 -- 429.  More tokens, more calls per second: the script runs the crawl
 -- with N tokens, then with one, and prints the speedup.
 --
+-- When braid has sockets (braid.net), or with --http, the API is a real
+-- HTTP server on loopback (fake_twitter.serve: bearer tokens, 429 with
+-- x-rate-limit-reset, max_id and cursor pagination) and every call is a
+-- braid.http request; without, the workers call fake_twitter.get in
+-- process.  The answer is the same either way.
+--
 -- Output: the table and the totals are deterministic; the lines starting
 -- with "elapsed:" and "speedup:" are timings.  A progress line is drawn on
 -- stderr when it is a terminal (BRAID_PROGRESS=0 or 1 forces it).
@@ -44,15 +50,17 @@ package.path = script_dir .. "?.lua;" .. package.path
 local braid = require "braid"
 local twitter = require "fake_twitter"
 
-local USAGE = "usage: twitter_analyzer.lua [--user U] [--tokens N] [--once]"
+local USAGE = "usage: twitter_analyzer.lua [--user U] [--tokens N] [--once] [--http]"
 
-local opts = { user = 1, tokens = 4, once = false }
+local opts = { user = 1, tokens = 4, once = false, http = braid.net ~= nil }
 do
   local i = 1
   while arg and arg[i] do
     local a = arg[i]
     if a == "--once" then
       opts.once = true
+    elseif a == "--http" then
+      opts.http = true
     elseif (a == "--user" or a == "--tokens") and tonumber(arg[i + 1]) then
       opts[a:sub(3)] = math.tointeger(tonumber(arg[i + 1])) or error(USAGE, 0)
       i = i + 1
@@ -96,7 +104,7 @@ end
 
 -- Crawls and reduces; returns the rows {id, retweeters, reach} (newest
 -- tweet first) and the reach of all the tweets together.
-local function analyze(api, user, ntokens, show)
+local function analyze(api, base, user, ntokens, show)
   local cfg = api.cfg
   -- Each token's limiter: at most burst + rate = 6 + 36 = 42 calls in any
   -- window, against the 50 allowed (room for scheduling jitter).
@@ -111,17 +119,22 @@ local function analyze(api, user, ntokens, show)
   -- before the limit; were a 429 to come anyway, it waits for the window
   -- and retries (the API counts it, and the summary shows it).
   local function fetch(endpoint, params)
-    return pool:submit(function(ctx, api, endpoint, params)
+    return pool:submit(function(ctx, api, base, endpoint, params)
       while true do
         ctx.limiter:take()
-        local r = twitter.get(api, ctx.token, endpoint, params)
+        local r
+        if base then
+          r = twitter.http_get(base, ctx.token, endpoint, params)
+        else
+          r = twitter.get(api, ctx.token, endpoint, params)
+        end
         if r.status ~= 429 then
           if r.status ~= 200 then error(endpoint .. ": " .. r.status .. " " .. r.error, 0) end
           return r
         end
         braid.sleep(r.reset)
       end
-    end, api, endpoint, params):await()
+    end, api, base, endpoint, params):await()
   end
 
   local events = show and braid.chan(math.huge)
@@ -211,9 +224,11 @@ end
 -- One run against a fresh API: the results, the API's counters, seconds.
 local function run(ntokens, show)
   local api = twitter.new()
+  local srv = opts.http and assert(twitter.serve(api, "127.0.0.1:0"))
   local t0 = braid.now()
-  local rows, reach = analyze(api, opts.user, ntokens, show)
+  local rows, reach = analyze(api, srv and "http://" .. srv:addr(), opts.user, ntokens, show)
   local elapsed = braid.now() - t0
+  if srv then srv:close(1) end
   local stats = twitter.stats(api)
   twitter.close(api)
   return { rows = rows, reach = reach, stats = stats, elapsed = elapsed, cfg = api.cfg }

@@ -49,4 +49,7 @@ do
   setmetatable(braid, mt)
 end
 
+-- HTTP/1.1 and WebSocket (lua/braid/http.lua, bindings/lhttp.c).
+braid.http = require "braid.http"
+
 return true

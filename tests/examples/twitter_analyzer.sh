@@ -46,11 +46,12 @@ if [ "$(wc -l < "$tmp/expected")" -lt 20 ]; then
   fail "the reference output is too short"; cat "$tmp/expected"
 fi
 
+extra_args=()   # arguments after the script
 check_run() {   # check_run <name> <command...>
   local name=$1; shift
   local t0 rc secs
   t0=$(date +%s.%N)
-  timeout 25 "$@" "$example" > "$tmp/out" 2> "$tmp/err"
+  timeout 25 "$@" "$example" ${extra_args[@]+"${extra_args[@]}"} > "$tmp/out" 2> "$tmp/err"
   rc=$?
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   if [ "$rc" -ne 0 ]; then
@@ -87,6 +88,21 @@ if command -v "$BRAID_LUA" > /dev/null && [ -n "${LUA_CPATH:-}" ]; then
   check_run "lua5.4" "$BRAID_LUA"
 else
   echo "ok - # skip lua5.4: no $BRAID_LUA or no LUA_CPATH"
+fi
+
+# Over HTTP (fake_twitter.serve + braid.http): real loopback sockets when
+# braid has braid.net, else braid.http over tests/lua/fakenet.lua.
+if command -v "$BRAID_LUA" > /dev/null && [ -n "${LUA_CPATH:-}" ]; then
+  extra_args=(--http)
+  if "$BRAID_LUA" -e 'os.exit(require("braid").net and 0 or 1)'; then
+    check_run "lua5.4 over HTTP" "$BRAID_LUA"
+  else
+    pushd "$BRAID_SRC" > /dev/null || exit 1
+    check_run "lua5.4 over HTTP (in-memory transport)" "$BRAID_LUA" -e \
+      'require("braid").http._set_test_transport(require("tests.lua.fakenet").new())'
+    popd > /dev/null || exit 1
+  fi
+  extra_args=()
 fi
 
 echo "$failures failure(s)"

@@ -1,0 +1,679 @@
+/*
+ * lhttp.c -- braid._http: the C half of braid.http.
+ *
+ * Design notes:
+ * - No I/O here.  Lua (lua/braid/http.lua) reads and writes sockets through
+ *   braid.net and hands the bytes to these objects; they only parse and
+ *   frame.  That keeps every wait on the netpoller and lets one fuzz target
+ *   (tests/fuzz/fuzz_http.c) drive the exact server path.
+ * - HTTP/1.x parsing is Debian's http-parser (the Node.js parser), used as
+ *   an incremental parser: p:feed(bytes) returns every message completed
+ *   by those bytes.  Limits: header bytes past max_header -> status 431,
+ *   a body past max_body (declared or received) -> 413, any parse error ->
+ *   400.  After an error the parser is dead (every later feed repeats it).
+ * - WebSocket framing is wslay's event API.  Its recv callback reads from
+ *   a C input buffer filled by ws:feed(bytes), its send callback appends to
+ *   a C output buffer drained by ws:output().  wslay reassembles fragmented
+ *   messages, answers pings with pongs and replies to a close.
+ * - Objects here are plain Lua userdata (not braid handles): they never
+ *   cross threads; a connection's task owns its parser and its framer.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <http_parser.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <wslay/wslay.h>
+
+#include "lbraid.h"
+
+#define PARSER_MT "braid.http_parser"
+#define WS_MT "braid.ws_framer"
+
+/* ------------------------------------------------------------------------- */
+/* Growable byte buffers                                                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct hbuf {
+  char *b_data;
+  size_t b_len, b_cap;
+} hbuf_t;
+
+static int hbuf_add(hbuf_t *b, const char *p, size_t n) {
+  if (b->b_len + n > b->b_cap) {
+    size_t cap = b->b_cap ? b->b_cap : 256;
+    while (cap < b->b_len + n) cap *= 2;
+    char *d = realloc(b->b_data, cap);
+    if (!d) return -1;
+    b->b_data = d;
+    b->b_cap = cap;
+  }
+  if (n) memcpy(b->b_data + b->b_len, p, n);
+  b->b_len += n;
+  return 0;
+}
+
+static void hbuf_free(hbuf_t *b) {
+  free(b->b_data);
+  b->b_data = NULL;
+  b->b_len = b->b_cap = 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* HTTP parser                                                               */
+/* ------------------------------------------------------------------------- */
+
+typedef struct hparser {
+  http_parser p_parser;
+  http_parser_settings p_settings;
+  lua_State *p_L;             /* the state of the current feed, else NULL */
+  int p_msgs;                 /* stack index of the result array during feed */
+  int p_msg;                  /* stack index of the message being built, 0 */
+  int p_nmsgs;
+  int p_request;              /* 1: requests, 0: responses */
+  size_t p_max_header, p_max_body;
+  size_t p_header_bytes;      /* bytes of the current message's head */
+  int p_in_head;              /* 1 from the first byte of a message to headers complete */
+  int p_in_body;
+  int p_skip_body;            /* response to HEAD (set by p:no_body()) */
+  int p_status;               /* 0, or 400/413/431 once dead */
+  const char *p_error;        /* a static description of p_status */
+  int p_upgraded;             /* an upgrade message completed: stop parsing */
+  int p_last_was_value;       /* header state: a value was being read */
+  int p_field_counted;        /* the first field's separators are counted */
+  int p_expect;               /* the head asked for 100-continue (until taken) */
+  hbuf_t p_url, p_field, p_value, p_body;
+} hparser_t;
+
+static void fail(hparser_t *hp, int status, const char *why) {
+  if (!hp->p_status) {
+    hp->p_status = status;
+    hp->p_error = why;
+  }
+}
+
+static int head_bytes(hparser_t *hp, size_t n) {
+  hp->p_header_bytes += n;
+  if (hp->p_header_bytes > hp->p_max_header) {
+    fail(hp, 431, "header fields too large");
+    return -1;
+  }
+  return 0;
+}
+
+/* Stores the pending header (p_field: p_value) into msg.headers; a repeated
+ * name is joined with ", " (RFC 9110 5.3). */
+static void commit_header(hparser_t *hp) {
+  lua_State *L = hp->p_L;
+  if (!hp->p_field.b_len && !hp->p_value.b_len) return;
+  for (size_t i = 0; i < hp->p_field.b_len; i++) {
+    char c = hp->p_field.b_data[i];
+    if (c >= 'A' && c <= 'Z') hp->p_field.b_data[i] = (char)(c + 32);
+  }
+  lua_getfield(L, hp->p_msg, "headers");
+  lua_pushlstring(L, hp->p_field.b_data ? hp->p_field.b_data : "", hp->p_field.b_len);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TSTRING) {
+    lua_pushliteral(L, ", ");   /* after the old value */
+    lua_pushlstring(L, hp->p_value.b_data ? hp->p_value.b_data : "", hp->p_value.b_len);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, hp->p_value.b_data ? hp->p_value.b_data : "", hp->p_value.b_len);
+  }
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  hp->p_field.b_len = hp->p_value.b_len = 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  hparser_t *hp = p->data;
+  lua_State *L = hp->p_L;
+  hp->p_in_head = 1;
+  hp->p_in_body = 0;
+  hp->p_header_bytes = 0;
+  hp->p_last_was_value = 0;
+  hp->p_field_counted = 0;
+  hp->p_url.b_len = hp->p_field.b_len = hp->p_value.b_len = hp->p_body.b_len = 0;
+  if (hp->p_msg) lua_settop(L, hp->p_msg - 1);   /* an unfinished message */
+  lua_createtable(L, 0, 10);
+  hp->p_msg = lua_gettop(L);
+  lua_newtable(L);
+  lua_setfield(L, hp->p_msg, "headers");
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  hparser_t *hp = p->data;
+  if (head_bytes(hp, n) || hbuf_add(&hp->p_url, at, n)) return -1;
+  return 0;
+}
+
+static int on_status(http_parser *p, const char *at, size_t n) {
+  hparser_t *hp = p->data;
+  if (head_bytes(hp, n) || hbuf_add(&hp->p_url, at, n)) return -1;
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  hparser_t *hp = p->data;
+  /* Each field's ": " and CRLF count too, once per field whatever the
+   * split points, so the limit does not depend on them. */
+  size_t extra = 0;
+  if (hp->p_last_was_value) {
+    commit_header(hp);
+    hp->p_last_was_value = 0;
+    extra = 4;
+  } else if (!hp->p_field_counted) {
+    extra = 4;
+  }
+  hp->p_field_counted = 1;
+  if (head_bytes(hp, n + extra)) return -1;
+  return hbuf_add(&hp->p_field, at, n) ? -1 : 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  hparser_t *hp = p->data;
+  if (head_bytes(hp, n)) return -1;
+  hp->p_last_was_value = 1;
+  return hbuf_add(&hp->p_value, at, n) ? -1 : 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  hparser_t *hp = p->data;
+  lua_State *L = hp->p_L;
+  int m = hp->p_msg;
+  commit_header(hp);
+  hp->p_in_head = 0;
+  hp->p_in_body = 1;
+  if (hp->p_request) {
+    const char *url = hp->p_url.b_data ? hp->p_url.b_data : "";
+    size_t n = hp->p_url.b_len, q = n, h = n;
+    for (size_t i = 0; i < n; i++) {
+      if (url[i] == '#') { h = i; break; }
+      if (url[i] == '?' && q == n) q = i;
+    }
+    if (q > h) q = h;
+    lua_pushstring(L, http_method_str((enum http_method)p->method));
+    lua_setfield(L, m, "method");
+    lua_pushlstring(L, url, n);
+    lua_setfield(L, m, "target");
+    lua_pushlstring(L, url, q);
+    lua_setfield(L, m, "path");
+    lua_pushlstring(L, q < h ? url + q + 1 : "", q < h ? h - q - 1 : 0);
+    lua_setfield(L, m, "rawquery");
+  } else {
+    lua_pushinteger(L, p->status_code);
+    lua_setfield(L, m, "status");
+    lua_pushlstring(L, hp->p_url.b_data ? hp->p_url.b_data : "", hp->p_url.b_len);
+    lua_setfield(L, m, "reason");
+  }
+  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_setfield(L, m, "version");
+  lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
+  lua_setfield(L, m, "chunked");
+  if (hp->p_request) {
+    lua_getfield(L, m, "headers");
+    lua_getfield(L, -1, "expect");
+    const char *e = lua_tostring(L, -1);
+    hp->p_expect = e && strncasecmp(e, "100-continue", 12) == 0;
+    lua_pop(L, 2);
+  }
+  if (p->content_length != ULLONG_MAX && !(p->flags & F_CHUNKED) &&
+      p->content_length > (uint64_t)hp->p_max_body) {
+    fail(hp, 413, "content too large");
+    return -1;
+  }
+  if (!hp->p_request && hp->p_skip_body) return 1;   /* HEAD: no body */
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  hparser_t *hp = p->data;
+  if (hp->p_body.b_len + n > hp->p_max_body) {
+    fail(hp, 413, "content too large");
+    return -1;
+  }
+  return hbuf_add(&hp->p_body, at, n) ? -1 : 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  hparser_t *hp = p->data;
+  lua_State *L = hp->p_L;
+  int m = hp->p_msg;
+  lua_pushlstring(L, hp->p_body.b_data ? hp->p_body.b_data : "", hp->p_body.b_len);
+  lua_setfield(L, m, "body");
+  lua_pushboolean(L, http_should_keep_alive(p));
+  lua_setfield(L, m, "keep_alive");
+  lua_pushboolean(L, p->upgrade);
+  lua_setfield(L, m, "upgrade");
+  lua_rawseti(L, hp->p_msgs, ++hp->p_nmsgs);      /* pops the message */
+  hp->p_msg = 0;
+  hp->p_in_body = 0;
+  hp->p_skip_body = 0;
+  if (p->upgrade) hp->p_upgraded = 1;   /* http-parser stops by itself */
+  return 0;
+}
+
+static hparser_t *checkparser(lua_State *L) {
+  return luaL_checkudata(L, 1, PARSER_MT);
+}
+
+/* p:feed(bytes) -> msgs [, status, reason [, rest]]
+ *   msgs: array of complete messages; status/reason once the input is
+ *   invalid (400/413/431); rest: the bytes after an upgrade request (once).
+ *   p:feed(nil) tells the parser the input ended. */
+static int l_parser_feed(lua_State *L);
+
+static int l_parser_state(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  if (hp->p_status) lua_pushliteral(L, "error");
+  else if (hp->p_upgraded) lua_pushliteral(L, "upgraded");
+  else if (hp->p_in_head) lua_pushliteral(L, "head");
+  else if (hp->p_in_body) lua_pushliteral(L, "body");
+  else lua_pushliteral(L, "idle");
+  return 1;
+}
+
+/* p:expect_continue() -> bool: the request being read asked for
+ * "Expect: 100-continue" and its body has not arrived; true once. */
+static int l_parser_expect(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  lua_pushboolean(L, hp->p_expect && hp->p_in_body && !hp->p_status);
+  hp->p_expect = 0;
+  return 1;
+}
+
+/* p:no_body(): the next response answers a HEAD request. */
+static int l_parser_no_body(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  hp->p_skip_body = 1;
+  return 0;
+}
+
+static int l_parser_gc(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  hbuf_free(&hp->p_url);
+  hbuf_free(&hp->p_field);
+  hbuf_free(&hp->p_value);
+  hbuf_free(&hp->p_body);
+  return 0;
+}
+
+/* A message in progress across feeds is kept in the parser's user value. */
+static int l_parser_feed(lua_State *L) {
+  hparser_t *hp = checkparser(L);
+  size_t n;
+  const char *s = luaL_optlstring(L, 2, NULL, &n);
+  int eof = s == NULL;
+  if (eof) { s = ""; n = 0; }
+  lua_settop(L, 2);
+  lua_newtable(L);                            /* 3: result array */
+  hp->p_msgs = 3;
+  hp->p_nmsgs = 0;
+  size_t used = 0;
+  int was_upgraded = hp->p_upgraded;
+  if (!hp->p_status && !hp->p_upgraded) {
+    /* 4: the message in progress, if any */
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) hp->p_msg = 4;
+    else { lua_pop(L, 1); hp->p_msg = 0; }
+    hp->p_L = L;
+    used = http_parser_execute(&hp->p_parser, &hp->p_settings, s, n);
+    hp->p_L = NULL;
+    if (!hp->p_status && !hp->p_upgraded) {
+      enum http_errno e = HTTP_PARSER_ERRNO(&hp->p_parser);
+      if (e == HPE_HEADER_OVERFLOW) fail(hp, 431, "header fields too large");
+      else if (e != HPE_OK) fail(hp, 400, http_errno_description(e));
+    }
+    /* The unfinished message (if any) is the top above the array. */
+    if (hp->p_msg) lua_pushvalue(L, hp->p_msg);
+    else lua_pushnil(L);
+    lua_setiuservalue(L, 1, 1);
+    hp->p_msg = 0;
+    lua_settop(L, 3);
+    if (!hp->p_status && !hp->p_upgraded && hp->p_in_head &&
+        hp->p_header_bytes > hp->p_max_header)
+      fail(hp, 431, "header fields too large");
+  }
+  int nret = 1;
+  if (hp->p_status) {
+    lua_pushinteger(L, hp->p_status);
+    lua_pushstring(L, hp->p_error);
+    nret = 3;
+  } else if (hp->p_upgraded && !was_upgraded) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushlstring(L, s + used, used < n ? n - used : 0);
+    nret = 4;
+  }
+  (void)eof;
+  return nret;
+}
+
+/* ------------------------------------------------------------------------- */
+/* WebSocket                                                                 */
+/* ------------------------------------------------------------------------- */
+
+typedef struct wsframer {
+  wslay_event_context_ptr w_ctx;
+  hbuf_t w_in;              /* bytes fed, not yet read by wslay */
+  size_t w_in_off;
+  hbuf_t w_out;             /* frames written by wslay, not yet taken */
+  lua_State *w_L;           /* during feed */
+  int w_msgs, w_nmsgs;
+  int w_oom;
+} wsframer_t;
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                          int flags, void *ud) {
+  wsframer_t *w = ud;
+  size_t avail = w->w_in.b_len - w->w_in_off;
+  if (!avail) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  if (len > avail) len = avail;
+  memcpy(buf, w->w_in.b_data + w->w_in_off, len);
+  w->w_in_off += len;
+  if (w->w_in_off == w->w_in.b_len) w->w_in_off = w->w_in.b_len = 0;
+  return (ssize_t)len;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data,
+                          size_t len, int flags, void *ud) {
+  wsframer_t *w = ud;
+  if (hbuf_add(&w->w_out, (const char *)data, len)) {
+    w->w_oom = 1;
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return (ssize_t)len;
+}
+
+static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                         void *ud) {
+  return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx,
+                      const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
+  wsframer_t *w = ud;
+  lua_State *L = w->w_L;
+  const char *kind;
+  switch (arg->opcode) {
+  case WSLAY_TEXT_FRAME: kind = "text"; break;
+  case WSLAY_BINARY_FRAME: kind = "binary"; break;
+  case WSLAY_CONNECTION_CLOSE: kind = "close"; break;
+  case WSLAY_PING: kind = "ping"; break;
+  case WSLAY_PONG: kind = "pong"; break;
+  default: return;
+  }
+  if (!L) return;
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  const uint8_t *d = arg->msg;
+  size_t dn = arg->msg_length;
+  if (arg->opcode == WSLAY_CONNECTION_CLOSE && dn >= 2) { d += 2; dn -= 2; }
+  lua_pushlstring(L, (const char *)d, dn);   /* a close's reason after its code */
+  lua_setfield(L, -2, "data");
+  if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+    lua_pushinteger(L, arg->status_code);
+    lua_setfield(L, -2, "code");
+  }
+  lua_rawseti(L, w->w_msgs, ++w->w_nmsgs);
+}
+
+static wsframer_t *checkws(lua_State *L) {
+  wsframer_t *w = luaL_checkudata(L, 1, WS_MT);
+  if (!w->w_ctx) luaL_error(L, "braid: websocket framer is freed");
+  return w;
+}
+
+/* braid._http.ws(role [, max_msg]) -> framer; role "server" or "client". */
+static int l_ws_new(lua_State *L) {
+  static const char *const roles[] = {"server", "client", NULL};
+  int role = luaL_checkoption(L, 1, NULL, roles);
+  lua_Integer maxmsg = luaL_optinteger(L, 2, 16 << 20);
+  wsframer_t *w = lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  struct wslay_event_callbacks cb = {
+    .recv_callback = ws_recv_cb,
+    .send_callback = ws_send_cb,
+    .genmask_callback = ws_genmask_cb,
+    .on_msg_recv_callback = ws_msg_cb,
+  };
+  int rc = role == 0 ? wslay_event_context_server_init(&w->w_ctx, &cb, w)
+                     : wslay_event_context_client_init(&w->w_ctx, &cb, w);
+  if (rc != 0) return luaL_error(L, "braid: out of memory");
+  wslay_event_config_set_max_recv_msg_length(w->w_ctx, (uint64_t)maxmsg);
+  luaL_setmetatable(L, WS_MT);
+  return 1;
+}
+
+/* ws:feed(bytes) -> msgs [, err]: every complete message ({kind=, data=
+ * [, code=]}); err "protocol" when wslay rejects the stream. */
+static int l_ws_feed(lua_State *L) {
+  wsframer_t *w = checkws(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (hbuf_add(&w->w_in, s, n)) return luaL_error(L, "braid: out of memory");
+  lua_settop(L, 2);
+  lua_newtable(L);
+  w->w_msgs = 3;
+  w->w_nmsgs = 0;
+  w->w_L = L;
+  int rc = wslay_event_recv(w->w_ctx);
+  w->w_L = NULL;
+  /* On a protocol violation wslay queues close 1002 and stops reading. */
+  if (rc != 0 || (!wslay_event_get_read_enabled(w->w_ctx) &&
+                  !wslay_event_get_close_received(w->w_ctx))) {
+    lua_pushliteral(L, "protocol");
+    return 2;
+  }
+  return 1;
+}
+
+/* ws:send(kind, data): queue a message ("text", "binary", "ping", "pong"). */
+static int l_ws_send(lua_State *L) {
+  static const char *const kinds[] = {"text", "binary", "ping", "pong", NULL};
+  static const uint8_t ops[] = {WSLAY_TEXT_FRAME, WSLAY_BINARY_FRAME, WSLAY_PING,
+                                WSLAY_PONG};
+  wsframer_t *w = checkws(L);
+  int k = luaL_checkoption(L, 2, NULL, kinds);
+  size_t n;
+  const char *s = luaL_optlstring(L, 3, "", &n);
+  struct wslay_event_msg m = {ops[k], (const uint8_t *)s, n};
+  int rc = wslay_event_queue_msg(w->w_ctx, &m);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, rc == WSLAY_ERR_NO_MORE_MSG ? "closed" : "invalid message");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ws:close([code [, reason]]): queue a close frame. */
+static int l_ws_close(lua_State *L) {
+  wsframer_t *w = checkws(L);
+  lua_Integer code = luaL_optinteger(L, 2, 1000);
+  size_t n;
+  const char *s = luaL_optlstring(L, 3, "", &n);
+  int rc = wslay_event_queue_close(w->w_ctx, (uint16_t)code, (const uint8_t *)s, n);
+  lua_pushboolean(L, rc == 0);
+  return 1;
+}
+
+/* ws:output() -> bytes: every frame wslay can write now (may be ""). */
+static int l_ws_output(lua_State *L) {
+  wsframer_t *w = checkws(L);
+  int rc = wslay_event_send(w->w_ctx);
+  if (w->w_oom) return luaL_error(L, "braid: out of memory");
+  lua_pushlstring(L, w->w_out.b_data ? w->w_out.b_data : "", w->w_out.b_len);
+  w->w_out.b_len = 0;
+  if (rc != 0) {
+    lua_pushliteral(L, "protocol");
+    return 2;
+  }
+  return 1;
+}
+
+/* ws:status() -> want_read, want_write, close_received, close_sent, code */
+static int l_ws_status(lua_State *L) {
+  wsframer_t *w = checkws(L);
+  lua_pushboolean(L, wslay_event_want_read(w->w_ctx));
+  lua_pushboolean(L, wslay_event_want_write(w->w_ctx));
+  lua_pushboolean(L, wslay_event_get_close_received(w->w_ctx));
+  lua_pushboolean(L, wslay_event_get_close_sent(w->w_ctx));
+  lua_pushinteger(L, wslay_event_get_status_code_received(w->w_ctx));
+  return 5;
+}
+
+static int l_ws_gc(lua_State *L) {
+  wsframer_t *w = luaL_checkudata(L, 1, WS_MT);
+  if (w->w_ctx) wslay_event_context_free(w->w_ctx);
+  w->w_ctx = NULL;
+  hbuf_free(&w->w_in);
+  hbuf_free(&w->w_out);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Handshake helpers                                                         */
+/* ------------------------------------------------------------------------- */
+
+/* braid._http.ws_accept(key) -> base64(SHA1(key .. GUID)) (RFC 6455 4.2.2) */
+static int l_ws_accept(lua_State *L) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  size_t n;
+  const char *key = luaL_checklstring(L, 1, &n);
+  unsigned char md[SHA_DIGEST_LENGTH];
+  unsigned char out[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  int ok = c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) &&
+           EVP_DigestUpdate(c, key, n) &&
+           EVP_DigestUpdate(c, guid, sizeof guid - 1) &&
+           EVP_DigestFinal_ex(c, md, NULL);
+  EVP_MD_CTX_free(c);
+  if (!ok) return luaL_error(L, "braid: SHA-1 failed");
+  int len = EVP_EncodeBlock(out, md, SHA_DIGEST_LENGTH);
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
+/* braid._http.ws_key() -> base64 of 16 random bytes (Sec-WebSocket-Key) */
+static int l_ws_key(lua_State *L) {
+  unsigned char raw[16], out[25];
+  if (RAND_bytes(raw, sizeof raw) != 1) return luaL_error(L, "braid: RAND_bytes failed");
+  int len = EVP_EncodeBlock(out, raw, sizeof raw);
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Process-wide named handles                                                */
+/* ------------------------------------------------------------------------- */
+
+/* braid.http's client keeps one pool of idle connections per host for the
+ * whole process, but every Lua state loads its own copy of the module: the
+ * pools are found by name here.  An entry holds one reference until the
+ * process ends (reachable from a static: not a leak). */
+typedef struct shared {
+  struct shared *s_next;
+  braid_obj_t *s_obj;
+  char s_name[];
+} shared_t;
+
+static pthread_mutex_t shared_mtx = PTHREAD_MUTEX_INITIALIZER;
+static shared_t *shared_list;          /* Protects: shared_mtx */
+
+/* braid._http.shared(name, handle) -> the handle registered under name:
+ * the first handle given for a name wins, later calls get it back. */
+static int l_shared(lua_State *L) {
+  size_t n;
+  const char *name = luaL_checklstring(L, 1, &n);
+  braid_obj_t *o = braid__tohandle(L, 2);
+  luaL_argcheck(L, o != NULL, 2, "braid handle expected");
+  braid_obj_t *found = NULL;
+  pthread_mutex_lock(&shared_mtx);
+  for (shared_t *e = shared_list; e; e = e->s_next)
+    if (strcmp(e->s_name, name) == 0) { found = e->s_obj; break; }
+  if (!found) {
+    shared_t *e = malloc(sizeof *e + n + 1);
+    if (e) {
+      memcpy(e->s_name, name, n + 1);
+      braid_obj_retain(o);
+      e->s_obj = o;
+      e->s_next = shared_list;
+      shared_list = e;
+    }
+    found = o;
+  }
+  braid_obj_retain(found);     /* kept across the unlock for the push */
+  pthread_mutex_unlock(&shared_mtx);
+  braid__pushhandle(L, found);
+  braid_obj_release(found);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+
+static void newmeta(lua_State *L, const char *name, const luaL_Reg *l) {
+  luaL_newmetatable(L, name);
+  luaL_setfuncs(L, l, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+static int l_parser_create(lua_State *L) {
+  /* one user value: the message in progress between feeds */
+  static const char *const kinds[] = {"request", "response", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  lua_Integer mh = luaL_optinteger(L, 2, 65536);
+  lua_Integer mb = luaL_optinteger(L, 3, 1 << 20);
+  luaL_argcheck(L, mh > 0, 2, "must be positive");
+  luaL_argcheck(L, mb >= 0, 3, "must not be negative");
+  hparser_t *hp = lua_newuserdatauv(L, sizeof *hp, 1);
+  memset(hp, 0, sizeof *hp);
+  hp->p_request = kind == 0;
+  hp->p_max_header = (size_t)mh;
+  hp->p_max_body = (size_t)mb;
+  http_parser_init(&hp->p_parser, hp->p_request ? HTTP_REQUEST : HTTP_RESPONSE);
+  hp->p_parser.data = hp;
+  http_parser_settings_init(&hp->p_settings);
+  hp->p_settings.on_message_begin = on_message_begin;
+  hp->p_settings.on_url = on_url;
+  hp->p_settings.on_status = on_status;
+  hp->p_settings.on_header_field = on_header_field;
+  hp->p_settings.on_header_value = on_header_value;
+  hp->p_settings.on_headers_complete = on_headers_complete;
+  hp->p_settings.on_body = on_body;
+  hp->p_settings.on_message_complete = on_message_complete;
+  luaL_setmetatable(L, PARSER_MT);
+  return 1;
+}
+
+void braid__open_http(lua_State *L) {
+  static const luaL_Reg parser_m[] = {
+    {"feed", l_parser_feed}, {"state", l_parser_state},
+    {"no_body", l_parser_no_body}, {"expect_continue", l_parser_expect}, {"__gc", l_parser_gc}, {NULL, NULL}};
+  static const luaL_Reg ws_m[] = {
+    {"feed", l_ws_feed}, {"send", l_ws_send}, {"close", l_ws_close},
+    {"output", l_ws_output}, {"status", l_ws_status}, {"__gc", l_ws_gc},
+    {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+    {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
+    {"ws_key", l_ws_key}, {"shared", l_shared}, {NULL, NULL}};
+  newmeta(L, PARSER_MT, parser_m);
+  newmeta(L, WS_MT, ws_m);
+  luaL_newlib(L, funcs);
+  lua_setfield(L, -2, "_http");
+}
