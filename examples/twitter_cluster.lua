@@ -58,7 +58,7 @@ nc:flush(5)
 local function fetch(endpoint, params)
   for _ = 1, 10 do
     -- a short timeout: a call routed to a process that just died is retried
-    local r, err = nc:request(opts.name .. ".api", { endpoint = endpoint, params = params }, 3)
+    local r = nc:request(opts.name .. ".api", { endpoint = endpoint, params = params }, 3)
     if r then
       if r.status ~= 200 then error(endpoint .. ": " .. tostring(r.status) .. " " .. tostring(r.error), 0) end
       return r
