@@ -51,7 +51,7 @@
 #include "app.h"
 #include "braid.h"
 #include "future.h"   /* braid_future_unobserved: the unobserved-error hook */
-#include "lbraid.h"   /* braid__msg_first_string */
+#include "lruntime.h" /* braid__report_unobserved */
 
 #define SIGINTS_TO_KILL 3     /* during one chunk; lua.c: 2 */
 
@@ -444,12 +444,7 @@ static atomic_bool unobserved_seen;
  * a hook a host set): prints the runtime's report and remembers it.  Any
  * thread; no braid lock held. */
 static void app_unobserved(braid_future_t *f, braid_msg_t *err) {
-  size_t len = 0;
-  const char *s = err ? braid__msg_first_string(err, &len) : NULL;
-  if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
-  fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
-          (unsigned long long)braid_future_id(f), (int)len, s);
-  fflush(stderr);
+  braid__report_unobserved(f, err);
   atomic_store_explicit(&unobserved_seen, true, memory_order_relaxed);
 }
 

@@ -306,12 +306,31 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   return lua_error(L);
 }
 
-static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
+/* The task whose failure task_end is reporting (its thread only), so that
+ * the report names what the user created. */
+static _Thread_local task_t *tls_report_task;
+
+void braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
-  fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
-          (unsigned long long)braid_future_id(f), s ? (int)len : 7, s ? s : "(error)");
+  if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
+  task_t *t = tls_report_task;
+  if (t && t->t_fut == f) {
+    if (t->t_name)
+      fprintf(stderr, "braid: task '%s' (braid.future#%llu) failed and nobody awaited it: %.*s\n",
+              t->t_name, (unsigned long long)braid_future_id(f), (int)len, s);
+    else
+      fprintf(stderr, "braid: task %llu (braid.future#%llu) failed and nobody awaited it: %.*s\n",
+              (unsigned long long)t->t_id, (unsigned long long)braid_future_id(f), (int)len, s);
+  } else {
+    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a rejected future): %.*s\n",
+            (unsigned long long)braid_future_id(f), (int)len, s);
+  }
   fflush(stderr);
+}
+
+static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
+  braid__report_unobserved(f, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -411,8 +430,11 @@ static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) 
   }
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
-      atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1) {
+      atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1 &&
+      !atomic_load_explicit(&t->t_fut->f_observed, memory_order_acquire)) {
+    tls_report_task = t;
     braid_future_unobserved(t->t_fut, m);   /* nobody else can ever see it */
+    tls_report_task = NULL;
     braid_future_observe(t->t_fut);
   }
   /* Counted before the settle: whoever awaits the future and then reads
@@ -838,6 +860,37 @@ static void rt_stop(void) {
 /* ------------------------------------------------------------------------ */
 /* blocking: the shared wait */
 
+/* "; task 2 'producer' waits on send braid.chan#4" for each blocked task
+ * (at most 8, then "; and N more"), into buf.  No Lua under rt.mtx. */
+static void deadlock_holders(char *buf, size_t size) {
+  size_t used = 0;
+  int shown = 0, more = 0;
+  buf[0] = '\0';
+  pthread_mutex_lock(&rt.mtx);
+  for (task_t *t = rt.live; t; t = t->t_lnext) {
+    int st = atomic_load_explicit(&t->t_state, memory_order_relaxed);
+    const char *w = atomic_load_explicit(&t->t_what, memory_order_relaxed);
+    if ((st != T_BLOCKED && st != T_SLEEPING) || w == NULL) continue;
+    if (shown == 8) { more++; continue; }
+    braid_objtype_t *ot = atomic_load_explicit(&t->t_ontype, memory_order_relaxed);
+    char name[80];
+    if (t->t_name) snprintf(name, sizeof name, " '%s'", t->t_name); else name[0] = '\0';
+    int k;
+    if (ot)
+      k = snprintf(buf + used, size - used, "; task %llu%s waits on %s braid.%s#%llu",
+                   (unsigned long long)t->t_id, name, w, ot->ot_name,
+                   (unsigned long long)atomic_load_explicit(&t->t_onid, memory_order_relaxed));
+    else
+      k = snprintf(buf + used, size - used, "; task %llu%s waits on %s",
+                   (unsigned long long)t->t_id, name, w);
+    if (k < 0 || (size_t)k >= size - used) { more++; shown = 8; continue; }
+    used += (size_t)k;
+    shown++;
+  }
+  pthread_mutex_unlock(&rt.mtx);
+  if (more > 0 && used + 32 < size) snprintf(buf + used, size - used, "; and %d more", more);
+}
+
 static int complete(lua_State *L, task_t *t, braid_case_t *cases, int n,
                     braid_selres_t *r, braid_finish_fn finish, const char *what,
                     braid_obj_t *on) {
@@ -854,11 +907,13 @@ static int complete(lua_State *L, task_t *t, braid_case_t *cases, int n,
   if (r->s_index == BRAID_W_INTR) {
     braid_msg_release(r->s_msg);
     if (r->s_err == BRAID_EDEADLK) {
+      char who[1024];
+      deadlock_holders(who, sizeof who);
       if (on)
-        lua_pushfstring(L, "braid: deadlock: %s braid.%s#%I (no task, timer or job can complete it)",
-                        what, on->o_type->ot_name, (lua_Integer)on->o_id);
+        lua_pushfstring(L, "braid: deadlock: %s braid.%s#%I (no task, timer or job can complete it)%s",
+                        what, on->o_type->ot_name, (lua_Integer)on->o_id, who);
       else
-        lua_pushfstring(L, "braid: deadlock: %s (no task, timer or job can complete it)", what);
+        lua_pushfstring(L, "braid: deadlock: %s (no task, timer or job can complete it)%s", what, who);
       return lua_error(L);
     }
     return braid__raise(L, "braid: interrupted");

@@ -31,6 +31,11 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
 /* The process-wide timer queue (starts it on first use).  Raises on failure. */
 braid_timerq_t *braid__timers(lua_State *L);
 
+/* Prints the report of an error nobody awaited, naming the task when the
+ * future is a failed task's (the runtime's default unobserved hook; hosts
+ * that install their own may call it). */
+void braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
+
 /* Counts a message that went through a braid channel/future (stats). */
 void braid__count_message(void);
 
