@@ -667,6 +667,18 @@ static void timers_kick(void *arg) {
 
 static void shard_thread_start(void *ctx) { (void)ctx; }
 
+/* ops.poll / ops.poll_break: the netpoller (braid.net's sockets), with the
+ * next timer's deadline as the limit. */
+static void shard_poll(void *ctx, int64_t deadline) {
+  (void)ctx;
+  braid__netpoll_poll(deadline);
+}
+
+static void shard_poll_break(void *ctx) {
+  (void)ctx;
+  braid__netpoll_break();
+}
+
 static void pool_thread_exit(void);
 
 /* Frees what rt_start made (the scheduler is not running). */
@@ -730,6 +742,7 @@ static void rt_start(lua_State *L) {
   }
   static const braid_sched_ops_t ops = {
     .run = shard_run, .preempt = shard_preempt, .thread_start = shard_thread_start,
+    .poll = shard_poll, .poll_break = shard_poll_break,
   };
   braid_sched_config_t cfg = {
     .workers = rt.nworkers,
@@ -737,6 +750,7 @@ static void rt_start(lua_State *L) {
     .preempt_ns = (int64_t)(rt.preempt_ms * 1e6),
     .timers = rt.timers,
   };
+  if (braid__netpoll_drive() != 0) goto error;
   rt.sched = braid_sched_new(&cfg, &ops, NULL);
   if (rt.sched == NULL) goto error;
   braid_timerq_set_kick(rt.timers, timers_kick, NULL);
@@ -813,8 +827,10 @@ static void rt_stop(void) {
     atomic_store_explicit(&sh->sh_stop, true, memory_order_release);
     shard_preempt(NULL, &sh->sh_unit);
   }
-  braid__netpoll_shutdown();          /* braid.net: close every socket, wake its waiters */
   bool joined = braid_sched_stop(rt.sched, SHUTDOWN_GRACE_NS);
+  /* No worker polls any more: close every socket (waking what waits on
+   * one), then the epoll set. */
+  braid__netpoll_shutdown();
   bool pool_done = braid_jobpool_stop(rt.jobs, 2000000000LL);
   rt.jobs = NULL;                       /* freed, or left to its last thread */
   if (!joined) {

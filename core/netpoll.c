@@ -47,7 +47,8 @@ static struct {
   pthread_t thread;
   _Atomic bool stop;          /* asks the poller thread to return */
   _Atomic bool polling;       /* one thread in epoll_wait at a time */
-} g = { PTHREAD_MUTEX_INITIALIZER, -1, -1, NULL, 0, 0, 0, 0, false, {0}, false, false };
+  bool driven;                /* the scheduler's idle workers poll: no thread */
+} g = { .mtx = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .evfd = -1 };
 
 static void *poller_main(void *arg);
 
@@ -65,10 +66,11 @@ static int init_locked(void) {
   return 0;
 }
 
-/* The dedicated poller thread, until the scheduler polls from idle workers.
- * With g.mtx held; the lead can drop this function and its one call. */
+/* A poller thread of its own, for users of the core without the
+ * scheduler (the C tests); the runtime drives the poll from its idle
+ * workers instead (braid__netpoll_drive).  With g.mtx held. */
 static void netpoll_start_thread(void) {
-  if (g.thread_on) return;
+  if (g.thread_on || g.driven) return;
   atomic_store_explicit(&g.stop, false, memory_order_relaxed);
   if (pthread_create(&g.thread, NULL, poller_main, NULL) == 0) g.thread_on = true;
 }
@@ -300,6 +302,14 @@ int braid__netpoll_poll(int64_t deadline) {
   return m;
 }
 
+int braid__netpoll_drive(void) {
+  pthread_mutex_lock(&g.mtx);
+  int rc = init_locked();
+  if (rc == 0) g.driven = true;
+  pthread_mutex_unlock(&g.mtx);
+  return rc == 0 ? 0 : BRAID_ENOMEM;
+}
+
 void braid__netpoll_break(void) {
   pthread_mutex_lock(&g.mtx);
   if (g.evfd >= 0) {
@@ -350,5 +360,6 @@ void braid__netpoll_shutdown(void) {
     close(g.evfd);
     g.epfd = g.evfd = -1;
   }
+  g.driven = false;
   pthread_mutex_unlock(&g.mtx);
 }

@@ -75,6 +75,12 @@ bool braid_pollfd_closed(braid_pollfd_t *p);
  * or a negative BRAID_E* code. */
 int braid__netpoll_poll(int64_t deadline);
 
+/* From now on the caller (the scheduler's idle workers) polls: no poller
+ * thread is started.  Creates the epoll set now, so an idle poll always
+ * has something to block in.  Until braid__netpoll_shutdown.  Returns 0
+ * or BRAID_ENOMEM. */
+int braid__netpoll_drive(void);
+
 /* Makes a blocked braid__netpoll_poll return. */
 void braid__netpoll_break(void);
 

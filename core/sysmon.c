@@ -144,7 +144,13 @@ void *braid__sysmon_main(void *arg) {
     int64_t now = braid_now_ns();
     int n = atomic_load_explicit(&s->s_nthreads, memory_order_acquire);
     for (int i = 0; i < n; i++) check_thread(s, s->s_threads[i], now, tick);
-    if (!poller) braid__sched_run_timers(s);
+    if (!poller) {
+      /* Nobody idle polls: serve due timers and ready sockets from here
+       * (non-blocking), as Go's sysmon polls the network when no M has
+       * for a while. */
+      braid__sched_run_timers(s);
+      if (s->s_ops.poll) s->s_ops.poll(s->s_ctx, 0);
+    }
     pthread_mutex_lock(&s->s_mtx);
   }
   pthread_mutex_unlock(&s->s_mtx);

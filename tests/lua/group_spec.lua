@@ -31,10 +31,10 @@ describe("braid.group", function()
       return "finished"
     end)
     g:go(function() braid.sleep(0.02); error("member failed", 0) end)
-    local t0 = braid.now()
     assert.has_error(function() g:wait(T) end, "member failed")
-    assert.is_true(braid.now() - t0 < 1)
+    -- cancelled, not finished: it had 200 sleeps (2 s) to go
     assert.are.equal("cancelled", slow:status())
+    assert.is_true(#progress < 200)
     local n = #progress
     braid.sleep(0.05)
     assert.are.equal(n, #progress)
@@ -56,15 +56,15 @@ describe("braid.group", function()
 
   it("stops a computing member at a preemption point", function()
     local g = braid.group()
-    g:go(function()
+    local spinner = g:go(function()
       local stop = braid.now() + 3
       while braid.now() < stop do end
       return "spun"
     end)
     g:go(function() braid.sleep(0.05); error("stop it", 0) end)
-    local t0 = braid.now()
     assert.has_error(function() g:wait(T) end, "stop it")
-    assert.is_true(braid.now() - t0 < 1.5, "took " .. (braid.now() - t0))
+    -- stopped by the cancel at a preemption point, not by running out
+    assert.are.equal("cancelled", spinner:status())
   end)
 
   it("g:cancel() cancels every member; wait raises 'cancelled'", function()
