@@ -944,6 +944,9 @@ static int step_connect(lua_State *L) {
 
 static int l_connect(lua_State *L) {
   static const char fn[] = "braid.net.connect";
+  /* The runtime first: its idle workers poll the sockets (a socket made
+   * before it would start the netpoller's own thread). */
+  braid__rt_start(L);
   double timeout = 30;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -1118,6 +1121,9 @@ static int step_listen(lua_State *L) {
 
 static int l_listen(lua_State *L) {
   static const char fn[] = "braid.net.listen";
+  /* The runtime first: its idle workers poll the sockets (a socket made
+   * before it would start the netpoller's own thread). */
+  braid__rt_start(L);
   int backlog = 511;
   bool reuseport = false;
   if (!lua_isnoneornil(L, 2)) {
