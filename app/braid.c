@@ -444,7 +444,7 @@ static atomic_bool unobserved_seen;
  * a hook a host set): prints the runtime's report and remembers it.  Any
  * thread; no braid lock held. */
 static void app_unobserved(braid_future_t *f, braid_msg_t *err) {
-  braid__report_unobserved(f, err);
+  if (!braid__report_unobserved(f, err)) return;
   atomic_store_explicit(&unobserved_seen, true, memory_order_relaxed);
 }
 

@@ -181,6 +181,7 @@ static struct runtime {
    * fires it). */
   braid_waiter_t *_Atomic owner_waiter;
   _Atomic bool no_deadlock;   /* the deadlock check is off */
+  _Atomic bool quiet_reports; /* shut down: no unobserved-error reports */
 } rt = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
   .nworkers = 0,
@@ -310,7 +311,10 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
  * the report names what the user created. */
 static _Thread_local task_t *tls_report_task;
 
-void braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
+bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
+  /* Errors that surface while (or after) the runtime shuts down are the
+   * shutdown's own cancellation unwinding through tasks: not the user's. */
+  if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return false;
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
@@ -327,6 +331,7 @@ void braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
             (unsigned long long)braid_future_id(f), (int)len, s);
   }
   fflush(stderr);
+  return true;
 }
 
 static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
@@ -761,6 +766,7 @@ static void rt_start(lua_State *L) {
     goto error;
   }
   rt.started = true;
+  atomic_store_explicit(&rt.quiet_reports, false, memory_order_release);
   pthread_mutex_unlock(&rt.mtx);
   return;
 error:
@@ -817,6 +823,7 @@ static void rt_stop(void) {
     return;
   }
   atomic_store_explicit(&rt.stopping, true, memory_order_seq_cst);
+  atomic_store_explicit(&rt.quiet_reports, true, memory_order_release);
   for (task_t *t = rt.live; t; t = t->t_lnext)
     atomic_store_explicit(&t->t_cancel, true, memory_order_seq_cst);
   pthread_mutex_unlock(&rt.mtx);

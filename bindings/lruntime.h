@@ -33,8 +33,10 @@ braid_timerq_t *braid__timers(lua_State *L);
 
 /* Prints the report of an error nobody awaited, naming the task when the
  * future is a failed task's (the runtime's default unobserved hook; hosts
- * that install their own may call it). */
-void braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
+ * that install their own may call it).  Returns false, printing nothing,
+ * for errors that surface once the runtime shuts down (its cancellation
+ * unwinding through tasks). */
+bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
 
 /* Counts a message that went through a braid channel/future (stats). */
 void braid__count_message(void);
