@@ -428,11 +428,8 @@ static void task_free(task_t *t) {
 /* Settles the task's future and frees it; the coroutine is recycled. */
 static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) {
   lua_State *L = sh->sh_L;
-  if (atomic_load_explicit(&sh->sh_current, memory_order_relaxed) == t) {
-    pthread_mutex_lock(&sh->sh_mtx);  /* no hook setter may see t any more */
-    atomic_store_explicit(&sh->sh_current, NULL, memory_order_relaxed);
-    pthread_mutex_unlock(&sh->sh_mtx);
-  }
+  /* t is not sh_current: run_task cleared it, under sh_mtx, when the
+   * resume returned (no hook setter can reach t any more). */
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1 &&

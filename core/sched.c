@@ -157,6 +157,11 @@ static void global_push(braid_sched_t *s, braid_unit_t *u) {
   pthread_mutex_unlock(&s->s_mtx);
 }
 
+void braid__sched_push(braid_sched_t *s, braid_unit_t *u) {
+  global_push(s, u);
+  braid__sched_wakep(s);
+}
+
 static braid_unit_t *global_pop(braid_sched_t *s) {
   if (atomic_load_explicit(&s->s_nqueued, memory_order_seq_cst) == 0) return NULL;
   pthread_mutex_lock(&s->s_mtx);
@@ -215,8 +220,7 @@ static void enqueue(braid_sched_t *s, braid_unit_t *u) {
     if (old == NULL) return;          /* our own thread runs it next */
     u = old;                          /* the displaced one goes global */
   }
-  global_push(s, u);
-  braid__sched_wakep(s);
+  braid__sched_push(s, u);
 }
 
 void braid_sched_ready(braid_sched_t *s, braid_unit_t *u) {
@@ -416,15 +420,13 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
     atomic_store_explicit(&u->u_state, BRAID_UNIT_QUEUED, memory_order_relaxed);
     braid_unit_t *old = atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
     if (old) {
-      global_push(s, old);
-      braid__sched_wakep(s);
+      braid__sched_push(s, old);
     }
     return;
   }
   /* Its slice ended with work left: behind the others. */
   atomic_store_explicit(&u->u_state, BRAID_UNIT_QUEUED, memory_order_relaxed);
-  global_push(s, u);
-  braid__sched_wakep(s);
+  braid__sched_push(s, u);
 }
 
 /* After a run: a thread that was handed off gives up (its slot is gone). */
@@ -437,8 +439,7 @@ static void after_handoff(braid_sched_t *s, braid_sthread_t *th) {
   /* Its runnext belongs to a thread with a slot now. */
   braid_unit_t *u = atomic_exchange_explicit(&th->th_runnext, NULL, memory_order_acq_rel);
   if (u) {
-    global_push(s, u);
-    braid__sched_wakep(s);
+    braid__sched_push(s, u);
   }
 }
 

@@ -87,6 +87,9 @@ void *braid__sysmon_main(void *arg);
 /* Starts a scheduler thread that holds a slot (has_slot) or not; called
  * with s_mtx held.  Returns the thread or NULL. */
 braid_sthread_t *braid__sched_spawn_locked(braid_sched_t *s, bool has_slot);
+/* Puts a queued unit on the global run queue and makes sure a thread
+ * looks for work. */
+void braid__sched_push(braid_sched_t *s, braid_unit_t *u);
 /* Makes sure a thread looks for work (Go's wakep). */
 void braid__sched_wakep(braid_sched_t *s);
 /* Runs the timers that are due (any thread). */

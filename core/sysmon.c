@@ -66,15 +66,7 @@ static void check_thread(braid_sched_t *s, braid_sthread_t *th, int64_t now, int
   braid_unit_t *next = atomic_load_explicit(&th->th_runnext, memory_order_relaxed);
   if (next && next == th->th_mon_next && u != NULL) {
     braid_unit_t *taken = atomic_exchange_explicit(&th->th_runnext, NULL, memory_order_acq_rel);
-    if (taken) {
-      pthread_mutex_lock(&s->s_mtx);
-      taken->u_next = NULL;
-      if (s->s_tail) s->s_tail->u_next = taken; else s->s_head = taken;
-      s->s_tail = taken;
-      atomic_fetch_add_explicit(&s->s_nqueued, 1, memory_order_seq_cst);
-      pthread_mutex_unlock(&s->s_mtx);
-      braid__sched_wakep(s);
-    }
+    if (taken) braid__sched_push(s, taken);
     next = NULL;
   }
   th->th_mon_next = next;
