@@ -21,6 +21,9 @@
 
 /* The userdata block of every handle. */
 typedef struct braid_handle {
+  /* braid__handle_magic: lets braid__checkhandle know a braid handle from
+   * any other userdata without a metatable lookup. */
+  uintptr_t h_magic;
   braid_obj_t *h_obj;               /* one reference; NULL after __gc/__close */
 } braid_handle_t;
 

@@ -71,6 +71,7 @@
 #include "lruntime.h"
 #include "netpoll.h"
 #include "sched.h"
+#include "tls.h"
 
 #if LUA_VERSION_RELEASE_NUM >= 50406
 #define reset_thread(co, from) lua_closethread((co), (from))
@@ -190,8 +191,8 @@ static struct runtime {
   .blocking_max = 64,
 };
 
-static _Thread_local shard_t *tls_shard;      /* the shard this thread runs now */
-static _Thread_local task_t *tls_task;        /* the task being resumed here */
+static _Thread_local BRAID_TLS_HOT shard_t *tls_shard;      /* the shard this thread runs now */
+static _Thread_local BRAID_TLS_HOT task_t *tls_task;        /* the task being resumed here */
 
 static void preempt_hook(lua_State *L, lua_Debug *ar);
 
@@ -371,6 +372,7 @@ static void task_timer_cb(braid_timer_t *tm) {
 }
 
 static task_t *pop_ready(shard_t *sh) {
+  if (atomic_load_explicit(&sh->sh_nready, memory_order_acquire) == 0) return NULL;
   pthread_mutex_lock(&sh->sh_mtx);
   task_t *t = sh->sh_rhead;
   if (t) {

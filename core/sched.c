@@ -35,11 +35,14 @@
  * (Go's runnext): a unit made ready by a thread running another unit goes
  * into that thread's runnext, and the thread runs it as soon as its current
  * unit returns.  That keeps a ping-pong between two units on one thread
- * without any wake-up.  The unit that was in runnext before moves to the
- * global queue and a thread is woken for it.  Spinning threads steal other
- * threads' runnext.  A runnext put wakes nobody (its owner is awake), and
- * sysmon moves a runnext that has waited a whole tick to the global queue,
- * so a unit never waits behind a long run.
+ * without a wake-up through the kernel.  The unit that was in runnext
+ * before moves to the global queue and a thread is woken for it.  A
+ * runnext put also wakes a parked thread (free when one spins already):
+ * spinning threads steal a runnext that has waited STEAL_AFTER_NS, so a
+ * producer that keeps running does not hold its consumer back (a
+ * ping-pong partner is taken by its owner long before that).  sysmon
+ * moves a runnext that has waited a whole tick to the global queue, so a
+ * unit never waits behind a long run.
  *
  * Fairness, as a rule with a number: every 61st schedule a thread takes
  * from the global queue before its runnext (Go's schedtick % 61), and a
@@ -103,14 +106,15 @@
 #include "err.h"
 #include "refcnt.h"
 #include "sched_internal.h"
+#include "tls.h"
 
 enum {
   FAIR_TICK = 61,           /* every 61st schedule looks at the global queue first */
   SPIN_NS = 20000,          /* a spinning thread looks for work this long */
-  STEAL_AFTER_NS = 3000,    /* ...and steals runnext only after this much */
+  STEAL_AFTER_NS = 3000,    /* ...and steals a runnext this old (Go: 3 us) */
 };
 
-static _Thread_local braid_sthread_t *tls_thread;
+static _Thread_local BRAID_TLS_HOT braid_sthread_t *tls_thread;
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -176,14 +180,21 @@ static braid_unit_t *global_pop(braid_sched_t *s) {
   return u;
 }
 
-/* Takes a unit from another thread's runnext. */
+/* Takes a unit from another thread's runnext, if it has waited there
+ * STEAL_AFTER_NS: a younger one is about to run on its owner (a ping-pong
+ * between two units on one thread), and stealing it would split the pair
+ * over two threads that then wake each other through the kernel. */
 static braid_unit_t *steal(braid_sched_t *s, braid_sthread_t *self) {
   int n = atomic_load_explicit(&s->s_nthreads, memory_order_acquire);
   int start = self ? self->th_id + 1 : 0;
+  int64_t now = 0;
   for (int k = 0; k < n; k++) {
     braid_sthread_t *v = s->s_threads[(start + k) % n];
     if (v == self) continue;
     if (atomic_load_explicit(&v->th_runnext, memory_order_relaxed) == NULL) continue;
+    if (now == 0) now = braid_now_ns();
+    if (now - atomic_load_explicit(&v->th_runnext_at, memory_order_relaxed) < STEAL_AFTER_NS)
+      continue;
     braid_unit_t *u = atomic_exchange_explicit(&v->th_runnext, NULL, memory_order_acq_rel);
     if (u) {
       atomic_fetch_add_explicit(&s->s_steals, 1, memory_order_relaxed);
@@ -216,8 +227,16 @@ static void enqueue(braid_sched_t *s, braid_unit_t *u) {
   braid_sthread_t *th = tls_thread;
   if (th && th->th_s == s && atomic_load_explicit(&th->th_unit, memory_order_relaxed) != NULL &&
       !atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
+    atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
     braid_unit_t *old = atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
-    if (old == NULL) return;          /* our own thread runs it next */
+    if (old == NULL) {
+      /* Our own thread runs it next, unless we keep running: a parked
+       * thread wakes up spinning and takes it once it has waited
+       * STEAL_AFTER_NS (Go's ready() calls wakep too).  Free while
+       * someone spins already. */
+      braid__sched_wakep(s);
+      return;
+    }
     u = old;                          /* the displaced one goes global */
   }
   braid__sched_push(s, u);
@@ -276,6 +295,14 @@ bool braid_sched_handed_off(void) {
 void braid__sched_wakep(braid_sched_t *s) {
   /* seq_cst: see global_push_locked. */
   if (atomic_load_explicit(&s->s_nspinning, memory_order_seq_cst) != 0) return;
+  /* Nobody parked: every thread with a slot is running a unit or about to
+   * look at the queue.  A thread that parks registers under s_mtx after a
+   * last look at the global queue, and a global push takes s_mtx before
+   * this load, so a pushed unit is either seen by that look or this load
+   * sees the thread parked. */
+  if (atomic_load_explicit(&s->s_nidle, memory_order_seq_cst) == 0 &&
+      !atomic_load_explicit(&s->s_polling, memory_order_seq_cst))
+    return;
   pthread_mutex_lock(&s->s_mtx);
   if (atomic_load_explicit(&s->s_nspinning, memory_order_relaxed) != 0 ||
       atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
@@ -340,6 +367,7 @@ static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
   }
   if (s->s_poller == NULL) {
     s->s_poller = th;
+    atomic_store_explicit(&s->s_polling, true, memory_order_seq_cst);
     s->s_poll_woken = false;
     atomic_fetch_add_explicit(&s->s_polls, 1, memory_order_relaxed);
     int64_t deadline = s->s_cfg.timers ? braid_timerq_next(s->s_cfg.timers) : BRAID_FOREVER;
@@ -351,6 +379,7 @@ static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
       cond_wait_until(&th->th_cv, &s->s_mtx, deadline);
     }
     s->s_poller = NULL;
+    atomic_store_explicit(&s->s_polling, false, memory_order_seq_cst);
     pthread_mutex_unlock(&s->s_mtx);
     braid__sched_run_timers(s);
     return;
@@ -418,6 +447,7 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
       return;
     /* NOTIFIED: work arrived while it ran; look again, here, next. */
     atomic_store_explicit(&u->u_state, BRAID_UNIT_QUEUED, memory_order_relaxed);
+    atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
     braid_unit_t *old = atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
     if (old) {
       braid__sched_push(s, old);
@@ -468,7 +498,7 @@ static void *thread_main(void *arg) {
       int64_t start = braid_now_ns();
       for (int i = 0;; i++) {
         int64_t spent = (i & 15) == 15 ? braid_now_ns() - start : 0;
-        if ((u = find_work(s, th, spent >= STEAL_AFTER_NS)) != NULL) break;
+        if ((u = find_work(s, th, true)) != NULL) break;
         if (spent >= SPIN_NS || atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) break;
         cpu_relax();
       }
@@ -509,6 +539,7 @@ braid_sthread_t *braid__sched_spawn_locked(braid_sched_t *s, bool has_slot) {
   th->th_id = n;
   atomic_init(&th->th_has_slot, has_slot);
   atomic_init(&th->th_runnext, NULL);
+  atomic_init(&th->th_runnext_at, 0);
   atomic_init(&th->th_unit, NULL);
   atomic_init(&th->th_progress, 0);
   atomic_init(&th->th_in_c, false);
@@ -554,6 +585,7 @@ braid_sched_t *braid_sched_new(const braid_sched_config_t *cfg,
   atomic_init(&s->s_nthreads, 0);
   atomic_init(&s->s_nspinning, 0);
   atomic_init(&s->s_nidle, 0);
+  atomic_init(&s->s_polling, false);
   atomic_init(&s->s_nrunning, 0);
   atomic_init(&s->s_nin_c, 0);
   atomic_init(&s->s_stopping, false);

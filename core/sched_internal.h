@@ -17,6 +17,10 @@ struct braid_sthread {
    * the owner (exchange), taken by the owner or a spinning thief
    * (exchange); acq_rel so that the taker sees the unit's queued state. */
   braid_unit_t *_Atomic th_runnext;
+  /* When th_runnext was last filled (relaxed: a thief only skips a unit
+   * younger than STEAL_AFTER_NS; a stale reading delays or hastens one
+   * steal, never loses a unit). */
+  _Atomic int64_t th_runnext_at;
   /* The unit running here, NULL between units: release by the thread,
    * acquire by sysmon. */
   braid_unit_t *_Atomic th_unit;
@@ -67,6 +71,9 @@ struct braid_sched {
   braid_sthread_t *s_idle;    /* parked threads that hold a slot */
   braid_sthread_t *s_spares;  /* parked threads without one */
   braid_sthread_t *s_poller;  /* the thread in the idle poll, or NULL */
+  /* s_poller != NULL, readable without s_mtx (written under it, seq_cst):
+   * wakep's lock-free look for a parked thread. */
+  _Atomic bool s_polling;
   bool s_poll_woken;          /* s_poller was asked to come back */
   _Atomic int s_nspinning;    /* threads looking for work (seq_cst pairs) */
   _Atomic int s_nidle;        /* parked threads with a slot (stats) */

@@ -21,10 +21,11 @@
 #include "err.h"
 #include "internal.h"
 #include "select.h"
+#include "tls.h"
 
 enum { SMALL = 16 };
 
-static _Thread_local uint64_t rng_state;
+static _Thread_local BRAID_TLS_HOT uint64_t rng_state;
 
 static uint32_t rng_next(void) {
   uint64_t x = rng_state;
