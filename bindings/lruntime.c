@@ -737,7 +737,10 @@ static void rt_start(lua_State *L) {
     shard_t *sh = &rt.shards[i];
     sh->sh_id = i;
     braid_unit_init(&sh->sh_unit, i, sh);
-    pthread_mutex_init(&sh->sh_mtx, NULL);
+    if (pthread_mutex_init(&sh->sh_mtx, NULL) != 0) {
+      rt.nshards = i;                   /* rt_free_parts destroys the first i */
+      goto error;
+    }
     atomic_init(&sh->sh_nready, 0);
     atomic_init(&sh->sh_current, NULL);
     atomic_init(&sh->sh_stop, false);
@@ -1071,13 +1074,8 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
   }
 
   /* An OS thread: the main thread, a pool thread, or a call that cannot
-   * yield.  One waiter per thread. */
-  static _Thread_local braid_waiter_t tw;
-  static _Thread_local bool tw_ready;
-  if (!tw_ready) {
-    braid_waiter_init(&tw, NULL, NULL);
-    tw_ready = true;
-  }
+   * yield.  One waiter per thread, the core's. */
+  braid_waiter_t *tw = braid_thread_waiter();
   bool owner = rt.have_owner && pthread_equal(pthread_self(), rt.owner);
   if (owner && atomic_exchange_explicit(&rt.interrupt, 0, memory_order_acq_rel)) {
     r.s_index = BRAID_W_INTR;
@@ -1085,7 +1083,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     r.s_msg = NULL;
     return complete(L, NULL, cases, n, &r, finish, what, on);
   }
-  int rc = now_only ? braid_select_try(cases, n, &r) : braid_select_arm(cases, n, &tw, &r);
+  int rc = now_only ? braid_select_try(cases, n, &r) : braid_select_arm(cases, n, tw, &r);
   if (rc == BRAID_EAGAIN && now_only) {
     r.s_index = BRAID_W_TIMEOUT;
     r.s_err = BRAID_ETIMEDOUT;
@@ -1095,9 +1093,9 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
      * store of the flag before it reads owner_waiter, either it sees our
      * waiter or we see its flag). */
     if (owner) {
-      atomic_store_explicit(&rt.owner_waiter, &tw, memory_order_seq_cst);
+      atomic_store_explicit(&rt.owner_waiter, tw, memory_order_seq_cst);
       if (atomic_load_explicit(&rt.interrupt, memory_order_seq_cst))
-        braid_waiter_fire(&tw, BRAID_W_INTR, BRAID_EINTR, NULL);
+        braid_waiter_fire(tw, BRAID_W_INTR, BRAID_EINTR, NULL);
     }
     /* Only a wait without a deadline on the owner's thread parks in slices,
      * to look for a deadlock: 2 ms, 20 ms, then 100 ms. */
@@ -1109,7 +1107,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
         if (s < slice) slice = s;
         step = step < 20000000 ? 20000000 : 100000000;
       }
-      if (braid_waiter_park_until(&tw, slice) == 0) break;
+      if (braid_waiter_park_until(tw, slice) == 0) break;
       int special = 0, err = 0;
       if (braid_now_ns() >= deadline) {
         special = BRAID_W_TIMEOUT, err = BRAID_ETIMEDOUT;
@@ -1120,12 +1118,12 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       } else {
         continue;
       }
-      if (braid_waiter_claim(&tw, special)) tw.w_err = err;  /* our own: no wake */
-      else braid_waiter_park_until(&tw, BRAID_FOREVER);    /* a wake is coming */
+      if (braid_waiter_claim(tw, special)) tw->w_err = err;  /* our own: no wake */
+      else braid_waiter_park_until(tw, BRAID_FOREVER);    /* a wake is coming */
       break;
     }
     if (owner) atomic_store_explicit(&rt.owner_waiter, NULL, memory_order_seq_cst);
-    braid_select_disarm(cases, n, &tw, &r);
+    braid_select_disarm(cases, n, tw, &r);
     if (r.s_index == BRAID_W_INTR && r.s_err == BRAID_EINTR)
       atomic_store_explicit(&rt.interrupt, 0, memory_order_release);   /* consumed */
   }

@@ -218,12 +218,16 @@ int braid_select_disarm(braid_case_t *cases, int n, braid_waiter_t *w, braid_sel
 static _Thread_local braid_waiter_t tls_waiter;
 static _Thread_local bool tls_waiter_ready;
 
-int braid_select_until(braid_case_t *cases, int n, int64_t deadline, braid_selres_t *r) {
-  braid_waiter_t *w = &tls_waiter;
+braid_waiter_t *braid_thread_waiter(void) {
   if (!tls_waiter_ready) {
-    braid_waiter_init(w, NULL, NULL);
+    braid_waiter_init(&tls_waiter, NULL, NULL);
     tls_waiter_ready = true;
   }
+  return &tls_waiter;
+}
+
+int braid_select_until(braid_case_t *cases, int n, int64_t deadline, braid_selres_t *r) {
+  braid_waiter_t *w = braid_thread_waiter();
   bool now_only = deadline != BRAID_FOREVER && deadline <= braid_now_ns();
   int rc = select_poll(cases, n, now_only ? NULL : w, r);
   if (rc != BRAID_EAGAIN) return rc;

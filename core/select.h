@@ -69,6 +69,12 @@ int braid_select_try(braid_case_t *cases, int n, braid_selres_t *r);
  * deadline only. */
 int braid_select_until(braid_case_t *cases, int n, int64_t deadline, braid_selres_t *r);
 
+/* The calling OS thread's waiter (made on first use, no wake callback: it
+ * parks the thread).  An OS thread blocks in one select at a time, so
+ * every blocking path of a thread (braid_select_until, the bindings'
+ * waits outside a task) shares it. */
+braid_waiter_t *braid_thread_waiter(void);
+
 /* Split phase.  Completes a ready case if any (returns 0, *r filled,
  * nothing queued, w untouched: it stays un-armed); otherwise rearms w,
  * queues the cases' nodes on it and returns BRAID_EAGAIN.  From then on anyone may fire w; the caller must
