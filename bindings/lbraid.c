@@ -59,6 +59,13 @@ int luaopen_braid(lua_State *L) {
   }
   lua_pop(L, 1);
 
+  /* A shard's or the blocking pool's state installs the Lua layer on
+   * first use of each name (see braid.ext). */
+  if (braid__opening_private_state()) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "_lazy");
+  }
+
   /* Register the module before braid.ext requires it back. */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushvalue(L, -2);

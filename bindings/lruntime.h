@@ -80,6 +80,9 @@ bool braid__cancel_pending(lua_State *L);
  * everything; it may start again later). */
 int braid__rt_configure(int workers, double preempt_ms, int blocking_threads);
 void braid__rt_stop(void);
+/* Whether luaopen_braid runs for a shard's or the blocking pool's state
+ * (this thread is opening one). */
+bool braid__opening_private_state(void);
 /* Starts the runtime now if it is not running (L: a host state, for its
  * package.path); raises on failure. */
 void braid__rt_start(lua_State *L);
