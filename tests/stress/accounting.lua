@@ -30,7 +30,8 @@
 --
 -- Usage: as a module, require/dofile it and call run{...}; as a script,
 --   lua5.4 tests/stress/accounting.lua [seconds [seed]]
--- (env BRAID_STRESS_SECONDS, BRAID_STRESS_SEED, BRAID_STRESS_TASKS).
+-- (env BRAID_STRESS_SECONDS, BRAID_STRESS_SEED, BRAID_STRESS_TASKS: the
+-- traders, default 200, BRAID_STRESS_VICTIMS: default 100).
 -- The seed is printed; it reproduces every random choice of the main
 -- thread and of each task (not the threads' interleaving).
 local braid = require "braid"
@@ -446,6 +447,7 @@ if arg and arg[0] and arg[0]:match("accounting%.lua$") then
     seconds = tonumber(arg[1] or os.getenv("BRAID_STRESS_SECONDS") or "20"),
     seed = tonumber(arg[2] or os.getenv("BRAID_STRESS_SEED") or ""),
     traders = tonumber(os.getenv("BRAID_STRESS_TASKS") or ""),
+    victims = tonumber(os.getenv("BRAID_STRESS_VICTIMS") or ""),
   })
   os.exit(ok and 0 or 1)
 end
