@@ -3,7 +3,8 @@
 -- starts within 0.5 s, and its ten 0.1 s sleeps end within 2 s.  These are
 -- the issue's own bounds, loose on purpose (the machine is shared): before
 -- the scheduler rework such a task started after 8.5-18.6 s (N = 1000) or
--- not within 40 s (N = 2000).
+-- not within 40 s (N = 2000); this spec's N = 2000 case took over 50 s
+-- there (braid.so built from 324502e).
 local braid = require "braid"
 
 local NCHANS = 50
@@ -35,6 +36,9 @@ local function start_busy(n)
   return busy, quit
 end
 
+-- Returns when the probe started (after its spawn), how long its sleeps
+-- took, and a check that the load was real (run after the timing asserts,
+-- so that a slow probe fails on its timing, not on the load check).
 local function probe_under_load(n)
   local busy, quit = start_busy(n)
   local t0 = braid.now()
@@ -46,27 +50,30 @@ local function probe_under_load(n)
   local ok, s, e = probe:wait(60)
   quit:close()
   assert(ok, "probe failed: " .. tostring(s))
-  -- The load was real: every busy task kept working until the probe ended.
-  local ops = 0
-  for i = 1, n do
-    local bok, k, last = busy[i]:wait(60)
-    assert(bok, "busy task failed: " .. tostring(k))
-    assert.is_true(last >= e, "busy task " .. i .. " stopped before the probe ended")
-    ops = ops + k
+  local function check_load()
+    -- Every busy task kept working until the probe ended.
+    local ops = 0
+    for i = 1, n do
+      local bok, k, last = busy[i]:wait(60)
+      assert(bok, "busy task failed: " .. tostring(k))
+      assert.is_true(last >= e, "busy task " .. i .. " stopped before the probe ended")
+      ops = ops + k
+    end
+    assert.is_true(ops > 10 * n, ("only %d operations by %d busy tasks"):format(ops, n))
   end
-  assert.is_true(ops > 10 * n, ("only %d operations by %d busy tasks"):format(ops, n))
-  return s - t0, e - s
+  return s - t0, e - s, check_load
 end
 
 describe("fairness under load (issue 16)", function()
   for _, n in ipairs({ 200, 1000, 2000 }) do
     it(("a task spawned beside %d busy tasks starts within 0.5 s and sleeps on time"):format(n),
       function()
-        local start, sleeps = probe_under_load(n)
+        local start, sleeps, check_load = probe_under_load(n)
         print(("N = %d: started after %.3f s, ten 0.1 s sleeps took %.3f s"):format(n, start, sleeps))
         assert.is_true(start < 0.5, ("started after %.3f s"):format(start))
         assert.is_true(sleeps >= 1.0, ("ten 0.1 s sleeps took %.3f s"):format(sleeps))
         assert.is_true(sleeps < 2.0, ("ten 0.1 s sleeps took %.3f s"):format(sleeps))
+        check_load()
       end)
   end
 
