@@ -257,8 +257,9 @@ int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
  * later braid_runtime_new starts afresh.  Likewise a braid.blocking job
  * still running 100 ms later keeps its thread, detached.  So the call
  * never hangs, but memory and threads are reclaimed only when every task
- * unwinds (then nothing is lost: pending braid.after/ticker timers fire and
- * free their channels, blocked tasks' values are released).  Then native
+ * unwinds (then nothing is lost: pending braid.after/ticker timers fire
+ * early one last time and free themselves, blocked tasks' values are
+ * released).  Then native
  * calls not yet started are settled as cancelled, and
  * running native functions are asked to stop (braid_call_cancelled) and
  * waited for, so that the host may free their userdata once this returns
