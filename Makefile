@@ -6,6 +6,8 @@
 #   make demo    build, then run the demo (scripts/demo.sh)
 #   make demo-cluster  the demo over NATS, 3 processes (scripts/demo_cluster.sh)
 #   make bench   build, then run the benchmarks (scripts/bench.sh)
+#   make soak    build, then the accounting stress (tests/stress/accounting.lua)
+#                for SOAK_SECONDS (default 600; env BRAID_STRESS_SEED fixes the seed)
 #   make clean   remove $(BUILD);  make distclean: every build*/ dir
 #
 # Variables: BUILD (build dir, default build), JOBS (parallelism, default 2),
@@ -20,7 +22,7 @@ CMAKE_ARGS ?=
 
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo demo-cluster bench install clean distclean
+.PHONY: all deps build test demo demo-cluster bench soak install clean distclean
 
 all: build
 
@@ -43,6 +45,13 @@ demo-cluster: build
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)
+
+# The issue-16 stress, long: every value accounted for (seed printed).
+SOAK_SECONDS ?= 600
+soak: build
+	LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
+	LUA_CPATH="$(abspath $(BUILD))/?.so;;" \
+	  lua5.4 tests/stress/accounting.lua $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

@@ -700,6 +700,10 @@ static void rt_free_parts(void) {
   rt.sched = NULL;
   if (rt.jobs) braid_jobpool_stop(rt.jobs, BRAID_FOREVER);
   rt.jobs = NULL;
+  /* Timers still queued (braid.after / braid.ticker: a tick owns its
+   * channel reference) fire now and free what they own; a ticker's re-add
+   * fails.  Task timers are gone with their tasks (task_abandon). */
+  if (rt.timers) braid_timerq_close(rt.timers);
   if (rt.timers) braid_timerq_free(rt.timers);
   rt.timers = NULL;
   free(rt.path);
@@ -840,7 +844,9 @@ static void rt_stop(void) {
   /* No worker polls any more: close every socket (waking what waits on
    * one), then the epoll set. */
   braid__netpoll_shutdown();
-  bool pool_done = braid_jobpool_stop(rt.jobs, 2000000000LL);
+  /* A blocking job gets the same grace (one stuck in a C call keeps its
+   * thread, detached): exit never waits seconds for it. */
+  bool pool_done = braid_jobpool_stop(rt.jobs, SHUTDOWN_GRACE_NS);
   rt.jobs = NULL;                       /* freed, or left to its last thread */
   if (!joined) {
     /* Leave the shards, the tasks and the scheduler to the detached

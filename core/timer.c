@@ -31,6 +31,7 @@ struct braid_timerq {
   braid_timer_t *q_running;   /* whose callback runs now, or NULL */
   bool q_stop;                /* the thread should exit */
   bool q_driven;              /* immutable: no thread; braid_timerq_run serves it */
+  bool q_closed;              /* braid_timerq_close: adds fail */
   pthread_t q_thread;
   braid_timerq_kick_fn q_kick;  /* driven: told of a new earliest deadline */
   void *q_kick_arg;
@@ -213,6 +214,10 @@ int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
                     braid_timer_fn cb, void *data) {
   pthread_mutex_lock(&q->q_mtx);
   BRAID_ASSERT(t->t_slot == 0);
+  if (q->q_closed) {
+    pthread_mutex_unlock(&q->q_mtx);
+    return BRAID_ECLOSED;
+  }
   if (q->q_len == q->q_cap) {
     size_t ncap = q->q_cap ? q->q_cap * 2 : 64;
     braid_timer_t **nh = realloc(q->q_heap, ncap * sizeof *nh);
@@ -240,6 +245,13 @@ int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
   /* Outside the lock: the kick wakes a poller, which reads q_next. */
   if (earliest && kick) kick(kick_arg);
   return 0;
+}
+
+int braid_timerq_close(braid_timerq_t *q) {
+  pthread_mutex_lock(&q->q_mtx);
+  q->q_closed = true;
+  pthread_mutex_unlock(&q->q_mtx);
+  return braid_timerq_run(q, INT64_MAX);
 }
 
 bool braid_timer_cancel(braid_timerq_t *q, braid_timer_t *t) {

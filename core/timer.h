@@ -58,8 +58,16 @@ int braid_timerq_run(braid_timerq_t *q, int64_t now);
 /* Stops the thread (if any) and frees the queue; timers still queued never fire. */
 void braid_timerq_free(braid_timerq_t *q);
 
+/* For a shutdown whose timers own what their data points at (braid.after's
+ * channel): from now on braid_timer_add fails with BRAID_ECLOSED, and every
+ * timer still queued fires now, on the calling thread, in deadline order
+ * (a ticker's re-add then fails and the callback frees it).  Returns how
+ * many fired.  No other thread may run or add timers meanwhile. */
+int braid_timerq_close(braid_timerq_t *q);
+
 /* Queues t to fire at deadline (absolute, clock.h) with cb.  t must not be
- * queued.  Returns 0 or BRAID_ENOMEM (nothing queued). */
+ * queued.  Returns 0, or BRAID_ENOMEM or (after braid_timerq_close)
+ * BRAID_ECLOSED with nothing queued. */
 int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
                     braid_timer_fn cb, void *data);
 

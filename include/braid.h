@@ -249,7 +249,18 @@ int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
 
 /* Shuts the runtime down and frees it: every task is cancelled and every
  * worker, timer and blocking thread joined (as closing the owning state
- * does); then native calls not yet started are settled as cancelled, and
+ * does).  Tasks that do not unwind: tasks get 100 ms to come back to the
+ * scheduler; a worker still inside Lua after that (a task that swallows
+ * its cancellation in pcall and computes on) is detached and left running,
+ * and the runtime leaves allocated everything such a thread may touch (its
+ * Lua states, tasks, scheduler): it is not freed, the call returns, and a
+ * later braid_runtime_new starts afresh.  Likewise a braid.blocking job
+ * still running 100 ms later keeps its thread, detached.  So the call
+ * never hangs, but memory and threads are reclaimed only when every task
+ * unwinds (then nothing is lost: pending braid.after/ticker timers fire
+ * early one last time and free themselves, blocked tasks' values are
+ * released).  Then native
+ * calls not yet started are settled as cancelled, and
  * running native functions are asked to stop (braid_call_cancelled) and
  * waited for, so that the host may free their userdata once this returns
  * (a call that fails because of the shutdown settles as cancelled).

@@ -507,6 +507,53 @@ TEST(test_timer_free_with_queued) {
   braid_timerq_free(q);                    /* may or may not have fired */
 }
 
+/* braid_timerq_close: every queued timer fires once, in deadline order; a
+ * ticker's re-add fails (so its callback frees it); later adds fail. */
+typedef struct close_timer {
+  braid_timer_t t;
+  braid_timerq_t *q;
+  int fired;
+  int readd_err;          /* the ticker's re-add result */
+  bool ticker;
+} close_timer_t;
+
+static int close_order[8], close_n;
+
+static void close_cb(braid_timer_t *t) {
+  close_timer_t *ct = (close_timer_t *)t;
+  ct->fired++;
+  close_order[close_n++] = (int)(intptr_t)t->t_data;
+  if (ct->ticker)
+    ct->readd_err = braid_timer_add(ct->q, t, t->t_deadline + test_ms(1000), close_cb, t->t_data);
+}
+
+TEST(test_timer_close_fires_queued) {
+  braid_timerq_t *q = braid_timerq_new_driven();
+  ASSERT_NOT_NULL(q);
+  close_timer_t ts[4];
+  memset(ts, 0, sizeof ts);
+  close_n = 0;
+  for (int i = 0; i < 4; i++) {
+    ts[i].q = q;
+    ts[i].ticker = i == 1;
+    /* Deadlines far away, added out of order: 3, 1, 0, 2 hours. */
+    int64_t hours[4] = { 3, 1, 0, 2 };
+    ASSERT_OK(braid_timer_add(q, &ts[i].t, braid_now_ns() + test_ms(3600000) * (hours[i] + 1),
+                              close_cb, (void *)(intptr_t)i));
+  }
+  ASSERT_EQ_INT(braid_timerq_close(q), 4);
+  for (int i = 0; i < 4; i++) ASSERT_EQ_INT(ts[i].fired, 1);
+  ASSERT_EQ_ERR(ts[1].readd_err, BRAID_ECLOSED);
+  int want[4] = { 2, 1, 3, 0 };
+  for (int i = 0; i < 4; i++) ASSERT_EQ_INT(close_order[i], want[i]);
+  ASSERT_EQ_UINT(braid_timerq_len(q), 0);
+  braid_timer_t late;
+  timer_zero(&late);
+  ASSERT_EQ_ERR(braid_timer_add(q, &late, braid_now_ns(), noop_cb, NULL), BRAID_ECLOSED);
+  ASSERT_EQ_INT(braid_timerq_run(q, INT64_MAX), 0);
+  braid_timerq_free(q);
+}
+
 /* Several queues at once are independent. */
 TEST(test_timer_several_queues) {
   enum { NQ = 3 };
@@ -536,5 +583,6 @@ TEST_LIST {
   RUN(test_timer_cancel_ticker);
   RUN(test_timer_threads_add_cancel);
   RUN(test_timer_free_with_queued);
+  RUN(test_timer_close_fires_queued);
   RUN(test_timer_several_queues);
 }
