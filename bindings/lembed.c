@@ -100,11 +100,17 @@ int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out) {
     live.report_ud = c.report_ud;
   }
   pthread_mutex_unlock(&live.mtx);
+  if (rc == 0 && (rc = braid__native_start(c.native_threads)) != 0) {
+    pthread_mutex_lock(&live.mtx);      /* undo: no runtime after all */
+    live.rt = NULL;
+    live.report = NULL;
+    live.report_ud = NULL;
+    pthread_mutex_unlock(&live.mtx);
+  }
   if (rc != 0) {
     free(rt);
     return rc;
   }
-  braid__native_start(c.native_threads);
   braid__rt_set_deadlock_check(c.deadlock_check != 0);
   *out = rt;
   return 0;

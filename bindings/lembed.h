@@ -64,8 +64,9 @@ braid_msg_t *braid__msg_error(const char *s, size_t len);
 /* --- lnative.c --- */
 
 /* Starts accepting native calls with at most max_threads native threads
- * (threads start on demand). */
-void braid__native_start(int max_threads);
+ * (threads start on demand).  Returns 0, or BRAID_ENOMEM (nothing
+ * started). */
+int braid__native_start(int max_threads);
 
 /* Stops accepting native calls, cancels queued ones, asks running ones to
  * stop and joins every native thread; then forgets every registration. */
