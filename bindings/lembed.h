@@ -61,6 +61,15 @@ int braid__value_rejection(const braid_value_t *err, braid_msg_t **out);
 /* A rejection message holding the string s. */
 braid_msg_t *braid__msg_error(const char *s, size_t len);
 
+/* --- lembed.c --- */
+
+/* Hands the text of an unobserved error to the host's reporter
+ * (braid_config_t.report) of the live runtime: returns true when there is
+ * one (it was called), false when there is none (the caller prints).  Only
+ * braid__report_unobserved calls it, after its rules.  Any thread; no
+ * braid lock held. */
+bool braid__embed_report(const char *err, size_t len);
+
 /* --- lnative.c --- */
 
 /* Starts accepting native calls with at most max_threads native threads
