@@ -49,7 +49,11 @@ static int l_box(lua_State *L) {
     free(b);
     return lua_error(L);
   }
-  braid_obj_init(&b->b_obj, &braid_box_type);
+  if (braid_obj_init(&b->b_obj, &braid_box_type) != 0) {
+    braid_msg_release(m);
+    free(b);
+    return luaL_error(L, "braid: out of memory");
+  }
   b->b_fields = m;
   memcpy(b->b_kind, kind, klen + 1);
   braid__pushhandle(L, &b->b_obj);

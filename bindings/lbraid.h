@@ -58,9 +58,6 @@ int braid__decode(lua_State *L, braid_msg_t *m);
  * (nil for an empty message) and returns 1. */
 int braid__decode1(lua_State *L, braid_msg_t *m);
 
-/* If m encodes a single string, returns it (borrowed, *len set); else NULL.
- * Needs no lua_State: used to report errors where no state is at hand. */
-const char *braid__msg_string(braid_msg_t *m, size_t *len);
 
 /* If m's first value is a string, returns its bytes (borrowed) and sets
  * *len; else NULL (lcodec_c.c; no lua_State needed: error reports). */

@@ -25,7 +25,7 @@
  *                              math.mininteger survive and the subtype is
  *                              kept
  *   T_STR                      varint length, the bytes (contiguous: see
- *                              braid__msg_string)
+ *                              braid__msg_first_string)
  *   T_TABLE                    u32 narr, u32 nhash, narr values (t[1] ..
  *                              t[narr]), then nhash key/value pairs
  *   T_FUNC                     u32 length, lua_dump bytes (not stripped),
@@ -1397,15 +1397,6 @@ int braid__decode(lua_State *L, braid_msg_t *m) {
 int braid__decode1(lua_State *L, braid_msg_t *m) {
   if (decode(L, m, 1) == 0) lua_pushnil(L);
   return 1;
-}
-
-const char *braid__msg_string(braid_msg_t *m, size_t *len) {
-  size_t n;
-  /* A count of 1 is the single byte 1; the string must be all the rest. */
-  const char *p = m && m->m_len >= 1 && m->m_data[0] == 1 ? braid__msg_first_string(m, &n) : NULL;
-  if (p == NULL || p + n != (const char *)m->m_data + m->m_len) return NULL;
-  if (len) *len = n;
-  return p;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -18,15 +18,14 @@
  * decoded back.  They block the calling OS thread (the core's _until
  * functions), never a worker.
  *
- * Unobserved errors.  The task runtime reports a failed task nobody
- * awaited; when the config has a reporter, the core's
- * braid_future_unobserved hook is pointed at it once the runtime has
- * started.  (A task whose future handle was already collected when it
- * failed is reported by lruntime.c directly, on stderr: reaching the
- * host's reporter there needs a hook in lruntime.c.)
+ * Unobserved errors.  There is one reporter, lruntime.c's
+ * braid__report_unobserved (the core's braid_future_unobserved hook, set
+ * when the runtime starts): it applies the rules (nothing once the runtime
+ * shuts down; a failed task named) and then hands the error's text to the
+ * host's reporter, when the config has one (braid__embed_report), or
+ * prints it on stderr.
  */
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,23 +56,14 @@ static int online_cpus(void) {
   return n > 0 ? (int)n : 1;
 }
 
-/* braid_future_unobserved: a rejected future dropped unobserved.  Any
- * thread; no braid lock held (core/future.c calls it from the destroy). */
-static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
-  size_t len = 0;
-  const char *s = err ? braid__msg_first_string(err, &len) : NULL;
-  if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
+bool braid__embed_report(const char *err, size_t len) {
   pthread_mutex_lock(&live.mtx);
   braid_report_fn fn = live.report;
   void *ud = live.report_ud;
   pthread_mutex_unlock(&live.mtx);
-  if (fn != NULL) {
-    fn(s, len, ud);
-  } else {
-    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
-            (unsigned long long)braid_future_id(f), (int)len, s);
-    fflush(stderr);
-  }
+  if (fn == NULL) return false;
+  fn(err, len, ud);                     /* no braid lock held */
+  return true;
 }
 
 int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out) {
@@ -100,28 +90,28 @@ int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out) {
     live.report_ud = c.report_ud;
   }
   pthread_mutex_unlock(&live.mtx);
+  if (rc == 0 && (rc = braid__native_start(c.native_threads)) != 0) {
+    pthread_mutex_lock(&live.mtx);      /* undo: no runtime after all */
+    live.rt = NULL;
+    live.report = NULL;
+    live.report_ud = NULL;
+    pthread_mutex_unlock(&live.mtx);
+  }
   if (rc != 0) {
     free(rt);
     return rc;
   }
-  braid__native_start(c.native_threads);
   braid__rt_set_deadlock_check(c.deadlock_check != 0);
   *out = rt;
   return 0;
 }
 
 /* Runs under lua_pcall: loads braid as the global `braid`, starts the
- * runtime.  Upvalue-free; the runtime is argument 1 (light userdata). */
+ * runtime (which installs the unobserved-error reporter).  Upvalue-free. */
 static int open_body(lua_State *L) {
-  braid_runtime_t *rt = lua_touserdata(L, 1);
   luaL_requiref(L, "braid", luaopen_braid, 1);
   lua_pop(L, 1);                        /* the module (it is global now) */
   braid__rt_start(L);
-  if (rt->r_cfg.report != NULL) {
-    /* After the start: rt_start installs the runtime's own reporter.  No
-     * task has run yet, so no thread reads the hook concurrently. */
-    braid_future_unobserved = report_unobserved;
-  }
   return 0;
 }
 
@@ -134,8 +124,7 @@ int braid_runtime_open(braid_runtime_t *rt, lua_State *L) {
   int top = lua_gettop(L);
   if (!lua_checkstack(L, 4)) return BRAID_ENOMEM;
   lua_pushcfunction(L, open_body);
-  lua_pushlightuserdata(L, rt);
-  int st = lua_pcall(L, 1, 0, 0);
+  int st = lua_pcall(L, 0, 0, 0);
   lua_settop(L, top);                   /* the error message, if any */
   return st == LUA_OK ? 0 : BRAID_ENOMEM;
 }

@@ -61,11 +61,21 @@ int braid__value_rejection(const braid_value_t *err, braid_msg_t **out);
 /* A rejection message holding the string s. */
 braid_msg_t *braid__msg_error(const char *s, size_t len);
 
+/* --- lembed.c --- */
+
+/* Hands the text of an unobserved error to the host's reporter
+ * (braid_config_t.report) of the live runtime: returns true when there is
+ * one (it was called), false when there is none (the caller prints).  Only
+ * braid__report_unobserved calls it, after its rules.  Any thread; no
+ * braid lock held. */
+bool braid__embed_report(const char *err, size_t len);
+
 /* --- lnative.c --- */
 
 /* Starts accepting native calls with at most max_threads native threads
- * (threads start on demand). */
-void braid__native_start(int max_threads);
+ * (threads start on demand).  Returns 0, or BRAID_ENOMEM (nothing
+ * started). */
+int braid__native_start(int max_threads);
 
 /* Stops accepting native calls, cancels queued ones, asks running ones to
  * stop and joins every native thread; then forgets every registration. */

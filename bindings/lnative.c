@@ -24,19 +24,27 @@
  * codec sends a native function value by name (T_MODFIELD), like any
  * module's C function: braid.pmap(paths, braid.native.sha256_file) works.
  *
- * The pool is bounded (braid_config_t.native_threads); threads start on
- * demand and live until shutdown.  Every queued or running call counts as
+ * The calls run on a job pool of their own (core/jobpool.h, the pool
+ * braid.blocking uses too, as another instance): it has its own bound
+ * (braid_config_t.native_threads) and its own life, from
+ * braid_runtime_new to braid_runtime_free, which outlives the task
+ * runtime's (braid_runtime_free stops the tasks first), and its shutdown
+ * waits for running calls without a grace limit.  Threads start on demand
+ * and leave after 10 s idle.  Every queued or running call counts as
  * a runtime job (braid__rt_job) from before it is queued until after its
  * future is settled, so that the main thread's deadlock check never sees a
  * wait that a native call is about to complete as hopeless.
  *
- * Shutdown (braid__native_stop) cancels the calls not started, marks the
- * pool stopping (braid_call_cancelled turns true), and joins every thread:
- * a running native function is waited for, because the host may free the
- * function's userdata as soon as braid_runtime_free returns.
+ * Shutdown (braid__native_stop) stops accepting calls, marks the pool
+ * stopping (braid_call_cancelled turns true), and stops the job pool: the
+ * calls not started are settled as cancelled (their j_cancel), and every
+ * thread is joined: a running native function is waited for, because the
+ * host may free the function's userdata as soon as braid_runtime_free
+ * returns.
  *
- * Lock order: np.mtx is a leaf.  No Lua API, no future settle and no user
- * code runs with it held.
+ * Lock order: np.mtx, then the job pool's lock (a call is submitted with
+ * np.mtx held, so that a stop cannot free the pool under it).  No Lua API,
+ * no future settle and no user code runs with np.mtx held.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -45,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jobpool.h"
 #include "lembed.h"
 #include "lruntime.h"
 
@@ -55,6 +64,7 @@ typedef struct native {
 } native_t;
 
 struct braid_call {
+  braid_job_t c_job;            /* the pool's record; j_data is the call */
   const char *c_name;           /* borrowed from the registry entry */
   braid_native_fn c_fn;
   void *c_ud;
@@ -62,25 +72,19 @@ struct braid_call {
   braid_value_t c_results;      /* an array: what braid_call_return gave */
   char *c_err;                  /* braid_call_error's message, or NULL */
   braid_future_t *c_fut;        /* one reference: the call's */
-  braid_call_t *c_next;         /* queue link */
 };
 
 static struct {
   pthread_mutex_t mtx;          /* Protects: every field up to the atomics */
-  pthread_cond_t cv;            /* idle native threads wait here */
   bool accepting;               /* between braid__native_start and _stop */
   native_t *natives;            /* the registry */
   size_t nnatives, natcap;
-  braid_call_t *head, *tail;    /* calls not started */
-  size_t qlen;
-  pthread_t *threads;           /* joinable native threads */
-  int nthreads, maxthreads, idle;
-  /* Set by shutdown before it drains the queue; read lock-free by
+  braid_jobpool_t *pool;        /* the native threads, while accepting */
+  /* Set by shutdown before it stops the pool; read lock-free by
    * braid_call_cancelled (relaxed: a hint that a function polls). */
   _Atomic bool stopping;
 } np = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
-  .cv = PTHREAD_COND_INITIALIZER,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -201,7 +205,9 @@ static void call_settle(braid_call_t *c, int rc) {
   braid_future_reject(c->c_fut, m);   /* m NULL (out of memory): "rejected" */
 }
 
-static void call_run(braid_call_t *c) {
+/* j_run: runs the call on a native thread. */
+static void call_run(braid_job_t *j) {
+  braid_call_t *c = j->j_data;
   /* A call cancelled while queued is not run (its future is settled). */
   if (braid_future_state(c->c_fut) == BRAID_FUTURE_PENDING) {
     int rc = c->c_fn(c, c->c_args.u.array.items, c->c_args.u.array.len, c->c_ud);
@@ -213,58 +219,38 @@ static void call_run(braid_call_t *c) {
   braid__rt_job(-1);
 }
 
-static void *native_main(void *arg) {
-  (void)arg;
-  pthread_mutex_lock(&np.mtx);
-  for (;;) {
-    while (np.head == NULL && !atomic_load_explicit(&np.stopping, memory_order_relaxed)) {
-      np.idle++;
-      pthread_cond_wait(&np.cv, &np.mtx);
-      np.idle--;
-    }
-    braid_call_t *c = np.head;
-    if (c == NULL) break;               /* stopping, nothing queued */
-    np.head = c->c_next;
-    if (np.head == NULL) np.tail = NULL;
-    np.qlen--;
-    pthread_mutex_unlock(&np.mtx);
-    call_run(c);
-    pthread_mutex_lock(&np.mtx);
-  }
-  pthread_mutex_unlock(&np.mtx);
-  return NULL;
+/* j_cancel: the pool stopped before the call started. */
+static void call_drop(braid_job_t *j) {
+  braid_call_t *c = j->j_data;
+  braid_future_settle(c->c_fut, BRAID_FUTURE_CANCELLED, NULL);
+  call_free(c);
+  braid__rt_job(-1);
 }
 
-void braid__native_start(int max_threads) {
+int braid__native_start(int max_threads) {
+  /* Idle native threads leave after 10 s (they start again on demand). */
+  braid_jobpool_t *pool = braid_jobpool_new(max_threads > 0 ? max_threads : 1,
+                                            10000000000LL, NULL);
+  if (pool == NULL) return BRAID_ENOMEM;
   pthread_mutex_lock(&np.mtx);
+  BRAID_ASSERT(np.pool == NULL);        /* one runtime at a time (lembed.c) */
+  np.pool = pool;
   np.accepting = true;
-  np.maxthreads = max_threads > 0 ? max_threads : 1;
   atomic_store_explicit(&np.stopping, false, memory_order_relaxed);
   pthread_mutex_unlock(&np.mtx);
+  return 0;
 }
 
 void braid__native_stop(void) {
   pthread_mutex_lock(&np.mtx);
   np.accepting = false;
   atomic_store_explicit(&np.stopping, true, memory_order_relaxed);
-  braid_call_t *q = np.head;
-  np.head = np.tail = NULL;
-  np.qlen = 0;
-  pthread_t *threads = np.threads;
-  int n = np.nthreads;
-  np.threads = NULL;
-  np.nthreads = 0;
-  pthread_cond_broadcast(&np.cv);
+  braid_jobpool_t *pool = np.pool;
+  np.pool = NULL;                       /* no submit reaches it from now on */
   pthread_mutex_unlock(&np.mtx);
-  while (q) {
-    braid_call_t *next = q->c_next;
-    braid_future_settle(q->c_fut, BRAID_FUTURE_CANCELLED, NULL);
-    call_free(q);
-    braid__rt_job(-1);
-    q = next;
-  }
-  for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
-  free(threads);
+  /* Queued calls settle as cancelled (call_drop); running ones are waited
+   * for, however long they take (the host owns their userdata). */
+  if (pool) braid_jobpool_stop(pool, BRAID_FOREVER);
   /* Every call is over: no one borrows a name any more. */
   pthread_mutex_lock(&np.mtx);
   for (size_t i = 0; i < np.nnatives; i++) free(np.natives[i].n_name);
@@ -275,7 +261,8 @@ void braid__native_stop(void) {
 }
 
 /* Queues c for the native function called name.  Returns 0, BRAID_ENOENT
- * (not registered) or BRAID_ECANCELED (not accepting calls). */
+ * (not registered), BRAID_ECANCELED (not accepting calls) or BRAID_ENOMEM
+ * (no native thread could start, and none runs). */
 static int submit(braid_call_t *c, const char *name) {
   pthread_mutex_lock(&np.mtx);
   native_t *nt = np.accepting ? find(name) : NULL;
@@ -287,19 +274,17 @@ static int submit(braid_call_t *c, const char *name) {
   c->c_name = nt->n_name;
   c->c_fn = nt->n_fn;
   c->c_ud = nt->n_ud;
+  c->c_job.j_run = call_run;
+  c->c_job.j_cancel = call_drop;
+  c->c_job.j_data = c;
   braid__rt_job(+1);                    /* before any thread can finish it */
-  c->c_next = NULL;
-  if (np.tail) np.tail->c_next = c; else np.head = c;
-  np.tail = c;
-  np.qlen++;
-  if (np.idle > 0) pthread_cond_signal(&np.cv);
-  if (np.qlen > (size_t)np.idle && np.nthreads < np.maxthreads) {
-    if (np.threads == NULL) np.threads = calloc((size_t)np.maxthreads, sizeof *np.threads);
-    /* Without a new thread the call waits for a busy one: never lost. */
-    if (np.threads != NULL && pthread_create(&np.threads[np.nthreads], NULL, native_main, NULL) == 0)
-      np.nthreads++;
-  }
+  /* Under np.mtx: braid__native_stop cannot free the pool meanwhile. */
+  int rc = braid_jobpool_submit(np.pool, &c->c_job);
   pthread_mutex_unlock(&np.mtx);
+  if (rc != 0) {
+    braid__rt_job(-1);
+    return rc == BRAID_ECLOSED ? BRAID_ECANCELED : BRAID_ENOMEM;
+  }
   return 0;
 }
 

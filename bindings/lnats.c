@@ -590,7 +590,11 @@ static int l_connect(lua_State *L) {
     natsConnection_Destroy(conn);
     return luaL_error(L, "braid: out of memory");
   }
-  braid_obj_init(&nc->n_obj, &braid_nats_type);
+  if (braid_obj_init(&nc->n_obj, &braid_nats_type) != 0) {
+    free(nc);
+    natsConnection_Destroy(conn);
+    return luaL_error(L, "braid: out of memory");
+  }
   nc->n_conn = conn;
   braid__pushhandle(L, &nc->n_obj);
   braid_obj_release(&nc->n_obj);

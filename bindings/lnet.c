@@ -137,7 +137,10 @@ static braid_msg_t *token_msg(void) { return braid__msg_number(1); }
 static sock_t *sock_new(braid_pollfd_t *pd, int fd, bool conn) {
   sock_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
-  braid_obj_init(&s->s_obj, conn ? &conn_type : &listener_type);
+  if (braid_obj_init(&s->s_obj, conn ? &conn_type : &listener_type) != 0) {
+    free(s);
+    return NULL;
+  }
   s->s_pd = pd;
   braid_netbuf_init(&s->s_rb);
   struct sockaddr_storage ss;

@@ -319,6 +319,7 @@ bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
+  if (braid__embed_report(s, len)) return true;   /* the host's reporter */
   task_t *t = tls_report_task;
   if (t && t->t_fut == f) {
     if (t->t_name)

@@ -33,9 +33,10 @@ braid_timerq_t *braid__timers(lua_State *L);
 
 /* Prints the report of an error nobody awaited, naming the task when the
  * future is a failed task's (the runtime's default unobserved hook; hosts
- * that install their own may call it).  Returns false, printing nothing,
- * for errors that surface once the runtime shuts down (its cancellation
- * unwinding through tasks). */
+ * that install their own may call it).  With an embedding host's reporter
+ * (braid_config_t.report) the error's text goes to it instead of stderr.
+ * Returns false, reporting nothing, for errors that surface once the
+ * runtime shuts down (its cancellation unwinding through tasks). */
 bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
 
 /* Counts a message that went through a braid channel/future (stats). */

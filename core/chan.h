@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "braid_errno.h"   /* BRAID_API */
 #include "msg.h"
 #include "refcnt.h"
 
@@ -71,7 +72,8 @@ int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out);
 int braid_chan_close(braid_chan_t *ch, braid_msg_t *err);
 
 void braid_chan_stats(braid_chan_t *ch, braid_chan_stats_t *st);
-size_t braid_chan_len(braid_chan_t *ch);
-bool braid_chan_is_closed(braid_chan_t *ch);
+/* Also braid.h's (BRAID_API: exported). */
+BRAID_API size_t braid_chan_len(braid_chan_t *ch);
+BRAID_API bool braid_chan_is_closed(braid_chan_t *ch);
 
 #endif

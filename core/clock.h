@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "braid_errno.h"   /* BRAID_API */
+
 #define BRAID_FOREVER INT64_MAX
 
 static inline int64_t braid_now_ns(void) {
@@ -20,6 +22,6 @@ static inline int64_t braid_now_ns(void) {
 
 /* now + seconds, saturating at BRAID_FOREVER; a negative or NaN timeout
  * counts as 0. */
-int64_t braid_deadline_after(double seconds);
+BRAID_API int64_t braid_deadline_after(double seconds);   /* braid.h's */
 
 #endif

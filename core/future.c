@@ -23,7 +23,10 @@ braid_objtype_t braid_future_type = { "future", future_destroy, 0 };
 braid_future_t *braid_future_new(void) {
   braid_future_t *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
-  braid_obj_init(&f->f_obj, &braid_future_type);
+  if (braid_obj_init(&f->f_obj, &braid_future_type) != 0) {
+    free(f);
+    return NULL;
+  }
   atomic_init(&f->f_state, BRAID_FUTURE_PENDING);
   atomic_init(&f->f_cancel, false);
   atomic_init(&f->f_observed, false);

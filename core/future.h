@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 
+#include "braid_errno.h"   /* BRAID_API */
 #include "msg.h"
 #include "refcnt.h"
 
@@ -58,7 +59,7 @@ static inline int braid_future_reject(braid_future_t *f, braid_msg_t *err) {
 /* Requests cancellation.  Pending with a hook: sets the flag and calls the
  * hook.  Pending without a hook: settles CANCELLED.  Settled: nothing.
  * Returns 0 when the request was made, BRAID_ESETTLED when already settled. */
-int braid_future_cancel(braid_future_t *f);
+BRAID_API int braid_future_cancel(braid_future_t *f);   /* also braid.h's */
 
 /* Whether cancellation was requested (an atomic read; for the producer). */
 bool braid_future_cancel_requested(braid_future_t *f);

@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "err.h"
 #include "jobpool.h"
+#include "refcnt.h"   /* BRAID_PCHECK */
 
 struct braid_jobpool {
   int p_max;                  /* immutable */
@@ -36,7 +37,7 @@ struct braid_jobpool {
 static void reap_locked(braid_jobpool_t *p) {
   int k = 0;
   for (int i = 0; i < p->p_ntids; i++) {
-    if (p->p_tids[i].exited) pthread_join(p->p_tids[i].t, NULL);
+    if (p->p_tids[i].exited) BRAID_PCHECK(pthread_join(p->p_tids[i].t, NULL));
     else p->p_tids[k++] = p->p_tids[i];
   }
   p->p_ntids = k;
@@ -46,16 +47,18 @@ static void *pool_main(void *arg) {
   braid_jobpool_t *p = arg;
   sigset_t all;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);   /* signals are the host's */
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_sigmask(SIG_BLOCK, &all, NULL));   /* signals are the host's */
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   for (;;) {
     if (p->p_head == NULL && !p->p_stop) {
       p->p_idle++;
       int64_t until = braid_now_ns() + p->p_idle_ns;
       struct timespec ts = { (time_t)(until / 1000000000), (long)(until % 1000000000) };
       int rc = 0;
-      while (p->p_head == NULL && !p->p_stop && rc != ETIMEDOUT)
+      while (p->p_head == NULL && !p->p_stop && rc != ETIMEDOUT) {
         rc = pthread_cond_timedwait(&p->p_cv, &p->p_mtx, &ts);
+        BRAID_PCHECK_TIMED(rc);
+      }
       p->p_idle--;
     }
     braid_job_t *j = p->p_head;
@@ -64,20 +67,20 @@ static void *pool_main(void *arg) {
     if (p->p_head == NULL) p->p_tail = NULL;
     p->p_queued--;
     p->p_running++;
-    pthread_mutex_unlock(&p->p_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
     j->j_run(j);                      /* j may be freed by now */
-    pthread_mutex_lock(&p->p_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
     p->p_running--;
   }
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
   if (p->p_thread_exit) p->p_thread_exit();
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   p->p_threads--;
   pthread_t me = pthread_self();
   for (int i = 0; i < p->p_ntids; i++)
     if (pthread_equal(p->p_tids[i].t, me)) p->p_tids[i].exited = true;
-  pthread_cond_broadcast(&p->p_done);
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_cond_broadcast(&p->p_done));
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
   return NULL;
 }
 
@@ -91,32 +94,32 @@ braid_jobpool_t *braid_jobpool_new(int max_threads, int64_t idle_ns,
   pthread_condattr_t ca;
   if (pthread_mutex_init(&p->p_mtx, NULL) != 0) goto error1;
   if (pthread_condattr_init(&ca) != 0) goto error2;
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  int rc = pthread_cond_init(&p->p_cv, &ca);
-  pthread_condattr_destroy(&ca);
+  int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if (rc == 0) rc = pthread_cond_init(&p->p_cv, &ca);
+  BRAID_PCHECK(pthread_condattr_destroy(&ca));
   if (rc != 0) goto error2;
   if (pthread_cond_init(&p->p_done, NULL) != 0) goto error3;
   return p;
 error3:
-  pthread_cond_destroy(&p->p_cv);
+  BRAID_PCHECK(pthread_cond_destroy(&p->p_cv));
 error2:
-  pthread_mutex_destroy(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_destroy(&p->p_mtx));
 error1:
   free(p);
   return NULL;
 }
 
 int braid_jobpool_submit(braid_jobpool_t *p, braid_job_t *j) {
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   if (p->p_stop) {
-    pthread_mutex_unlock(&p->p_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
     return BRAID_ECLOSED;
   }
   j->j_next = NULL;
   if (p->p_tail) p->p_tail->j_next = j; else p->p_head = j;
   p->p_tail = j;
   p->p_queued++;
-  if (p->p_idle > 0) pthread_cond_signal(&p->p_cv);
+  if (p->p_idle > 0) BRAID_PCHECK(pthread_cond_signal(&p->p_cv));
   /* More jobs waiting than idle threads to take them: one more thread.  An
    * idle thread counts until it wakes, but so does every job until it is
    * taken, so a burst of n jobs gets n threads (up to the bound). */
@@ -140,36 +143,36 @@ int braid_jobpool_submit(braid_jobpool_t *p, braid_job_t *j) {
       /* No thread could ever run it: take it back (it is the only job). */
       p->p_head = p->p_tail = NULL;
       p->p_queued--;
-      pthread_mutex_unlock(&p->p_mtx);
+      BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
       return BRAID_ENOMEM;
     }
     /* else: a running thread takes it when it is done */
   }
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
   return 0;
 }
 
 bool braid_jobpool_stop(braid_jobpool_t *p, int64_t grace_ns) {
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   p->p_stop = true;
   braid_job_t *j = p->p_head;
   p->p_head = p->p_tail = NULL;
   p->p_queued = 0;
-  pthread_cond_broadcast(&p->p_cv);
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_cond_broadcast(&p->p_cv));
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
   while (j) {
     braid_job_t *next = j->j_next;
     if (j->j_cancel) j->j_cancel(j);
     j = next;
   }
   int64_t until = grace_ns == BRAID_FOREVER ? BRAID_FOREVER : braid_now_ns() + grace_ns;
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   while (p->p_threads > 0 && braid_now_ns() < until) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 5000000;
     if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-    pthread_cond_timedwait(&p->p_done, &p->p_mtx, &ts);
+    BRAID_PCHECK_TIMED(pthread_cond_timedwait(&p->p_done, &p->p_mtx, &ts));
   }
   bool all = p->p_threads == 0;
   if (all) {
@@ -177,25 +180,25 @@ bool braid_jobpool_stop(braid_jobpool_t *p, int64_t grace_ns) {
   } else {
     /* Stuck ones are left running, detached; the others are joined. */
     for (int i = 0; i < p->p_ntids; i++)
-      if (p->p_tids[i].exited) pthread_join(p->p_tids[i].t, NULL);
-      else pthread_detach(p->p_tids[i].t);
+      if (p->p_tids[i].exited) BRAID_PCHECK(pthread_join(p->p_tids[i].t, NULL));
+      else BRAID_PCHECK(pthread_detach(p->p_tids[i].t));
     p->p_ntids = 0;
   }
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
   if (!all) return false;
   free(p->p_tids);
-  pthread_cond_destroy(&p->p_done);
-  pthread_cond_destroy(&p->p_cv);
-  pthread_mutex_destroy(&p->p_mtx);
+  BRAID_PCHECK(pthread_cond_destroy(&p->p_done));
+  BRAID_PCHECK(pthread_cond_destroy(&p->p_cv));
+  BRAID_PCHECK(pthread_mutex_destroy(&p->p_mtx));
   free(p);
   return true;
 }
 
 void braid_jobpool_stats(braid_jobpool_t *p, braid_jobpool_stats_t *st) {
-  pthread_mutex_lock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&p->p_mtx));
   st->threads = p->p_threads;
   st->idle = p->p_idle;
   st->queued = p->p_queued;
   st->running = p->p_running;
-  pthread_mutex_unlock(&p->p_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&p->p_mtx));
 }

@@ -68,11 +68,14 @@ static int init_locked(void) {
 
 /* A poller thread of its own, for users of the core without the
  * scheduler (the C tests); the runtime drives the poll from its idle
- * workers instead (braid__netpoll_drive).  With g.mtx held. */
-static void netpoll_start_thread(void) {
-  if (g.thread_on || g.driven) return;
+ * workers instead (braid__netpoll_drive).  With g.mtx held.  Returns 0, or
+ * pthread_create's error (nothing would ever poll). */
+static int netpoll_start_thread(void) {
+  if (g.thread_on || g.driven) return 0;
   atomic_store_explicit(&g.stop, false, memory_order_relaxed);
-  if (pthread_create(&g.thread, NULL, poller_main, NULL) == 0) g.thread_on = true;
+  int rc = pthread_create(&g.thread, NULL, poller_main, NULL);
+  if (rc == 0) g.thread_on = true;
+  return rc;
 }
 
 static void *poller_main(void *arg) {
@@ -87,10 +90,16 @@ static void *poller_main(void *arg) {
 braid_pollfd_t *braid_pollfd_new(int fd) {
   braid_pollfd_t *p = calloc(1, sizeof *p);
   if (p == NULL) { errno = ENOMEM; return NULL; }
-  braid_obj_init(&p->p_obj, &braid_pollfd_type);
+  if (braid_obj_init(&p->p_obj, &braid_pollfd_type) != 0) {
+    free(p);
+    errno = ENOMEM;
+    return NULL;
+  }
   p->p_fd = fd;
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   if (init_locked() != 0) goto fail;
+  int trc = netpoll_start_thread();     /* before registering: nothing to undo */
+  if (trc != 0) { errno = trc; goto fail; }
   uint32_t idx;
   if (g.free_head) {
     idx = g.free_head - 1;
@@ -121,7 +130,7 @@ braid_pollfd_t *braid_pollfd_new(int fd) {
     s->s_pd = NULL;
     s->s_next_free = g.free_head;
     g.free_head = idx + 1;
-    pthread_mutex_unlock(&g.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
     p->p_fd = -1;             /* still the caller's */
     braid_obj_release(&p->p_obj);
     braid_obj_release(&p->p_obj);
@@ -129,11 +138,10 @@ braid_pollfd_t *braid_pollfd_new(int fd) {
     return NULL;
   }
   g.count++;
-  netpoll_start_thread();
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   return p;
 fail:
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   {
     int err = errno;
     p->p_fd = -1;
@@ -218,7 +226,7 @@ bool braid_pollfd_close(braid_pollfd_t *p) {
   braid__wl_wake(&wl);
 
   bool drop = false;
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   slot_t *s = p->p_slot < g.nslots ? &g.slots[p->p_slot] : NULL;
   if (s && s->s_pd == p && s->s_gen == p->p_gen) {
     if (g.epfd >= 0 && live >= 0) epoll_ctl(g.epfd, EPOLL_CTL_DEL, live, NULL);
@@ -228,7 +236,7 @@ bool braid_pollfd_close(braid_pollfd_t *p) {
     g.count--;
     drop = true;
   }
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   if (fd >= 0) close(fd);
   if (drop) braid_obj_release(&p->p_obj);
   return true;
@@ -254,9 +262,9 @@ int braid__netpoll_poll(int64_t deadline) {
   if (!atomic_compare_exchange_strong_explicit(&g.polling, &no, true,
                                                memory_order_acquire, memory_order_relaxed))
     return 0;
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   int ep = g.epfd, evfd = g.evfd;
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   if (ep < 0) {
     atomic_store_explicit(&g.polling, false, memory_order_release);
     return 0;
@@ -277,7 +285,7 @@ int braid__netpoll_poll(int64_t deadline) {
   braid_pollfd_t *pds[MAXEV];
   uint32_t evs[MAXEV];
   int m = 0;
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   for (int i = 0; i < n; i++) {
     if (ev[i].data.u64 == UINT64_MAX) {
       uint64_t v;
@@ -291,7 +299,7 @@ int braid__netpoll_poll(int64_t deadline) {
     braid_obj_retain(&pds[m]->p_obj);
     evs[m++] = ev[i].events;
   }
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   atomic_store_explicit(&g.polling, false, memory_order_release);
   for (int i = 0; i < m; i++) {
     uint32_t e = evs[i];
@@ -303,63 +311,63 @@ int braid__netpoll_poll(int64_t deadline) {
 }
 
 int braid__netpoll_drive(void) {
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   int rc = init_locked();
   if (rc == 0) g.driven = true;
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   return rc == 0 ? 0 : BRAID_ENOMEM;
 }
 
 void braid__netpoll_break(void) {
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   if (g.evfd >= 0) {
     uint64_t one = 1;
     ssize_t r = write(g.evfd, &one, sizeof one);
     (void)r;
   }
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
 }
 
 int braid__netpoll_count(void) {
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   int n = g.count;
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   return n;
 }
 
 void braid__netpoll_shutdown(void) {
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   bool on = g.thread_on;
   pthread_t t = g.thread;
   g.thread_on = false;
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
   if (on) {
     /* Release: pairs with the poller's acquire load. */
     atomic_store_explicit(&g.stop, true, memory_order_release);
     braid__netpoll_break();
-    pthread_join(t, NULL);
+    BRAID_PCHECK(pthread_join(t, NULL));
   }
   /* Close every descriptor still registered, one at a time (close takes
    * g.mtx itself). */
   for (;;) {
     braid_pollfd_t *p = NULL;
-    pthread_mutex_lock(&g.mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
     for (uint32_t i = 0; i < g.nslots && p == NULL; i++)
       if (g.slots[i].s_pd) {
         p = g.slots[i].s_pd;
         braid_obj_retain(&p->p_obj);
       }
-    pthread_mutex_unlock(&g.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
     if (p == NULL) break;
     braid_pollfd_close(p);
     braid_obj_release(&p->p_obj);
   }
-  pthread_mutex_lock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   if (g.count == 0 && g.epfd >= 0) {
     close(g.epfd);
     close(g.evfd);
     g.epfd = g.evfd = -1;
   }
   g.driven = false;
-  pthread_mutex_unlock(&g.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
 }

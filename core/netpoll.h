@@ -55,7 +55,6 @@ extern braid_objtype_t braid_pollfd_type;
  * caller's). */
 braid_pollfd_t *braid_pollfd_new(int fd);
 
-static inline void braid_pollfd_retain(braid_pollfd_t *p) { braid_obj_retain((braid_obj_t *)p); }
 static inline void braid_pollfd_release(braid_pollfd_t *p) { braid_obj_release((braid_obj_t *)p); }
 
 /* Brackets a syscall on the fd: enter returns the fd, or -1 once closed;

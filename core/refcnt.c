@@ -3,18 +3,20 @@
 #include <stdlib.h>
 
 #include "clock.h"
+#include "err.h"
 #include "refcnt.h"
 
-void braid_obj_init(braid_obj_t *o, braid_objtype_t *type) {
+int braid_obj_init(braid_obj_t *o, braid_objtype_t *type) {
+  if (pthread_mutex_init(&o->o_mtx, NULL) != 0) return BRAID_ENOMEM;
   atomic_init(&o->o_rc, 1);
   o->o_type = type;
   /* Relaxed: ids only need to be unique, not ordered with anything. */
   o->o_id = atomic_fetch_add_explicit(&type->ot_next_id, 1, memory_order_relaxed) + 1;
-  pthread_mutex_init(&o->o_mtx, NULL);
+  return 0;
 }
 
 void braid_obj_fini(braid_obj_t *o) {
-  pthread_mutex_destroy(&o->o_mtx);
+  BRAID_PCHECK(pthread_mutex_destroy(&o->o_mtx));
 }
 
 void braid__assert_fail(const char *what, const char *file, int line) {

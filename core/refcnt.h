@@ -17,8 +17,10 @@
 #ifndef BRAID_REFCNT_H
 #define BRAID_REFCNT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,8 +39,10 @@ struct braid_obj {
   pthread_mutex_t o_mtx;                 /* Protects: the subtype's state */
 };
 
-/* Initializes o with one reference owned by the caller and a fresh id. */
-void braid_obj_init(braid_obj_t *o, braid_objtype_t *type);
+/* Initializes o with one reference owned by the caller and a fresh id.
+ * Returns 0, or BRAID_ENOMEM when its mutex cannot be made (o is then not
+ * initialized: free it, do not release it). */
+int braid_obj_init(braid_obj_t *o, braid_objtype_t *type);
 
 /* Destroys the mutex; for destructors. */
 void braid_obj_fini(braid_obj_t *o);
@@ -57,12 +61,31 @@ static inline void braid_obj_release(braid_obj_t *o) {
     o->o_type->ot_destroy(o);
 }
 
-static inline void braid_obj_lock(braid_obj_t *o) { pthread_mutex_lock(&o->o_mtx); }
-static inline void braid_obj_unlock(braid_obj_t *o) { pthread_mutex_unlock(&o->o_mtx); }
-
 /* Aborts with a message when cond is false; never compiled out (libdill). */
 #define BRAID_ASSERT(cond) \
   ((cond) ? (void)0 : braid__assert_fail(#cond, __FILE__, __LINE__))
 void braid__assert_fail(const char *what, const char *file, int line);
+
+/* The result of a pthread call that fails only when misused (lock, unlock,
+ * cond wait/signal/broadcast, join, detach, destroy, sigmask: an object
+ * not initialized, a mutex not held, a thread already joined): a bug, not a
+ * condition to handle.  Asserted in debug builds (NDEBUG not defined),
+ * the bare call otherwise.  Calls that fail for want of resources
+ * (pthread_create, pthread_mutex_init, pthread_cond_init,
+ * pthread_condattr_init) are checked in every build and their failure is
+ * returned to the caller. */
+/* A pthread_cond_timedwait result: 0 or ETIMEDOUT unless misused. */
+static inline bool braid__timedwait_ok(int rc) { return rc == 0 || rc == ETIMEDOUT; }
+/* Each evaluates call exactly once. */
+#ifdef NDEBUG
+#define BRAID_PCHECK(call) ((void)(call))
+#define BRAID_PCHECK_TIMED(call) ((void)(call))
+#else
+#define BRAID_PCHECK(call) BRAID_ASSERT((call) == 0)
+#define BRAID_PCHECK_TIMED(call) BRAID_ASSERT(braid__timedwait_ok(call))
+#endif
+
+static inline void braid_obj_lock(braid_obj_t *o) { BRAID_PCHECK(pthread_mutex_lock(&o->o_mtx)); }
+static inline void braid_obj_unlock(braid_obj_t *o) { BRAID_PCHECK(pthread_mutex_unlock(&o->o_mtx)); }
 
 #endif

@@ -97,52 +97,62 @@ static void *timer_thread(void *arg) {
   /* Signals are for the application's threads, not this one. */
   sigset_t all;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_sigmask(SIG_BLOCK, &all, NULL));
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   while (!q->q_stop) {
     if (q->q_len == 0) {
-      pthread_cond_wait(&q->q_wake, &q->q_mtx);
+      BRAID_PCHECK(pthread_cond_wait(&q->q_wake, &q->q_mtx));
       continue;
     }
     braid_timer_t *t = q->q_heap[0];
     int64_t now = braid_now_ns();
     if (t->t_deadline > now) {
       struct timespec ts = { t->t_deadline / 1000000000, t->t_deadline % 1000000000 };
-      pthread_cond_timedwait(&q->q_wake, &q->q_mtx, &ts);
+      BRAID_PCHECK_TIMED(pthread_cond_timedwait(&q->q_wake, &q->q_mtx, &ts));
       continue;
     }
     heap_remove(q, t);
     q->q_running = t;
-    pthread_mutex_unlock(&q->q_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
     t->t_cb(t);               /* may re-add t (a ticker) */
-    pthread_mutex_lock(&q->q_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
     q->q_running = NULL;
-    pthread_cond_broadcast(&q->q_done);
+    BRAID_PCHECK(pthread_cond_broadcast(&q->q_done));
   }
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
   return NULL;
 }
 
+/* NULL when out of memory (or of the resources a mutex or condition
+ * variable needs). */
 static braid_timerq_t *timerq_alloc(void) {
   braid_timerq_t *q = calloc(1, sizeof *q);
   if (q == NULL) return NULL;
   atomic_init(&q->q_next, BRAID_FOREVER);
-  pthread_mutex_init(&q->q_mtx, NULL);
+  if (pthread_mutex_init(&q->q_mtx, NULL) != 0) goto error1;
   pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&q->q_wake, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_cond_init(&q->q_done, NULL);
+  if (pthread_condattr_init(&ca) != 0) goto error2;
+  int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if (rc == 0) rc = pthread_cond_init(&q->q_wake, &ca);
+  BRAID_PCHECK(pthread_condattr_destroy(&ca));
+  if (rc != 0) goto error2;
+  if (pthread_cond_init(&q->q_done, NULL) != 0) goto error3;
   return q;
+error3:
+  BRAID_PCHECK(pthread_cond_destroy(&q->q_wake));
+error2:
+  BRAID_PCHECK(pthread_mutex_destroy(&q->q_mtx));
+error1:
+  free(q);
+  return NULL;
 }
 
 static void timerq_dealloc(braid_timerq_t *q) {
   for (size_t i = 0; i < q->q_len; i++) q->q_heap[i]->t_slot = 0;
   free(q->q_heap);
-  pthread_cond_destroy(&q->q_done);
-  pthread_cond_destroy(&q->q_wake);
-  pthread_mutex_destroy(&q->q_mtx);
+  BRAID_PCHECK(pthread_cond_destroy(&q->q_done));
+  BRAID_PCHECK(pthread_cond_destroy(&q->q_wake));
+  BRAID_PCHECK(pthread_mutex_destroy(&q->q_mtx));
   free(q);
 }
 
@@ -153,10 +163,10 @@ braid_timerq_t *braid_timerq_new_driven(void) {
 }
 
 void braid_timerq_set_kick(braid_timerq_t *q, braid_timerq_kick_fn kick, void *arg) {
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   q->q_kick = kick;
   q->q_kick_arg = arg;
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
 }
 
 int64_t braid_timerq_next(braid_timerq_t *q) {
@@ -165,7 +175,7 @@ int64_t braid_timerq_next(braid_timerq_t *q) {
 
 int braid_timerq_run(braid_timerq_t *q, int64_t now) {
   int n = 0;
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   /* One runner at a time: callbacks run in deadline order, and cancel's
    * wait for a running callback (q_running) stays a single slot.  A second
    * caller leaves the due timers to the first, which loops until none is
@@ -174,14 +184,14 @@ int braid_timerq_run(braid_timerq_t *q, int64_t now) {
     braid_timer_t *t = q->q_heap[0];
     heap_remove(q, t);
     q->q_running = t;
-    pthread_mutex_unlock(&q->q_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
     t->t_cb(t);               /* may re-add t (a ticker) */
     n++;
-    pthread_mutex_lock(&q->q_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
     q->q_running = NULL;
-    pthread_cond_broadcast(&q->q_done);
+    BRAID_PCHECK(pthread_cond_broadcast(&q->q_done));
   }
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
   return n;
 }
 
@@ -189,9 +199,9 @@ braid_timerq_t *braid_timerq_new(void) {
   braid_timerq_t *q = timerq_alloc();
   if (q == NULL) return NULL;
   if (pthread_create(&q->q_thread, NULL, timer_thread, q) != 0) {
-    pthread_cond_destroy(&q->q_done);
-    pthread_cond_destroy(&q->q_wake);
-    pthread_mutex_destroy(&q->q_mtx);
+    BRAID_PCHECK(pthread_cond_destroy(&q->q_done));
+    BRAID_PCHECK(pthread_cond_destroy(&q->q_wake));
+    BRAID_PCHECK(pthread_mutex_destroy(&q->q_mtx));
     free(q);
     return NULL;
   }
@@ -201,18 +211,18 @@ braid_timerq_t *braid_timerq_new(void) {
 void braid_timerq_free(braid_timerq_t *q) {
   if (q == NULL) return;
   if (!q->q_driven) {
-    pthread_mutex_lock(&q->q_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
     q->q_stop = true;
-    pthread_cond_signal(&q->q_wake);
-    pthread_mutex_unlock(&q->q_mtx);
-    pthread_join(q->q_thread, NULL);
+    BRAID_PCHECK(pthread_cond_signal(&q->q_wake));
+    BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
+    BRAID_PCHECK(pthread_join(q->q_thread, NULL));
   }
   timerq_dealloc(q);
 }
 
 int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
                     braid_timer_fn cb, void *data) {
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   BRAID_ASSERT(t->t_slot == 0);
   if (q->q_closed) {
     pthread_mutex_unlock(&q->q_mtx);
@@ -222,7 +232,7 @@ int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
     size_t ncap = q->q_cap ? q->q_cap * 2 : 64;
     braid_timer_t **nh = realloc(q->q_heap, ncap * sizeof *nh);
     if (nh == NULL) {
-      pthread_mutex_unlock(&q->q_mtx);
+      BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
       return BRAID_ENOMEM;
     }
     q->q_heap = nh;
@@ -239,9 +249,9 @@ int braid_timer_add(braid_timerq_t *q, braid_timer_t *t, int64_t deadline,
   void *kick_arg = q->q_kick_arg;
   if (earliest) {
     update_next(q);
-    if (!q->q_driven) pthread_cond_signal(&q->q_wake);
+    if (!q->q_driven) BRAID_PCHECK(pthread_cond_signal(&q->q_wake));
   }
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
   /* Outside the lock: the kick wakes a poller, which reads q_next. */
   if (earliest && kick) kick(kick_arg);
   return 0;
@@ -255,19 +265,19 @@ int braid_timerq_close(braid_timerq_t *q) {
 }
 
 bool braid_timer_cancel(braid_timerq_t *q, braid_timer_t *t) {
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   bool queued = t->t_slot != 0;
   if (queued) heap_remove(q, t);
-  while (q->q_running == t) pthread_cond_wait(&q->q_done, &q->q_mtx);
+  while (q->q_running == t) BRAID_PCHECK(pthread_cond_wait(&q->q_done, &q->q_mtx));
   /* A callback that re-added t while we waited: take it out again. */
   if (!queued && t->t_slot != 0) heap_remove(q, t);
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
   return queued;
 }
 
 size_t braid_timerq_len(braid_timerq_t *q) {
-  pthread_mutex_lock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&q->q_mtx));
   size_t n = q->q_len;
-  pthread_mutex_unlock(&q->q_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&q->q_mtx));
   return n;
 }

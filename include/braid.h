@@ -61,7 +61,7 @@ extern "C" {
 
 /* Returns the deadline `seconds` from now (saturating at BRAID_FOREVER); a
  * negative or NaN timeout counts as 0. */
-int64_t braid_deadline_after(double seconds);
+BRAID_API int64_t braid_deadline_after(double seconds);
 
 /* ------------------------------------------------------------------------ */
 /* The Lua module                                                            */
@@ -70,17 +70,17 @@ int64_t braid_deadline_after(double seconds);
  * and returns 1.  The first call starts the runtime (worker threads);
  * closing the state that opened it first shuts the runtime down: live tasks
  * are cancelled, every thread is joined, everything is freed. */
-int luaopen_braid(lua_State *L);
+BRAID_API int luaopen_braid(lua_State *L);
 
 /* Interrupts the blocking braid call (recv, send, await, sleep, select, ...)
  * that the main thread is in, or its next one: that call raises
  * "braid: interrupted".  Async-signal-safe: it only sets a flag, so a SIGINT
  * handler may call it. */
-void braid_interrupt(void);
+BRAID_API void braid_interrupt(void);
 
 /* Forgets an interrupt that no blocking call has taken yet (the REPL calls
  * it before each new line, after Ctrl-C stopped computing code instead). */
-void braid_interrupt_clear(void);
+BRAID_API void braid_interrupt_clear(void);
 
 /* ------------------------------------------------------------------------ */
 /* Values                                                                    */
@@ -153,45 +153,45 @@ struct braid_pair {
 
 /* Initialise v, overwriting whatever it held without releasing it (use on
  * fresh or cleared values).  These cannot fail. */
-void braid_value_init_nil(braid_value_t *v);
-void braid_value_init_boolean(braid_value_t *v, bool b);
-void braid_value_init_integer(braid_value_t *v, int64_t i);
-void braid_value_init_number(braid_value_t *v, double n);
-void braid_value_init_array(braid_value_t *v);         /* empty, allocates nothing */
-void braid_value_init_map(braid_value_t *v);           /* empty, allocates nothing */
+BRAID_API void braid_value_init_nil(braid_value_t *v);
+BRAID_API void braid_value_init_boolean(braid_value_t *v, bool b);
+BRAID_API void braid_value_init_integer(braid_value_t *v, int64_t i);
+BRAID_API void braid_value_init_number(braid_value_t *v, double n);
+BRAID_API void braid_value_init_array(braid_value_t *v);         /* empty, allocates nothing */
+BRAID_API void braid_value_init_map(braid_value_t *v);           /* empty, allocates nothing */
 /* Takes a new reference to ch / f (the caller keeps its own). */
-void braid_value_init_chan(braid_value_t *v, braid_chan_t *ch);
-void braid_value_init_future(braid_value_t *v, braid_future_t *f);
+BRAID_API void braid_value_init_chan(braid_value_t *v, braid_chan_t *ch);
+BRAID_API void braid_value_init_future(braid_value_t *v, braid_future_t *f);
 
 /* Initialises v as a copy of s[0 .. len) (s may be NULL when len is 0).
  * Returns 0, or BRAID_ENOMEM with v nil. */
-int braid_value_init_string(braid_value_t *v, const char *s, size_t len);
+BRAID_API int braid_value_init_string(braid_value_t *v, const char *s, size_t len);
 
 /* The same for a NUL-terminated s. */
-int braid_value_init_cstring(braid_value_t *v, const char *s);
+BRAID_API int braid_value_init_cstring(braid_value_t *v, const char *s);
 
 /* Releases everything v owns and makes it nil.  NULL is ignored; clearing
  * twice is harmless. */
-void braid_value_clear(braid_value_t *v);
+BRAID_API void braid_value_clear(braid_value_t *v);
 
 /* Initialises dst as a deep copy of src (handles: new references).
  * Returns 0, or BRAID_ENOMEM with dst nil and nothing leaked. */
-int braid_value_copy(braid_value_t *dst, const braid_value_t *src);
+BRAID_API int braid_value_copy(braid_value_t *dst, const braid_value_t *src);
 
 /* Appends *item to the array: moves it (item becomes nil).  Returns 0,
  * BRAID_EINVAL when array is not an array, BRAID_ENOMEM; on error item is
  * unchanged and still the caller's. */
-int braid_array_push(braid_value_t *array, braid_value_t *item);
+BRAID_API int braid_array_push(braid_value_t *array, braid_value_t *item);
 
 /* Adds the pair (*key, *val) to the map: moves both (they become nil).  A
  * key set twice keeps both pairs; a script sees the last one, and so does
  * braid_map_get.  Returns 0, BRAID_EINVAL when map is not a map or key is
  * nil or NaN, BRAID_ENOMEM; on error key and val are unchanged. */
-int braid_map_set(braid_value_t *map, braid_value_t *key, braid_value_t *val);
+BRAID_API int braid_map_set(braid_value_t *map, braid_value_t *key, braid_value_t *val);
 
 /* Returns the value of the last pair of map whose key is the string key,
  * or NULL when there is none (or map is not a map).  Borrowed from map. */
-const braid_value_t *braid_map_get(const braid_value_t *map, const char *key);
+BRAID_API const braid_value_t *braid_map_get(const braid_value_t *map, const char *key);
 
 /* ------------------------------------------------------------------------ */
 /* The runtime                                                               */
@@ -223,7 +223,7 @@ typedef struct braid_config {
 } braid_config_t;
 
 /* Fills cfg with the defaults (all zero: see the fields). */
-void braid_config_init(braid_config_t *cfg);
+BRAID_API void braid_config_init(braid_config_t *cfg);
 
 /* Creates the runtime with cfg (NULL: the defaults); cfg is copied.  Starts
  * no thread yet: braid_runtime_open and native calls do.  braid has one
@@ -232,7 +232,7 @@ void braid_config_init(braid_config_t *cfg);
  * before), or a field of cfg is out of range (workers 1..1024, preempt_ms
  * >= 1, blocking_threads 1..4096, native_threads 1..4096, when not 0);
  * BRAID_ENOMEM.  On error *out is NULL. */
-int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out);
+BRAID_API int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out);
 
 /* Opens braid into L as luaL_requiref does, as the global `braid` and
  * package.loaded.braid, and starts the runtime (worker threads) if it is
@@ -245,7 +245,7 @@ int braid_runtime_new(const braid_config_t *cfg, braid_runtime_t **out);
  * as it was; BRAID_EINVAL for a NULL L, or an rt that is not the live
  * runtime; BRAID_ENOMEM (braid could not be loaded or the runtime could
  * not start: L is unchanged except that braid may be loaded). */
-int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
+BRAID_API int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
 
 /* Shuts the runtime down and frees it: every task is cancelled and every
  * worker, timer and blocking thread joined (as closing the owning state
@@ -270,7 +270,7 @@ int braid_runtime_open(braid_runtime_t *rt, lua_State *L);
  * lua_States opened with braid_runtime_open before or after this, but
  * before another runtime is created (the first one's __gc would stop the
  * new runtime).  NULL is ignored. */
-void braid_runtime_free(braid_runtime_t *rt);
+BRAID_API void braid_runtime_free(braid_runtime_t *rt);
 
 /* ------------------------------------------------------------------------ */
 /* Native functions                                                          */
@@ -302,12 +302,12 @@ typedef int (*braid_native_fn)(braid_call_t *call, const braid_value_t *args,
  * braid.native.NAME everywhere.  Thread-safe.  Returns 0; BRAID_EINVAL for
  * a NULL rt or fn, a name that is not a Lua identifier, a name already
  * registered; BRAID_ENOMEM. */
-int braid_native_register(braid_runtime_t *rt, const char *name,
+BRAID_API int braid_native_register(braid_runtime_t *rt, const char *name,
                           braid_native_fn fn, void *ud);
 
 /* Appends *v to the call's results: moves it (v becomes nil).  Returns 0,
  * or BRAID_ENOMEM with v unchanged. */
-int braid_call_return(braid_call_t *call, braid_value_t *v);
+BRAID_API int braid_call_return(braid_call_t *call, braid_value_t *v);
 
 /* Sets the error the future is rejected with (printf-style; a later call
  * replaces it) and returns BRAID_EREJECTED, so that a native function can
@@ -315,14 +315,14 @@ int braid_call_return(braid_call_t *call, braid_value_t *v);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-int braid_call_error(braid_call_t *call, const char *fmt, ...);
+BRAID_API int braid_call_error(braid_call_t *call, const char *fmt, ...);
 
 /* Whether the call's future was cancelled or the runtime is shutting down:
  * a long native function should poll this and return early. */
-bool braid_call_cancelled(braid_call_t *call);
+BRAID_API bool braid_call_cancelled(braid_call_t *call);
 
 /* The registered name of the function being called (borrowed). */
-const char *braid_call_name(braid_call_t *call);
+BRAID_API const char *braid_call_name(braid_call_t *call);
 
 /* ------------------------------------------------------------------------ */
 /* Channels from C                                                           */
@@ -338,19 +338,19 @@ const char *braid_call_name(braid_call_t *call);
 /* Creates a channel: cap 0 is a rendezvous, BRAID_UNBOUNDED has no bound.
  * Needs no runtime.  Returns 0 with *out a new reference; BRAID_EINVAL for
  * a bad policy; BRAID_ENOMEM.  On error *out is NULL. */
-int braid_chan_create(size_t cap, int policy, braid_chan_t **out);
+BRAID_API int braid_chan_create(size_t cap, int policy, braid_chan_t **out);
 
 /* Takes / drops a reference.  The last unref frees the channel (closing
  * and freeing are separate: an unclosed channel's blocked parties stay
  * blocked while any reference remains). */
-void braid_chan_ref(braid_chan_t *ch);
-void braid_chan_unref(braid_chan_t *ch);
+BRAID_API void braid_chan_ref(braid_chan_t *ch);
+BRAID_API void braid_chan_unref(braid_chan_t *ch);
 
 /* Sends a copy of *v (borrowed) on ch, waiting until the deadline for room
  * or a receiver.  Returns 0; BRAID_ECLOSED; BRAID_ETIMEDOUT; BRAID_EINVAL
  * when v is nil (never a channel value) or cannot be encoded (a nil or NaN
  * map key, nesting deeper than BRAID_VALUE_MAX_DEPTH); BRAID_ENOMEM. */
-int braid_chan_send_value(braid_chan_t *ch, const braid_value_t *v, int64_t deadline);
+BRAID_API int braid_chan_send_value(braid_chan_t *ch, const braid_value_t *v, int64_t deadline);
 
 /* Receives a value into *out (overwritten, not released first), waiting
  * until the deadline.  Returns 0 with *out the caller's; BRAID_ETIMEDOUT
@@ -358,49 +358,49 @@ int braid_chan_send_value(braid_chan_t *ch, const braid_value_t *v, int64_t dead
  * the close error (nil when closed without one); BRAID_EINVAL when the
  * value received cannot be represented (a function, a cycle, ...; the
  * value is consumed and lost, *out nil); BRAID_ENOMEM (likewise). */
-int braid_chan_recv_value(braid_chan_t *ch, braid_value_t *out, int64_t deadline);
+BRAID_API int braid_chan_recv_value(braid_chan_t *ch, braid_value_t *out, int64_t deadline);
 
 /* Closes ch; err (borrowed; NULL or nil for none) is what receivers get
  * once the buffer is drained (a script's recv returns nil, err).  Wakes
  * every blocked sender and receiver.  Returns 0; BRAID_ECLOSED when it was
  * already closed (nothing changes); BRAID_EINVAL / BRAID_ENOMEM when err
  * cannot be encoded (ch is not closed). */
-int braid_chan_close_value(braid_chan_t *ch, const braid_value_t *err);
+BRAID_API int braid_chan_close_value(braid_chan_t *ch, const braid_value_t *err);
 
 /* Whether ch is closed; values buffered now. */
-bool braid_chan_is_closed(braid_chan_t *ch);
-size_t braid_chan_len(braid_chan_t *ch);
+BRAID_API bool braid_chan_is_closed(braid_chan_t *ch);
+BRAID_API size_t braid_chan_len(braid_chan_t *ch);
 
 /* Pushes a braid.chan handle for ch onto L (it takes its own reference;
  * the caller keeps its own), e.g. to set a global or pass an argument.
  * braid must have been opened in L.  Raises a Lua error when out of
  * memory. */
-void braid_push_chan(lua_State *L, braid_chan_t *ch);
+BRAID_API void braid_push_chan(lua_State *L, braid_chan_t *ch);
 
 /* Returns the channel of the braid.chan handle at idx as a new reference
  * (the Lua value may be collected, the C side keeps the channel), or raises
  * Lua's "bad argument #idx (braid.chan expected, got X)". */
-braid_chan_t *braid_check_chan(lua_State *L, int idx);
+BRAID_API braid_chan_t *braid_check_chan(lua_State *L, int idx);
 
 /* ------------------------------------------------------------------------ */
 /* Futures from C                                                            */
 
 /* Creates a pending future (braid.future()).  Needs no runtime.  Returns 0
  * with *out a new reference, or BRAID_ENOMEM with *out NULL. */
-int braid_future_create(braid_future_t **out);
+BRAID_API int braid_future_create(braid_future_t **out);
 
-void braid_future_ref(braid_future_t *f);
-void braid_future_unref(braid_future_t *f);
+BRAID_API void braid_future_ref(braid_future_t *f);
+BRAID_API void braid_future_unref(braid_future_t *f);
 
 /* Resolves f with copies of vals[0 .. n) (borrowed; a script's await
  * returns them).  Returns 0; BRAID_ESETTLED when f was already settled
  * (nothing changes); BRAID_EINVAL when a value cannot be encoded;
  * BRAID_ENOMEM. */
-int braid_future_resolve_values(braid_future_t *f, const braid_value_t *vals, size_t n);
+BRAID_API int braid_future_resolve_values(braid_future_t *f, const braid_value_t *vals, size_t n);
 
 /* Rejects f with a copy of *err (borrowed; not nil: a string, usually): a
  * script's await raises it.  Returns as braid_future_resolve_values. */
-int braid_future_reject_value(braid_future_t *f, const braid_value_t *err);
+BRAID_API int braid_future_reject_value(braid_future_t *f, const braid_value_t *err);
 
 /* Waits until f settles or the deadline passes, and marks its outcome as
  * observed.  *out is overwritten.  Returns 0 with *out an array of the
@@ -409,16 +409,16 @@ int braid_future_reject_value(braid_future_t *f, const braid_value_t *err);
  * BRAID_ECANCELED with *out nil; BRAID_ETIMEDOUT with *out nil (f is
  * still pending); BRAID_EINVAL / BRAID_ENOMEM with *out nil when the
  * values cannot be represented. */
-int braid_future_await_values(braid_future_t *f, braid_value_t *out, int64_t deadline);
+BRAID_API int braid_future_await_values(braid_future_t *f, braid_value_t *out, int64_t deadline);
 
 /* Asks f's producer to stop (f:cancel()): a task's future stops its task;
  * a native call's or a hand-made future settles as cancelled at once.
  * Returns 0, or BRAID_ESETTLED when f was already settled. */
-int braid_future_cancel(braid_future_t *f);
+BRAID_API int braid_future_cancel(braid_future_t *f);
 
 /* As braid_push_chan / braid_check_chan, for braid.future handles. */
-void braid_push_future(lua_State *L, braid_future_t *f);
-braid_future_t *braid_check_future(lua_State *L, int idx);
+BRAID_API void braid_push_future(lua_State *L, braid_future_t *f);
+BRAID_API braid_future_t *braid_check_future(lua_State *L, int idx);
 
 #ifdef __cplusplus
 }

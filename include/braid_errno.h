@@ -9,6 +9,19 @@
 #ifndef BRAID_ERRNO_H
 #define BRAID_ERRNO_H
 
+/* BRAID_API marks the public functions (this header's and braid.h's): the
+ * library is built with -fvisibility=hidden, so that braid.so exports
+ * these, luaopen_braid, and nothing internal (tests/app/exports.sh).  It
+ * lives here because this is the one public header that the core (no Lua)
+ * includes too. */
+#ifndef BRAID_API
+#if defined(__GNUC__)
+#define BRAID_API __attribute__((visibility("default")))
+#else
+#define BRAID_API
+#endif
+#endif
+
 #define BRAID_ERRNO_MAP(XX)                                   \
   XX(ECLOSED,    -1, "closed")                                \
   XX(ETIMEDOUT,  -2, "timeout")                               \
@@ -30,9 +43,9 @@ enum {
 
 /* Returns a static, human-readable message for err ("unknown error" for a
  * code that is not in the map). */
-const char *braid_strerror(int err);
+BRAID_API const char *braid_strerror(int err);
 
 /* Returns the static name of err without the BRAID_ prefix ("ECLOSED"). */
-const char *braid_err_name(int err);
+BRAID_API const char *braid_err_name(int err);
 
 #endif

@@ -233,14 +233,14 @@ TEST(test_codec_binary_strings) {
     "assert(c == ('\\255\\0'):rep(1000) and #d == 100000 and e == '\\0')\n");
 }
 
-TEST(test_codec_msg_string) {
+TEST(test_codec_msg_first_string) {
   lua_State *A = newstate();
   char err[256];
   size_t len = 99;
   lua_pushlstring(A, "ab\0cd", 5);
   braid_msg_t *m = encode_top(A, 1, "value", err, sizeof err);
   ASSERT_NOT_NULL(m);
-  const char *s = braid__msg_string(m, &len);
+  const char *s = braid__msg_first_string(m, &len);
   ASSERT_NOT_NULL(s);
   ASSERT_EQ_UINT(len, 5);
   ASSERT(memcmp(s, "ab\0cd", 5) == 0);
@@ -251,7 +251,7 @@ TEST(test_codec_msg_string) {
   for (int i = 0; i < 3000; i++) luaL_addchar(&b, (char)('a' + i % 26));
   luaL_pushresult(&b);
   m = encode_top(A, 1, "value", err, sizeof err);
-  s = braid__msg_string(m, &len);
+  s = braid__msg_first_string(m, &len);
   ASSERT_NOT_NULL(s);
   ASSERT_EQ_UINT(len, 3000);
   ASSERT(s[2999] == 'a' + 2999 % 26);
@@ -259,21 +259,29 @@ TEST(test_codec_msg_string) {
 
   lua_pushinteger(A, 5);                             /* not a string */
   m = encode_top(A, 1, "value", err, sizeof err);
-  ASSERT_NULL(braid__msg_string(m, &len));
+  ASSERT_NULL(braid__msg_first_string(m, &len));
   braid_msg_release(m);
-  lua_pushstring(A, "a");                            /* two values */
+  lua_pushinteger(A, 1);                             /* a string second */
   lua_pushstring(A, "b");
   m = encode_top(A, 2, "value", err, sizeof err);
-  ASSERT_NULL(braid__msg_string(m, &len));
+  ASSERT_NULL(braid__msg_first_string(m, &len));
+  braid_msg_release(m);
+  lua_pushstring(A, "a");                            /* two values: the first */
+  lua_pushstring(A, "bc");
+  m = encode_top(A, 2, "value", err, sizeof err);
+  s = braid__msg_first_string(m, &len);
+  ASSERT_NOT_NULL(s);
+  ASSERT_EQ_UINT(len, 1);
+  ASSERT(s[0] == 'a');
   braid_msg_release(m);
   lua_newtable(A);                                   /* a table */
   m = encode_top(A, 1, "value", err, sizeof err);
-  ASSERT_NULL(braid__msg_string(m, &len));
+  ASSERT_NULL(braid__msg_first_string(m, &len));
   braid_msg_release(m);
   m = braid_msg_new("abc", 3, NULL, 0);              /* not a codec message */
-  ASSERT_NULL(braid__msg_string(m, &len));
+  ASSERT_NULL(braid__msg_first_string(m, &len));
   braid_msg_release(m);
-  ASSERT_NULL(braid__msg_string(NULL, &len));
+  ASSERT_NULL(braid__msg_first_string(NULL, &len));
   lua_close(A);
 }
 
@@ -815,7 +823,7 @@ TEST_LIST {
   RUN(test_codec_scalars);
   RUN(test_codec_nil_in_multiple_values);
   RUN(test_codec_binary_strings);
-  RUN(test_codec_msg_string);
+  RUN(test_codec_msg_first_string);
   RUN(test_codec_tables_nested);
   RUN(test_codec_tables_arrays_and_holes);
   RUN(test_codec_tables_shared_and_cycles);

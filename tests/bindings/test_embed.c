@@ -723,6 +723,40 @@ TEST(test_embed_native_cancel) {
   teardown();
 }
 
+/* Holds its native thread until gate opens; counts the calls inside. */
+static atomic_int gate_inside, gate_open;
+
+static int n_gate(braid_call_t *call, const braid_value_t *args, size_t nargs, void *ud) {
+  atomic_fetch_add(&gate_inside, 1);
+  int64_t until = braid_now_ns() + test_ms(10000);
+  while (!atomic_load(&gate_open) && braid_now_ns() < until) test_sleep_ms(1);
+  atomic_fetch_sub(&gate_inside, 1);
+  return 0;
+}
+
+/* native_threads bounds the calls that run at once, and a burst gets that
+ * many threads (the job pool's on-demand start). */
+TEST(test_embed_native_bound) {
+  braid_config_t cfg;
+  braid_config_init(&cfg);
+  cfg.native_threads = 3;
+  ASSERT_OK(braid_runtime_new(&cfg, &rt));
+  ASSERT_OK(braid_native_register(rt, "gate", n_gate, NULL));
+  L = newstate();
+  ASSERT_OK(braid_runtime_open(rt, L));
+  atomic_store(&gate_inside, 0);
+  atomic_store(&gate_open, 0);
+  RUN_LUA(L, "gates = {} for i = 1, 10 do gates[i] = braid.native.gate() end");
+  wait_for(&gate_inside, 3);            /* three run at once ... */
+  test_sleep_ms(50);
+  ASSERT_EQ_INT(atomic_load(&gate_inside), 3);    /* ... and no fourth */
+  atomic_store(&gate_open, 1);
+  RUN_LUA(L, "for i = 1, 10 do assert(gates[i]:await() == nil) end\n"
+             "for i = 1, 10 do assert(gates[i]:status() == 'resolved') end");
+  ASSERT_EQ_INT(atomic_load(&gate_inside), 0);
+  teardown();
+}
+
 /* Shutdown with native calls running and queued, tasks blocked on a channel
  * and on a native future, and a queued call's future held by C; the host
  * state is closed after the runtime is freed. */
@@ -1126,7 +1160,21 @@ TEST(test_embed_reporter) {
              "f = nil collectgarbage() collectgarbage()");
   test_sleep_ms(50);
   ASSERT_EQ_INT(atomic_load(&reports), 2);
-  teardown();
+  /* Nothing once shutdown began (the runtime's rule, that of
+   * braid__report_unobserved, for the host's reporter too): closing the
+   * state that opened braid stops the runtime; an error surfacing after
+   * that is not reported, up to and after braid_runtime_free. */
+  lua_close(L);
+  L = NULL;
+  ASSERT_OK(braid_future_create(&f));
+  ASSERT_OK(braid_value_init_cstring(&err, "after shutdown"));
+  ASSERT_OK(braid_future_reject_value(f, &err));
+  braid_value_clear(&err);
+  braid_future_unref(f);
+  ASSERT_EQ_INT(atomic_load(&reports), 2);
+  braid_runtime_free(rt);
+  rt = NULL;
+  ASSERT_EQ_INT(atomic_load(&reports), 2);
 }
 
 /* Not covered yet: a failing item of braid.pmap over native calls (pmap
@@ -1150,6 +1198,7 @@ TEST_LIST {
   RUN(test_embed_runtime_lifecycle);
   RUN(test_embed_native_calls);
   RUN(test_embed_native_cancel);
+  RUN(test_embed_native_bound);
   RUN(test_embed_shutdown_in_flight);
   RUN(test_embed_shutdown_close_first);
   RUN(test_embed_chan_misuse);
