@@ -35,7 +35,7 @@ static int l_resolve(lua_State *L) {
 static int l_reject(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
   lua_settop(L, 2);
-  if (lua_isnil(L, 2)) luaL_argerror(L, 1, "an error value expected");
+  if (lua_isnil(L, 2)) braid__argerror(L, 2, "future:reject", "an error value expected, got nil");
   lua_pushliteral(L, "");
   braid_msg_t *m = braid__encode(L, 2, 2, "error");
   lua_pushboolean(L, braid_future_reject(f, m) == 0);
@@ -64,7 +64,7 @@ static int finish_await(lua_State *L, braid_case_t *c, int n, braid_selres_t *r)
 
 static int l_await(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "future:await");
   lua_settop(L, 1);
   braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
   return braid__wait(L, &c, 1, deadline, finish_await, "await", (braid_obj_t *)f);
@@ -98,7 +98,7 @@ static int finish_wait(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_wait(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "future:wait");
   lua_settop(L, 1);
   braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
   return braid__wait(L, &c, 1, deadline, finish_wait, "await", (braid_obj_t *)f);

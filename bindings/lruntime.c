@@ -213,11 +213,11 @@ void braid__count_message(void) {
   atomic_fetch_add_explicit(&rt.messages, 1, memory_order_relaxed);
 }
 
-int64_t braid__optdeadline(lua_State *L, int arg) {
+int64_t braid__optdeadline(lua_State *L, int arg, const char *fname) {
   if (lua_isnoneornil(L, arg)) return BRAID_FOREVER;
-  lua_Number s = luaL_checknumber(L, arg);
-  if (s != s) luaL_argerror(L, arg, "timeout is NaN");
-  if (s < 0) luaL_argerror(L, arg, "timeout must be >= 0");
+  lua_Number s = braid__checknumber(L, arg, fname);
+  if (s != s) braid__argerror(L, arg, fname, "timeout is NaN");
+  if (s < 0) braid__argerror(L, arg, fname, "timeout must be >= 0");
   return braid_deadline_after(s);
 }
 
@@ -1206,7 +1206,7 @@ static void bjob_cancel(braid_job_t *job) {
 /* the Lua functions */
 
 static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
-  luaL_checktype(L, fnidx, LUA_TFUNCTION);
+  braid__checktype(L, fnidx, LUA_TFUNCTION, fnidx == 1 ? "braid.go" : "braid.spawn");
   braid_msg_t *fn = braid__pencode(L, fnidx, 1, "fn");
   if (fn == NULL) lua_error(L);
   braid_msg_t *args = braid__pencode(L, fnidx + 1, nargs, "args");
@@ -1272,8 +1272,12 @@ static int l_go(lua_State *L) {
 static int l_spawn(lua_State *L) {
   const char *name = NULL;
   if (!lua_isnoneornil(L, 1)) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (lua_getfield(L, 1, "name") != LUA_TNIL) name = luaL_checkstring(L, -1);
+    braid__checktype(L, 1, LUA_TTABLE, "braid.spawn");
+    if (lua_getfield(L, 1, "name") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        braid__argerror(L, 1, "braid.spawn", "opts.name must be a string");
+      name = lua_tostring(L, -1);
+    }
     lua_pop(L, 1);
   }
   int r = spawn_common(L, 2, name);
@@ -1281,8 +1285,8 @@ static int l_spawn(lua_State *L) {
 }
 
 static int l_blocking(lua_State *L) {
+  braid__checktype(L, 1, LUA_TFUNCTION, "braid.blocking");
   if (!rt.started) rt_start(L);
-  luaL_checktype(L, 1, LUA_TFUNCTION);
   braid_msg_t *fn = braid__pencode(L, 1, 1, "fn");
   if (fn == NULL) return lua_error(L);
   braid_msg_t *args = braid__pencode(L, 2, lua_gettop(L) - 1, "args");
@@ -1320,8 +1324,8 @@ static int finish_sleep(lua_State *L, braid_case_t *c, int n, braid_selres_t *r)
 }
 
 static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s != s || s < 0) luaL_argerror(L, 1, "seconds must be >= 0");
+  lua_Number s = braid__checknumber(L, 1, "braid.sleep");
+  if (s != s || s < 0) braid__argerror(L, 1, "braid.sleep", "seconds must be >= 0");
   if (!rt.started) rt_start(L);
   return braid__wait(L, NULL, 0, braid_deadline_after(s), finish_sleep, "sleep", NULL);
 }
@@ -1359,10 +1363,20 @@ static int l_cancelled(lua_State *L) {
   return 1;
 }
 
+/* braid.config's integer option k, on the stack top. */
+static lua_Integer config_int(lua_State *L, const char *k) {
+  int isint = 0;
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  if (!isint)
+    braid__argerror(L, 1, "braid.config", lua_pushfstring(L, "%s must be an integer", k));
+  return v;
+}
+
 static int l_config(lua_State *L) {
   static const char *const known[] = { "workers", "preempt_ms", "blocking_threads", "states",
                                        "max_threads", NULL };
-  luaL_checktype(L, 1, LUA_TTABLE);
+  static const char fn[] = "braid.config";
+  braid__checktype(L, 1, LUA_TTABLE, fn);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     lua_pop(L, 1);
@@ -1370,32 +1384,32 @@ static int l_config(lua_State *L) {
     int i = 0;
     while (known[i] && strcmp(k, known[i]) != 0) i++;
     if (known[i] == NULL)
-      return luaL_error(L, "braid: config: unknown option '%s' (workers, preempt_ms, "
-                           "blocking_threads, states, max_threads)", k);
+      return braid__argerror(L, 1, fn, lua_pushfstring(L, "unknown option '%s'; the options are "
+                             "workers, preempt_ms, blocking_threads, states, max_threads", k));
   }
   /* Check everything first (Lua errors, no lock held), then store. */
   lua_Integer workers = 0, bthreads = 0, states = 0, maxth = -1;
   lua_Number ms = 0;
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
-    workers = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, workers >= 1 && workers <= 1024, 1, "workers must be between 1 and 1024");
+    workers = config_int(L, "workers");
+    if (workers < 1 || workers > 1024) braid__argerror(L, 1, fn, "workers must be between 1 and 1024");
   }
   if (lua_getfield(L, 1, "preempt_ms") != LUA_TNIL) {
-    ms = luaL_checknumber(L, -1);
-    luaL_argcheck(L, ms >= 1, 1, "preempt_ms must be >= 1");
+    ms = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(ms >= 1)) braid__argerror(L, 1, fn, "preempt_ms must be a number >= 1");
   }
   if (lua_getfield(L, 1, "blocking_threads") != LUA_TNIL) {
-    bthreads = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, bthreads >= 1 && bthreads <= 4096, 1,
-                  "blocking_threads must be between 1 and 4096");
+    bthreads = config_int(L, "blocking_threads");
+    if (bthreads < 1 || bthreads > 4096)
+      braid__argerror(L, 1, fn, "blocking_threads must be between 1 and 4096");
   }
   if (lua_getfield(L, 1, "states") != LUA_TNIL) {
-    states = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, states >= 1 && states <= 65536, 1, "states must be between 1 and 65536");
+    states = config_int(L, "states");
+    if (states < 1 || states > 65536) braid__argerror(L, 1, fn, "states must be between 1 and 65536");
   }
   if (lua_getfield(L, 1, "max_threads") != LUA_TNIL) {
-    maxth = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, maxth >= 0 && maxth <= 65536, 1, "max_threads must be between 0 and 65536");
+    maxth = config_int(L, "max_threads");
+    if (maxth < 0 || maxth > 65536) braid__argerror(L, 1, fn, "max_threads must be between 0 and 65536");
   }
   lua_pop(L, 5);
   pthread_mutex_lock(&rt.mtx);

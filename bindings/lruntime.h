@@ -53,8 +53,9 @@ void braid__open_box(lua_State *L);
 void braid__open_net(lua_State *L);   /* lnet.c: braid.net */
 
 /* Checks an optional timeout argument (nil = forever, seconds >= 0) and
- * returns the absolute deadline. */
-int64_t braid__optdeadline(lua_State *L, int arg);
+ * returns the absolute deadline; a bad one raises naming fname
+ * ("chan:recv", see braid__argerror). */
+int64_t braid__optdeadline(lua_State *L, int arg, const char *fname);
 
 /* Raises a Lua error whose value is exactly the string s (no position). */
 int braid__raise(lua_State *L, const char *s);

@@ -189,14 +189,14 @@ describe("braid.broker", function()
   it("raises on bad arguments", function()
     local b = braid.broker()
     assert.has_error(function() b:subscribe("a.>.b") end,
-      "bad argument #1 to 'subscribe' (invalid pattern 'a.>.b')")
+      "bad argument #1 to 'broker:subscribe' (invalid pattern 'a.>.b')")
     assert.has_error(function() b:subscribe("") end,
-      "bad argument #1 to 'subscribe' (pattern must be a non-empty string)")
+      "bad argument #1 to 'broker:subscribe' (pattern must be a non-empty string)")
     assert.has_error(function() b:publish("a.*", 1) end,
-      "bad argument #1 to 'publish' (invalid topic 'a.*')")
+      "bad argument #1 to 'broker:publish' (invalid topic 'a.*')")
     assert.has_error(function() b:publish("a", nil) end,
-      "bad argument #2 to 'publish' (a value expected, got nil)")
+      "bad argument #2 to 'broker:publish' (a value expected, got nil)")
     assert.has_error(function() b:subscribe("a", { policy = "bogus" }) end,
-      "bad argument #2 to 'subscribe' (opts.policy must be 'block', 'drop' or 'slide')")
+      "bad argument #2 to 'broker:subscribe' (opts.policy must be 'block', 'drop' or 'slide')")
   end)
 end)

@@ -125,11 +125,11 @@ describe("braid.limiter", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.limiter() end,
-      "bad argument #1 to 'limiter' (table expected, got nil)")
+      "bad argument #1 to 'braid.limiter' (table expected, got nil)")
     assert.has_error(function() braid.limiter({ rate = 0 }) end,
-      "bad argument #1 to 'limiter' (opts.rate must be a number > 0)")
+      "bad argument #1 to 'braid.limiter' (opts.rate must be a number > 0)")
     local lim = braid.limiter({ rate = 1 })
     assert.has_error(function() lim:take(-1) end,
-      "bad argument #1 to 'take' (non-negative integer expected, got number)")
+      "bad argument #1 to 'limiter:take' (non-negative integer expected, got number)")
   end)
 end)

@@ -122,9 +122,9 @@ describe("braid.memo", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.memo(1) end,
-      "bad argument #1 to 'memo' (function expected, got number)")
+      "bad argument #1 to 'braid.memo' (function expected, got number)")
     local m = braid.memo(function(k) return k end)
     assert.has_error(function() m:get(nil) end,
-      "bad argument #1 to 'get' (a key expected, got nil)")
+      "bad argument #1 to 'memo:get' (a key expected, got nil)")
   end)
 end)

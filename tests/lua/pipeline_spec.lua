@@ -71,9 +71,9 @@ describe("braid.from and braid.collect", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.from(42) end,
-      "bad argument #1 to 'from' (table expected, got number)")
+      "bad argument #1 to 'braid.from' (table expected, got number)")
     assert.has_error(function() braid.collect({}) end,
-      "bad argument #1 to 'collect' (braid.chan expected, got table)")
+      "bad argument #1 to 'braid.collect' (braid.chan expected, got table)")
   end)
 end)
 
@@ -159,7 +159,7 @@ describe("ch:map", function()
 
   it("raises on a bad function", function()
     assert.has_error(function() braid.chan():map(42) end,
-      "bad argument #1 to 'map' (function expected, got number)")
+      "bad argument #1 to 'chan:map' (function expected, got number)")
   end)
 end)
 
@@ -426,8 +426,8 @@ describe("braid.pipeline", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.pipeline(0, print, braid.chan()) end,
-      "bad argument #1 to 'pipeline' (positive integer expected, got number)")
+      "bad argument #1 to 'braid.pipeline' (positive integer expected, got number)")
     assert.has_error(function() braid.pipeline(2, print, {}) end,
-      "bad argument #3 to 'pipeline' (braid.chan expected, got table)")
+      "bad argument #3 to 'braid.pipeline' (braid.chan expected, got table)")
   end)
 end)

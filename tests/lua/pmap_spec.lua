@@ -202,10 +202,10 @@ describe("braid.pmap", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.pmap(1, print) end,
-      "bad argument #1 to 'pmap' (table expected, got number)")
+      "bad argument #1 to 'braid.pmap' (table expected, got number)")
     assert.has_error(function() braid.pmap({}, 1) end,
-      "bad argument #2 to 'pmap' (function expected, got number)")
+      "bad argument #2 to 'braid.pmap' (function expected, got number)")
     assert.has_error(function() braid.pmap({ 1 }, print, { workers = 0 }) end,
-      "bad argument #3 to 'pmap' (opts.workers must be a positive integer)")
+      "bad argument #3 to 'braid.pmap' (opts.workers must be a positive integer)")
   end)
 end)

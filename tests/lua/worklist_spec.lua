@@ -110,8 +110,8 @@ describe("braid.worklist", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.worklist(1, print) end,
-      "bad argument #1 to 'worklist' (table expected, got number)")
+      "bad argument #1 to 'braid.worklist' (table expected, got number)")
     assert.has_error(function() braid.worklist({}, print, { key = 1 }) end,
-      "bad argument #3 to 'worklist' (function expected, got number)")
+      "bad argument #3 to 'braid.worklist' (function expected, got number)")
   end)
 end)
