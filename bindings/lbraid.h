@@ -124,6 +124,12 @@ int braid__l_roundtrip(lua_State *L);
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
 
+/* lfuture.c: if the string at idx is Lua's "attempt to call (or index) a
+ * nil value (global 'x')" and x is a global of the Lua code that waits
+ * (the caller's _ENV), replaces it with the same message plus "(tasks have
+ * their own globals: pass it as an argument or upvalue)". */
+void braid__hint_globals(lua_State *L, int idx);
+
 /* lhttp.c: sets braid._http (HTTP parser, WebSocket framer) in the module
  * table on the stack top. */
 void braid__open_http(lua_State *L);

@@ -295,6 +295,7 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   int k = m ? braid__decode(L, m) : 0;
   braid_msg_release(m);
   if (k == 0) return braid__raise(L, "rejected");
+  braid__hint_globals(L, -k);
   if (k >= 2 && lua_type(L, -k) == LUA_TSTRING && lua_type(L, -k + 1) == LUA_TSTRING &&
       lua_rawlen(L, -k + 1) > 0) {
     lua_settop(L, lua_gettop(L) - k + 2);

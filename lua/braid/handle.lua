@@ -152,7 +152,9 @@ end
 
 -- An error value as text, for messages that embed it.
 function M.errtext(e)
-  if type(e) == "string" then return e end
+  -- "(tasks have their own globals ...)" when e is Lua's error for a
+  -- global the caller has and the task had not (bindings/lfuture.c).
+  if type(e) == "string" then return require("braid")._hint_globals(e) end
   return tostring(e)
 end
 

@@ -230,3 +230,45 @@ describe("transfer errors", function()
       .. "open it inside the task, or pass a braid handle", err)
   end)
 end)
+
+describe("task globals hint", function()
+  local HINT = "(tasks have their own globals: pass it as an argument or upvalue)"
+
+  it("says tasks have their own globals when a global of the waiter is called", function()
+    helper_for_newuser_spec = function() return 1 end   -- luacheck: ignore
+    local f = braid.go(function() return helper_for_newuser_spec() end) -- luacheck: ignore
+    local ok, err = f:wait(10)
+    assert.is_false(ok)
+    assert.matches("attempt to call a nil value (global 'helper_for_newuser_spec') " .. HINT, err, 1, true)
+    -- await raises the same, with the remote traceback after the hint
+    local ok2, err2 = pcall(f.await, f, 10)
+    assert.is_false(ok2)
+    assert.matches("(global 'helper_for_newuser_spec') " .. HINT .. "\n[remote]", err2, 1, true)
+    helper_for_newuser_spec = nil  -- luacheck: ignore
+  end)
+
+  it("hints an indexed global too, and through braid.pmap", function()
+    config_for_newuser_spec = { n = 1 }   -- luacheck: ignore
+    local ok, err = braid.go(function() return config_for_newuser_spec.n end):wait(10) -- luacheck: ignore
+    assert.is_false(ok)
+    assert.matches("attempt to index a nil value (global 'config_for_newuser_spec') " .. HINT, err, 1, true)
+    ok, err = pcall(braid.pmap, { 1 }, function() return config_for_newuser_spec.n end) -- luacheck: ignore
+    assert.is_false(ok)
+    assert.matches("^braid%.pmap: item 1: .*config_for_newuser_spec'%) %(tasks have their own globals", err)
+    config_for_newuser_spec = nil  -- luacheck: ignore
+  end)
+
+  it("adds no hint for a name the waiter does not define", function()
+    local f = braid.go(function() return no_such_global_anywhere() end) -- luacheck: ignore
+    local ok, err = f:wait(10)
+    assert.is_false(ok)
+    assert.matches("attempt to call a nil value (global 'no_such_global_anywhere')", err, 1, true)
+    assert.is_nil(err:find("tasks have their own globals", 1, true))
+  end)
+
+  it("leaves an error value that is not a string as it was", function()
+    local ok, err = braid.go(function() error({ code = 7 }) end):wait(10)
+    assert.is_false(ok)
+    assert.are.same({ code = 7 }, err)
+  end)
+end)
