@@ -70,8 +70,17 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
   if (fn != NULL) {
     fn(s, len, ud);
   } else {
-    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a failed task or a rejected future): %.*s\n",
-            (unsigned long long)braid_future_id(f), (int)len, s);
+    uint64_t tid = braid_future_task_id(f);
+    const char *name = braid_future_task_name(f);
+    if (tid != 0 && name)
+      fprintf(stderr, "braid: task '%s' (braid.future#%llu) failed and nobody awaited it: %.*s\n",
+              name, (unsigned long long)braid_future_id(f), (int)len, s);
+    else if (tid != 0)
+      fprintf(stderr, "braid: task %llu (braid.future#%llu) failed and nobody awaited it: %.*s\n",
+              (unsigned long long)tid, (unsigned long long)braid_future_id(f), (int)len, s);
+    else
+      fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a rejected future): %.*s\n",
+              (unsigned long long)braid_future_id(f), (int)len, s);
     fflush(stderr);
   }
 }

@@ -308,10 +308,6 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   return lua_error(L);
 }
 
-/* The task whose failure task_end is reporting (its thread only), so that
- * the report names what the user created. */
-static _Thread_local task_t *tls_report_task;
-
 bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
   /* Errors that surface while (or after) the runtime shuts down are the
    * shutdown's own cancellation unwinding through tasks: not the user's. */
@@ -319,14 +315,17 @@ bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
-  task_t *t = tls_report_task;
-  if (t && t->t_fut == f) {
-    if (t->t_name)
+  /* The task is named from its future: the report may come from the
+   * future's last release, long after the task ended. */
+  uint64_t tid = braid_future_task_id(f);
+  const char *name = braid_future_task_name(f);
+  if (tid != 0) {
+    if (name)
       fprintf(stderr, "braid: task '%s' (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              t->t_name, (unsigned long long)braid_future_id(f), (int)len, s);
+              name, (unsigned long long)braid_future_id(f), (int)len, s);
     else
       fprintf(stderr, "braid: task %llu (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              (unsigned long long)t->t_id, (unsigned long long)braid_future_id(f), (int)len, s);
+              (unsigned long long)tid, (unsigned long long)braid_future_id(f), (int)len, s);
   } else {
     fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a rejected future): %.*s\n",
             (unsigned long long)braid_future_id(f), (int)len, s);
@@ -422,7 +421,6 @@ static void task_free(task_t *t) {
   braid_future_release(t->t_fut);
   if (t->t_cases != t->t_small) free(t->t_cases);
   braid_waiter_fini(&t->t_waiter);
-  free(t->t_name);
   free(t);
 }
 
@@ -435,9 +433,7 @@ static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) 
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1 &&
       !atomic_load_explicit(&t->t_fut->f_observed, memory_order_acquire)) {
-    tls_report_task = t;
     braid_future_unobserved(t->t_fut, m);   /* nobody else can ever see it */
-    tls_report_task = NULL;
     braid_future_observe(t->t_fut);
   }
   /* Counted before the settle: whoever awaits the future and then reads
@@ -1230,7 +1226,8 @@ static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
   /* Not armed until its first wait: a cancel fire before then is a no-op. */
   atomic_store_explicit(&t->t_waiter.w_fired, 0, memory_order_relaxed);
   t->t_id = atomic_fetch_add_explicit(&rt.next_id, 1, memory_order_relaxed) + 1;
-  t->t_name = nm;
+  t->t_name = nm;                       /* owned by f (the reports name the task) */
+  braid_future_set_task(f, t->t_id, nm);
   t->t_fut = f;
   t->t_fn = fn;
   t->t_args = args;

@@ -272,3 +272,63 @@ describe("task globals hint", function()
     assert.are.same({ code = 7 }, err)
   end)
 end)
+
+describe("unobserved error report", function()
+  local function run(src)
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w")); fh:write(src); fh:close()
+    local p = assert(io.popen(("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1")
+      :format(package.cpath, package.path, path)))
+    local out = p:read("a"); p:close(); os.remove(path)
+    return out
+  end
+
+  it("names the user's task", function()
+    local out = run([[
+      local braid = require "braid"
+      local c = braid.chan(1)
+      braid.spawn({ name = "fetcher" }, function() c:send(true) error("lost", 0) end)
+      c:recv(10)
+      for _ = 1, 1000 do if #braid.tasks() == 0 then break end braid.sleep(0.01) end
+      braid.sleep(0.05)
+    ]])
+    assert.matches("braid: task 'fetcher' %(braid%.future#%d+%) failed and nobody awaited it: lost", out)
+  end)
+
+  it("names the task when the report comes from the future's last release", function()
+    -- The script holds the handle while the task fails, so task_end cannot
+    -- report; dropping the handle unobserved does, after the task is gone.
+    local out = run([[
+      local braid = require "braid"
+      local f = braid.spawn({ name = "fetcher" }, function() error("lost late", 0) end)
+      local g = braid.go(function() error("unnamed late", 0) end)
+      for _ = 1, 1000 do if #braid.tasks() == 0 then break end braid.sleep(0.01) end
+      print("tasks ended")
+      io.stdout:flush()
+      f, g = nil, nil
+      collectgarbage(); collectgarbage()
+      io.stderr:write("collected\n")
+    ]])
+    local ended = assert(out:find("tasks ended", 1, true), out)
+    local named = out:find("braid: task 'fetcher' %(braid%.future#%d+%) failed and nobody awaited it: lost late")
+    local unnamed = out:find("braid: task %d+ %(braid%.future#%d+%) failed and nobody awaited it: unnamed late")
+    local collected = assert(out:find("collected", 1, true), out)
+    assert.is_truthy(named, out)
+    assert.is_truthy(unnamed, out)
+    -- reported at the release, not at the task's end
+    assert.is_true(ended < named and named < collected, out)
+    assert.is_true(ended < unnamed and unnamed < collected, out)
+  end)
+
+  it("prints nothing for a failed task whose future was awaited", function()
+    local out = run([[
+      local braid = require "braid"
+      local f = braid.spawn({ name = "fetcher" }, function() error("seen", 0) end)
+      assert(f:wait(10) == false)
+      f = nil
+      collectgarbage(); collectgarbage()
+    ]])
+    assert.is_nil(out:find("nobody awaited", 1, true), out)
+  end)
+
+end)
