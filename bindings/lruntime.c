@@ -308,10 +308,10 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   return lua_error(L);
 }
 
-bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
+char *braid__format_unobserved(braid_future_t *f, braid_msg_t *err) {
   /* Errors that surface while (or after) the runtime shuts down are the
    * shutdown's own cancellation unwinding through tasks: not the user's. */
-  if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return false;
+  if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return NULL;
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
@@ -319,18 +319,27 @@ bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
    * future's last release, long after the task ended. */
   uint64_t tid = braid_future_task_id(f);
   const char *name = braid_future_task_name(f);
-  if (tid != 0) {
-    if (name)
-      fprintf(stderr, "braid: task '%s' (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              name, (unsigned long long)braid_future_id(f), (int)len, s);
-    else
-      fprintf(stderr, "braid: task %llu (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              (unsigned long long)tid, (unsigned long long)braid_future_id(f), (int)len, s);
-  } else {
-    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a rejected future): %.*s\n",
-            (unsigned long long)braid_future_id(f), (int)len, s);
-  }
+  unsigned long long fid = (unsigned long long)braid_future_id(f);
+  char who[128];
+  if (tid != 0 && name) snprintf(who, sizeof who, "task '%.100s'", name);
+  else if (tid != 0) snprintf(who, sizeof who, "task %llu", (unsigned long long)tid);
+  const char *fmt = tid != 0 ? "braid: %s (braid.future#%llu) failed and nobody awaited it: %.*s\n"
+                             : "braid: an error nobody awaited%s (braid.future#%llu, a rejected "
+                               "future): %.*s\n";
+  if (tid == 0) who[0] = '\0';
+  int n = snprintf(NULL, 0, fmt, who, fid, (int)len, s);
+  char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (out) snprintf(out, (size_t)n + 1, fmt, who, fid, (int)len, s);
+  return out;
+}
+
+bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
+  if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return false;
+  char *msg = braid__format_unobserved(f, err);
+  if (msg == NULL) return true;         /* out of memory: reported, unprinted */
+  fputs(msg, stderr);
   fflush(stderr);
+  free(msg);
   return true;
 }
 

@@ -38,6 +38,11 @@ braid_timerq_t *braid__timers(lua_State *L);
  * unwinding through tasks). */
 bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
 
+/* The text braid__report_unobserved prints (one line with its "\n"),
+ * malloc'd, or NULL when it would print nothing (shutdown) or out of
+ * memory: for a host that prints it later (the REPL, before its prompt). */
+char *braid__format_unobserved(braid_future_t *f, braid_msg_t *err);
+
 /* Counts a message that went through a braid channel/future (stats). */
 void braid__count_message(void);
 
