@@ -42,4 +42,10 @@ int app_prompt_take(void);
 /* Runs the read-eval-print loop until end of input. */
 void app_repl(lua_State *L);
 
+/* braid.c: while on, reports of errors nobody awaited are held, and
+ * app_flush_reports prints them (to stderr, after flushing stdout); off
+ * prints what is held. */
+void app_hold_reports(int on);
+void app_flush_reports(void);
+
 #endif

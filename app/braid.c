@@ -37,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -440,12 +441,58 @@ static int pmain(lua_State *L) {
  * error.  Relaxed: read by main after lua_close joined every thread. */
 static atomic_bool unobserved_seen;
 
+/* While the REPL runs, reports are held and printed before the next prompt
+ * (app_flush_reports), never in the middle of a command's output.
+ * reports_held: release/acquire, so a report that sees it set finds the
+ * buffer ready. */
+static atomic_bool reports_held;
+static struct {
+  pthread_mutex_t mtx;               /* Protects: buf, len */
+  char *buf;                         /* the held reports, or NULL */
+  size_t len;
+} held = { PTHREAD_MUTEX_INITIALIZER, NULL, 0 };
+
 /* braid_future_unobserved, installed before braid opens (the runtime keeps
  * a hook a host set): prints the runtime's report and remembers it.  Any
  * thread; no braid lock held. */
 static void app_unobserved(braid_future_t *f, braid_msg_t *err) {
+  if (atomic_load_explicit(&reports_held, memory_order_acquire)) {
+    char *msg = braid__format_unobserved(f, err);
+    if (msg == NULL) return;
+    atomic_store_explicit(&unobserved_seen, true, memory_order_relaxed);
+    pthread_mutex_lock(&held.mtx);
+    size_t n = strlen(msg);
+    char *nb = realloc(held.buf, held.len + n + 1);
+    if (nb != NULL) {
+      memcpy(nb + held.len, msg, n + 1);
+      held.buf = nb;
+      held.len += n;
+    }
+    pthread_mutex_unlock(&held.mtx);
+    free(msg);
+    return;
+  }
   if (!braid__report_unobserved(f, err)) return;
   atomic_store_explicit(&unobserved_seen, true, memory_order_relaxed);
+}
+
+void app_hold_reports(int on) {
+  atomic_store_explicit(&reports_held, on != 0, memory_order_release);
+  if (!on) app_flush_reports();
+}
+
+void app_flush_reports(void) {
+  pthread_mutex_lock(&held.mtx);
+  char *buf = held.buf;
+  size_t len = held.len;
+  held.buf = NULL;
+  held.len = 0;
+  pthread_mutex_unlock(&held.mtx);
+  if (buf == NULL) return;
+  fflush(stdout);                    /* after what the command printed */
+  fwrite(buf, 1, len, stderr);
+  fflush(stderr);
+  free(buf);
 }
 
 int main(int argc, char **argv) {

@@ -28,7 +28,17 @@
  * Printing.  Results print like print() does (tostring, tab-separated),
  * except that a table that is an array of records -- braid.tasks(), or any
  * {{id=1, name="a"}, ...} -- prints as an aligned table, columns "id" and
- * "name" first, then the others by name.
+ * "name" first, then the others by name, and any other plain table prints
+ * on one line, {1, 2, x = 3} (braid.stats() too), with caps on items,
+ * depth and cycles (render_src).
+ *
+ * Background errors.  A task error nobody awaited is reported by a worker
+ * thread at any moment; while the REPL runs, braid.c holds those reports
+ * and the loop prints them just before each prompt, so that they never
+ * land in the middle of a command's output.
+ *
+ * Completion hides names that start with "_" (braid._box, _ENV) unless
+ * the word being completed starts with "_".
  */
 #include <errno.h>
 #include <poll.h>
@@ -186,7 +196,7 @@ static void addfields(lua_State *L, const char *head, size_t headlen,
       if (lua_type(L, -2) == LUA_TSTRING) {
         const char *k = lua_tostring(L, -2);
         if (strncmp(k, part, plen) == 0 && isident(k) &&
-            (plen >= 2 || strncmp(k, "__", 2) != 0) &&
+            (k[0] != '_' || part[0] == '_') &&   /* _internal: only when asked */
             (!methods || lua_isfunction(L, -1))) {
           lua_pushlstring(L, head, headlen);
           lua_pushstring(L, k);
@@ -352,6 +362,7 @@ static const char *pushprompt(lua_State *L, int firstline) {
  * Returns LINE_OK, or LINE_EOF / LINE_INTR with nothing pushed. */
 static int pushline(lua_State *L, int firstline) {
   char *b = NULL;
+  app_flush_reports();               /* background errors, before the prompt */
   const char *prompt = pushprompt(L, firstline);
   int r = read_line(prompt, &b);
   lua_pop(L, 1);                     /* the prompt (readline copied it) */
@@ -618,13 +629,108 @@ static void printrows(lua_State *L, int idx) {
   lua_settop(L, top);
 }
 
+/* A plain table (no metatable with __tostring or __name) on one line, as
+ * a new user expects to see it: {1, 2, x = 3, name = "a"}.  The array part
+ * first, then the other keys sorted (numbers, then strings, then the
+ * rest); at most RENDER_ITEMS entries per table and RENDER_TOTAL in all,
+ * RENDER_DEPTH levels (deeper: {...}), a table met again: <cycle>. */
+static const char render_src[] =
+  "local ITEMS, TOTAL, DEPTH = ...\n"
+  "local kw = {}\n"
+  "for w in ('and break do else elseif end false for function goto if in local nil not or '\n"
+  "  .. 'repeat return then true until while'):gmatch('%a+') do kw[w] = true end\n"
+  "local rank = { number = 1, string = 2 }\n"
+  "local function before(a, b)\n"
+  "  local ra, rb = rank[type(a)] or 3, rank[type(b)] or 3\n"
+  "  if ra ~= rb then return ra < rb end\n"
+  "  if ra < 3 then return a < b end\n"
+  "  return tostring(a) < tostring(b)\n"
+  "end\n"
+  "local function plain(t)\n"
+  "  local mt = getmetatable(t)\n"
+  "  return mt == nil or (type(mt) == 'table' and rawget(mt, '__tostring') == nil\n"
+  "    and rawget(mt, '__name') == nil)\n"
+  "end\n"
+  "local budget\n"
+  "local function str(v)\n"
+  "  return (string.format('%q', v):gsub('\\\n', 'n'))\n"
+  "end\n"
+  "local render\n"
+  "local function key(k, seen, depth)\n"
+  "  if type(k) == 'string' and k:match('^[%a_][%w_]*$') and not kw[k] then return k end\n"
+  "  return '[' .. render(k, seen, depth) .. ']'\n"
+  "end\n"
+  "function render(v, seen, depth)\n"
+  "  local t = type(v)\n"
+  "  if t == 'string' then return str(v) end\n"
+  "  if t ~= 'table' or not plain(v) then return tostring(v) end\n"
+  "  if seen[v] then return '<cycle>' end\n"
+  "  if next(v) == nil then return '{}' end\n"
+  "  if depth >= DEPTH then return '{...}' end\n"
+  "  seen[v] = true\n"
+  "  local parts, n, more = {}, rawlen(v), false\n"
+  "  for i = 1, n do\n"
+  "    if #parts >= ITEMS or budget <= 0 then more = true break end\n"
+  "    budget = budget - 1\n"
+  "    parts[#parts + 1] = render(rawget(v, i), seen, depth + 1)\n"
+  "  end\n"
+  "  if not more then\n"
+  "    local keys = {}\n"
+  "    for k in next, v do\n"
+  "      if not (math.type(k) == 'integer' and k >= 1 and k <= n) then keys[#keys + 1] = k end\n"
+  "    end\n"
+  "    table.sort(keys, before)\n"
+  "    for _, k in ipairs(keys) do\n"
+  "      if #parts >= ITEMS or budget <= 0 then more = true break end\n"
+  "      budget = budget - 1\n"
+  "      parts[#parts + 1] = key(k, seen, depth + 1) .. ' = ' .. render(rawget(v, k), seen, depth + 1)\n"
+  "    end\n"
+  "  end\n"
+  "  seen[v] = nil\n"
+  "  if more then parts[#parts + 1] = '...' end\n"
+  "  return '{' .. table.concat(parts, ', ') .. '}'\n"
+  "end\n"
+  "return function(v)\n"
+  "  if type(v) ~= 'table' or not plain(v) then return nil end\n"
+  "  budget = TOTAL\n"
+  "  return render(v, {}, 0)\n"
+  "end\n";
+
+#define RENDER_ITEMS 30
+#define RENDER_TOTAL 200
+#define RENDER_DEPTH 3
+
+/* Replaces the value at idx by its one-line rendering when it is a plain
+ * table (see render_src); leaves anything else as it is. */
+static void render_value(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) return;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "braid.repl.render") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    if (luaL_loadbuffer(L, render_src, sizeof render_src - 1, "=braid.repl") != LUA_OK)
+      lua_error(L);
+    lua_pushinteger(L, RENDER_ITEMS);
+    lua_pushinteger(L, RENDER_TOTAL);
+    lua_pushinteger(L, RENDER_DEPTH);
+    lua_call(L, 3, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "braid.repl.render");
+  }
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  if (lua_isstring(L, -1)) lua_replace(L, idx);
+  else lua_pop(L, 1);
+}
+
 /* printvalues(...): print's output, or tables of records drawn as tables
- * (then one value per line). */
+ * (then one value per line).  Other plain tables print on one line
+ * (render_value). */
 static int printvalues(lua_State *L) {
   int n = lua_gettop(L);
   int rows = 0;
   for (int i = 1; i <= n && !rows; i++) rows = isrows(L, i);
   if (!rows) {
+    for (int i = 1; i <= n; i++) render_value(L, i);
     lua_getglobal(L, "print");
     lua_insert(L, 1);
     lua_call(L, n, 0);
@@ -634,6 +740,7 @@ static int printvalues(lua_State *L) {
     if (isrows(L, i)) {
       printrows(L, i);
     } else {
+      render_value(L, i);
       size_t len;
       const char *s = luaL_tolstring(L, i, &len);
       fwrite(s, 1, len, stdout);
@@ -657,6 +764,7 @@ static void print_results(lua_State *L) {
 void app_repl(lua_State *L) {
   const char *oldprogname = app_progname;
   app_progname = NULL;               /* no program name on REPL errors */
+  app_hold_reports(1);
   repl_open(L);
   app_prompt_arm();
   int status;
@@ -671,6 +779,7 @@ void app_repl(lua_State *L) {
   lua_settop(L, 0);
   fputc('\n', stdout);
   fflush(stdout);
+  app_hold_reports(0);               /* prints what is still held */
   repl_close();
   signal(SIGINT, SIG_DFL);
   app_progname = oldprogname;

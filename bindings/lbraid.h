@@ -11,6 +11,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <string.h>
 
 #include "chan.h"
 #include "future.h"
@@ -45,6 +46,57 @@ braid_obj_t *braid__checkhandle(lua_State *L, int arg, braid_objtype_t *type);
  * methods are also reachable through __index.  Leaves nothing on the stack. */
 void braid__newtype(lua_State *L, braid_objtype_t *type, const luaL_Reg *l);
 
+/* Misuse errors in one form everywhere, with the qualified name of the
+ * function: "bad argument #arg to 'braid.sleep' (msg)", "... to
+ * 'chan:recv' (...)".  Lua's own luaL_argerror names the function from the
+ * call site ('sleep', or whatever local it was called through), so braid
+ * passes the name.  arg is the stack index; when fname is a method
+ * ("type:name") self is not counted, as Lua counts ('chan:send' #1 is the
+ * value).  These raise (the return is for "return braid__argerror(...)"). */
+static inline int braid__argerror(lua_State *L, int arg, const char *fname, const char *msg) {
+  if (strchr(fname, ':') != NULL) arg--;
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, fname, msg);
+}
+
+/* The name of the value at idx as Lua's messages give it (its __name, else
+ * its type name). */
+static inline const char *braid__typename(lua_State *L, int idx) {
+  if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);                        /* still anchored by the metatable */
+    return s;
+  }
+  if (lua_type(L, idx) == LUA_TLIGHTUSERDATA) return "light userdata";
+  return luaL_typename(L, idx);
+}
+
+/* "bad argument #arg to 'fname' (<expected> expected, got <type>)". */
+static inline int braid__typeerror(lua_State *L, int arg, const char *fname, const char *expected) {
+  const char *msg = lua_pushfstring(L, "%s expected, got %s", expected, braid__typename(L, arg));
+  return braid__argerror(L, arg, fname, msg);
+}
+
+static inline void braid__checktype(lua_State *L, int arg, int t, const char *fname) {
+  if (lua_type(L, arg) != t) braid__typeerror(L, arg, fname, lua_typename(L, t));
+}
+
+static inline lua_Number braid__checknumber(lua_State *L, int arg, const char *fname) {
+  int isnum = 0;
+  lua_Number n = lua_tonumberx(L, arg, &isnum);
+  if (!isnum) braid__typeerror(L, arg, fname, "number");
+  return n;
+}
+
+static inline lua_Integer braid__checkinteger(lua_State *L, int arg, const char *fname) {
+  int isnum = 0;
+  lua_Integer n = lua_tointegerx(L, arg, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, arg)) braid__argerror(L, arg, fname, "number has no integer representation");
+    else braid__typeerror(L, arg, fname, "number");
+  }
+  return n;
+}
+
 /* The codec (lcodec.c).  Encodes the n values at stack indexes idx ..
  * idx+n-1 into one message (a new reference).  root names the values in
  * error paths ("args", "value", "results"...).  On an untransferable value
@@ -71,6 +123,12 @@ int braid__l_roundtrip(lua_State *L);
  * in L (each task has its own), or L's global table when L is not a task.
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
+
+/* lfuture.c: if the string at idx is Lua's "attempt to call (or index) a
+ * nil value (global 'x')" and x is a global of the Lua code that waits
+ * (the caller's _ENV), replaces it with the same message plus "(tasks have
+ * their own globals: pass it as an argument or upvalue)". */
+void braid__hint_globals(lua_State *L, int idx);
 
 /* lhttp.c: sets braid._http (HTTP parser, WebSocket framer) in the module
  * table on the stack top. */

@@ -22,11 +22,8 @@ static braid_chan_t *checkchan(lua_State *L, int arg) {
 /* Encodes the value to send (argument arg); raises on nil or a value that
  * cannot travel. */
 static braid_msg_t *checkvalue(lua_State *L, int arg, const char *fname) {
-  if (lua_isnoneornil(L, arg)) {
-    lua_pushfstring(L, "braid: bad argument #%d to '%s' (nil is never a channel value: "
-                    "send false or a sentinel)", arg - 1, fname);
-    lua_error(L);
-  }
+  if (lua_isnoneornil(L, arg))
+    braid__argerror(L, arg, fname, "nil is never a channel value: send false or a sentinel");
   return braid__encode(L, arg, 1, "value");
 }
 
@@ -44,21 +41,36 @@ static void pushclosed(lua_State *L, braid_msg_t *err) {
   }
 }
 
+/* The capacity rule (API.md): an integer from 0 to math.maxinteger (a
+ * float with such an integer value too, e.g. 2^62), or math.huge. */
 static int l_chan(lua_State *L) {
   size_t cap = 0;
   if (!lua_isnoneornil(L, 1)) {
-    lua_Number n = luaL_checknumber(L, 1);
-    if (n == HUGE_VAL) {
-      cap = BRAID_UNBOUNDED;
+    lua_Integer i = 0;
+    bool ok, huge = false;
+    if (lua_isinteger(L, 1)) {
+      i = lua_tointeger(L, 1);
+      ok = i >= 0;
     } else {
-      lua_Integer i = 0;
-      luaL_argcheck(L, lua_numbertointeger(floor(n), &i) && (lua_Number)i == n && i >= 0, 1,
-                    "capacity must be a non-negative integer or math.huge");
-      cap = (size_t)i;
+      lua_Number n = braid__checknumber(L, 1, "braid.chan");
+      huge = n == HUGE_VAL;
+      ok = huge || (lua_numbertointeger(n, &i) && (lua_Number)i == n && i >= 0);
     }
+    if (!ok)
+      braid__argerror(L, 1, "braid.chan", "capacity must be an integer from 0 to math.maxinteger, "
+                                          "or math.huge");
+    cap = huge ? BRAID_UNBOUNDED : (size_t)i;
   }
   static const char *const policies[] = { "block", "drop", "slide", NULL };
-  int policy = luaL_checkoption(L, 2, "block", policies);
+  int policy = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    const char *p = lua_tostring(L, 2);
+    if (lua_type(L, 2) != LUA_TSTRING) braid__typeerror(L, 2, "braid.chan", "string");
+    while (policies[policy] && strcmp(policies[policy], p) != 0) policy++;
+    if (policies[policy] == NULL)
+      braid__argerror(L, 2, "braid.chan", lua_pushfstring(L, "policy must be 'block', 'drop' "
+                                                          "or 'slide', got '%s'", p));
+  }
   braid_chan_t *ch = braid_chan_new(cap, (braid_policy_t)policy);
   if (ch == NULL) return luaL_error(L, "braid: out of memory");
   braid__pushhandle(L, (braid_obj_t *)ch);
@@ -86,8 +98,8 @@ static int finish_send(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  int64_t deadline = braid__optdeadline(L, 3);
-  braid_msg_t *m = checkvalue(L, 2, "send");
+  int64_t deadline = braid__optdeadline(L, 3, "chan:send");
+  braid_msg_t *m = checkvalue(L, 2, "chan:send");
   /* Fast path: room in the buffer or a receiver waiting. */
   int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_send(ch, m);
   if (rc != BRAID_EAGAIN) {
@@ -118,7 +130,7 @@ static int finish_recv(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_recv(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "chan:recv");
   braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
   braid_selres_t r = { 0, BRAID_EAGAIN, NULL };
   if (!braid__cancel_pending(L)) r.s_err = braid_chan_try_recv(ch, &r.s_msg);  /* fast path */
@@ -128,7 +140,7 @@ static int l_recv(lua_State *L) {
 
 static int l_try_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  braid_msg_t *m = checkvalue(L, 2, "try_send");
+  braid_msg_t *m = checkvalue(L, 2, "chan:try_send");
   int rc = braid_chan_try_send(ch, m);
   if (rc == 0) {
     braid__count_message();
@@ -206,7 +218,7 @@ static int iter_next(lua_State *L) {
 
 static int l_iter(lua_State *L) {
   checkchan(L, 1);
-  if (!lua_isnoneornil(L, 2)) braid__optdeadline(L, 2);  /* validates */
+  if (!lua_isnoneornil(L, 2)) braid__optdeadline(L, 2, "chan:iter");  /* validates */
   lua_settop(L, 2);
   lua_pushcclosure(L, iter_next, 2);
   return 1;
@@ -325,14 +337,17 @@ static int finish_select(lua_State *L, braid_case_t *c, int n, braid_selres_t *r
 }
 
 static int l_select(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  braid__checktype(L, 1, LUA_TTABLE, "braid.select");
   int64_t deadline = BRAID_FOREVER;
   bool dflt = false;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    braid__checktype(L, 2, LUA_TTABLE, "braid.select");
     if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
-      lua_Number s = luaL_checknumber(L, -1);
-      luaL_argcheck(L, s >= 0, 2, "timeout must be >= 0");
+      if (lua_type(L, -1) != LUA_TNUMBER)
+        braid__argerror(L, 2, "braid.select", lua_pushfstring(L, "opts.timeout must be a number, "
+                                                              "got %s", braid__typename(L, -1)));
+      lua_Number s = lua_tonumber(L, -1);
+      if (!(s >= 0)) braid__argerror(L, 2, "braid.select", "opts.timeout must be >= 0");  /* NaN too */
       deadline = braid_deadline_after(s);
     }
     lua_getfield(L, 2, "default");
@@ -382,7 +397,7 @@ static int l_select(lua_State *L) {
   bad:
     for (int k = 0; k < i; k++)
       if (cases[k].c_op == BRAID_OP_SEND) braid_msg_release(cases[k].c_msg);
-    return luaL_error(L, "bad argument #1 to 'select' (case %d: a channel, a future or {channel, value} expected)", i + 1);
+    return luaL_error(L, "bad argument #1 to 'braid.select' (case %d: a channel, a future or {channel, value} expected)", i + 1);
   }
   if (dflt) {
     braid_selres_t r;
@@ -450,14 +465,14 @@ static int start_tick(lua_State *L, lua_Number s, bool repeat) {
 }
 
 static int l_after(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s >= 0, 1, "seconds must be >= 0");
+  lua_Number s = braid__checknumber(L, 1, "braid.after");
+  if (!(s >= 0)) braid__argerror(L, 1, "braid.after", "seconds must be >= 0");
   return start_tick(L, s, false);
 }
 
 static int l_ticker(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  luaL_argcheck(L, s > 0, 1, "seconds must be > 0");
+  lua_Number s = braid__checknumber(L, 1, "braid.ticker");
+  if (!(s > 0)) braid__argerror(L, 1, "braid.ticker", "seconds must be > 0");
   return start_tick(L, s, true);
 }
 

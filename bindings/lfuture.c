@@ -7,6 +7,7 @@
  * the traceback appended; wait returns the error alone.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "clock.h"
 #include "err.h"
@@ -35,10 +36,89 @@ static int l_resolve(lua_State *L) {
 static int l_reject(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
   lua_settop(L, 2);
-  if (lua_isnil(L, 2)) luaL_argerror(L, 1, "an error value expected");
+  if (lua_isnil(L, 2)) braid__argerror(L, 2, "future:reject", "an error value expected, got nil");
   lua_pushliteral(L, "");
   braid_msg_t *m = braid__encode(L, 2, 2, "error");
   lua_pushboolean(L, braid_future_reject(f, m) == 0);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* "tasks have their own globals": a task that calls or indexes a global
+ * the main script defined fails with Lua's "attempt to call a nil value
+ * (global 'helper')".  The hint is added where the error is delivered
+ * (await, wait), on the observer's thread: only there can the observer's
+ * globals be read (the task's state is another thread's).  The globals are
+ * those of the Lua function that waits (its _ENV upvalue: a busted spec's
+ * environment too), else the state's _G. */
+
+static const char HINT[] = " (tasks have their own globals: pass it as an argument or upvalue)";
+
+/* Pushes the _ENV of the innermost Lua function on L's stack that is not
+ * braid's own (the files of lua/braid: braid.pmap waits for the user), or _G. */
+static void push_caller_env(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "fS", &ar);
+    if (!lua_iscfunction(L, -1) && strncmp(ar.source, "@lua/braid/", 11) != 0) {
+      for (int i = 1;; i++) {
+        const char *up = lua_getupvalue(L, -1, i);
+        if (up == NULL) break;
+        if (strcmp(up, "_ENV") == 0 && lua_istable(L, -1)) {
+          lua_remove(L, -2);
+          return;
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+}
+
+static int env_has(lua_State *L) {            /* (env, name): env[name] ~= nil */
+  lua_gettable(L, 1);
+  lua_pushboolean(L, !lua_isnil(L, -1));
+  return 1;
+}
+
+void braid__hint_globals(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TSTRING) return;
+  const char *s = lua_tostring(L, idx);
+  if (strstr(s, HINT + 1) != NULL) return;     /* hinted already (a nested wait) */
+  const char *at = strstr(s, "a nil value (global '");
+  if (at == NULL) return;
+  const char *name = at + strlen("a nil value (global '");
+  const char *end = strchr(name, '\'');
+  if (end == NULL || end[1] != ')' || end - name > 200) return;
+  /* "attempt to call" or "attempt to index" right before. */
+  static const char call[] = "attempt to call ", index[] = "attempt to index ";
+  size_t before = (size_t)(at - s);
+  if (!(before >= sizeof call - 1 && memcmp(at - (sizeof call - 1), call, sizeof call - 1) == 0) &&
+      !(before >= sizeof index - 1 && memcmp(at - (sizeof index - 1), index, sizeof index - 1) == 0))
+    return;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, env_has);
+  push_caller_env(L);
+  lua_pushlstring(L, name, (size_t)(end - name));
+  bool has = lua_pcall(L, 2, 1, 0) == LUA_OK && lua_toboolean(L, -1);  /* __index may raise */
+  lua_settop(L, top);
+  if (!has) return;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, s, (size_t)(end + 2 - s));  /* through "(global 'x')" */
+  luaL_addstring(&b, HINT);
+  luaL_addstring(&b, end + 2);
+  luaL_pushresult(&b);
+  lua_replace(L, idx);
+}
+
+/* braid._hint_globals(v) -> v, hinted when it is such a string (for the
+ * Lua layer's error texts: "braid.pmap: item 3: ..."). */
+static int l_hint_globals(lua_State *L) {
+  lua_settop(L, 1);
+  braid__hint_globals(L, 1);
   return 1;
 }
 
@@ -47,6 +127,7 @@ static void pusherror(lua_State *L, braid_msg_t *m) {
   int k = m ? braid__decode(L, m) : 0;
   if (k == 0) lua_pushliteral(L, "rejected");
   else if (k > 1) lua_pop(L, k - 1);
+  if (k > 0) braid__hint_globals(L, -1);
 }
 
 static int finish_await(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
@@ -64,7 +145,7 @@ static int finish_await(lua_State *L, braid_case_t *c, int n, braid_selres_t *r)
 
 static int l_await(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "future:await");
   lua_settop(L, 1);
   braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
   return braid__wait(L, &c, 1, deadline, finish_await, "await", (braid_obj_t *)f);
@@ -98,7 +179,7 @@ static int finish_wait(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_wait(lua_State *L) {
   braid_future_t *f = checkfuture(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "future:wait");
   lua_settop(L, 1);
   braid_case_t c = { .c_op = BRAID_OP_AWAIT, .c_obj = f };
   return braid__wait(L, &c, 1, deadline, finish_wait, "await", (braid_obj_t *)f);
@@ -149,4 +230,6 @@ void braid__open_future(lua_State *L) {
   braid__newtype(L, &braid_future_type, methods);
   lua_pushcfunction(L, l_future);
   lua_setfield(L, -2, "future");
+  lua_pushcfunction(L, l_hint_globals);
+  lua_setfield(L, -2, "_hint_globals");
 }

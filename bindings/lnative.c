@@ -291,6 +291,8 @@ static int submit(braid_call_t *c, const char *name) {
 /* ------------------------------------------------------------------------ */
 /* The Lua side                                                              */
 
+static int no_native(lua_State *L, const char *name);
+
 /* braid.native.NAME(...) -> future.  Upvalue 1: NAME. */
 static int l_call(lua_State *L) {
   const char *name = lua_tostring(L, lua_upvalueindex(1));
@@ -317,19 +319,20 @@ static int l_call(lua_State *L) {
     case 0:
       return 1;                         /* the future */
     case BRAID_ENOENT:
-      return luaL_error(L, "braid.native.%s: not registered", name);
+      return no_native(L, name);
     case BRAID_ECANCELED:
       return luaL_error(L, "braid.native.%s: the runtime is shutting down", name);
     case BRAID_EINVAL: {
       const char *what = vf.vf_what ? vf.vf_what : "value";
       if (strcmp(what, "handle") == 0)
-        lua_pushfstring(L, "braid.native: cannot pass a braid.%s", vf.vf_type ? vf.vf_type : "handle");
+        lua_pushfstring(L, "cannot pass a braid.%s", vf.vf_type ? vf.vf_type : "handle");
       else if (strcmp(what, "cycle") == 0 || strcmp(what, "nesting") == 0)
-        lua_pushfstring(L, "braid.native: cannot pass a table with a %s",
+        lua_pushfstring(L, "cannot pass a table with a %s",
                         strcmp(what, "cycle") == 0 ? "cycle" : "nesting too deep");
       else
-        lua_pushfstring(L, "braid.native: cannot pass a %s", what);
-      return luaL_argerror(L, (int)vf.vf_index, lua_tostring(L, -1));
+        lua_pushfstring(L, "cannot pass a %s", what);
+      const char *msg = lua_tostring(L, -1);
+      return braid__argerror(L, (int)vf.vf_index, lua_pushfstring(L, "braid.native.%s", name), msg);
     }
     default:
       return luaL_error(L, "braid: out of memory");
@@ -341,14 +344,39 @@ static void push_native(lua_State *L, const char *name) {
   lua_pushcclosure(L, l_call, 1);
 }
 
-/* __index(t, k): a native registered after t was filled. */
+/* Raises "braid: no native function 'name' (registered: a, b)".  The
+ * names are copied under the lock into a fixed buffer (no Lua API with
+ * np.mtx held), then pushed. */
+static int no_native(lua_State *L, const char *name) {
+  char list[512];
+  size_t used = 0;
+  list[0] = '\0';
+  pthread_mutex_lock(&np.mtx);
+  size_t n = np.nnatives;
+  for (size_t i = 0; i < n && used + 8 < sizeof list; i++) {
+    int k = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", np.natives[i].n_name);
+    if (k < 0 || (size_t)k >= sizeof list - used) {
+      snprintf(list + used, sizeof list - used, ", ...");
+      break;
+    }
+    used += (size_t)k;
+  }
+  pthread_mutex_unlock(&np.mtx);
+  if (n == 0)
+    return luaL_error(L, "braid: no native function '%s' (the host registered none)", name);
+  return luaL_error(L, "braid: no native function '%s' (registered: %s)", name, list);
+}
+
+/* __index(t, k): a native registered after t was filled; any other name
+ * raises (a misspelt native is an error at the call site, not "attempt to
+ * call a nil value"). */
 static int l_index(lua_State *L) {
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char *name = lua_tostring(L, 2);
   pthread_mutex_lock(&np.mtx);
   bool known = find(name) != NULL;
   pthread_mutex_unlock(&np.mtx);
-  if (!known) return 0;
+  if (!known) return no_native(L, name);
   push_native(L, name);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -2);

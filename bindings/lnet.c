@@ -443,7 +443,7 @@ static int l_read(lua_State *L) {
     lua_pushstring(L, f);
     lua_replace(L, 2);
   }
-  int64_t deadline = braid__optdeadline(L, 3);
+  int64_t deadline = braid__optdeadline(L, 3, "conn:read");
   step_setup(L, deadline, step_read, 1);
   return step_read(L);
 }
@@ -453,7 +453,7 @@ static int l_read_some(lua_State *L) {
   lua_settop(L, 4);
   lua_Integer max = luaL_optinteger(L, 2, 65536);
   if (max < 1) luaL_argerror(L, 2, "max must be >= 1");
-  int64_t deadline = braid__optdeadline(L, 3);
+  int64_t deadline = braid__optdeadline(L, 3, "conn:read_some");
   lua_pushinteger(L, max);
   lua_replace(L, 3);
   lua_pushliteral(L, "s");
@@ -519,7 +519,7 @@ static int step_write(lua_State *L) {
 static int l_write(lua_State *L) {
   checkconn(L);
   luaL_checkstring(L, 2);
-  int64_t deadline = braid__optdeadline(L, 3);
+  int64_t deadline = braid__optdeadline(L, 3, "conn:write");
   step_setup(L, deadline, step_write, 2);
   return step_write(L);
 }
@@ -1063,7 +1063,7 @@ static int step_accept(lua_State *L) {
 
 static int l_accept(lua_State *L) {
   sock_t *l = checklistener(L);
-  int64_t deadline = braid__optdeadline(L, 2);
+  int64_t deadline = braid__optdeadline(L, 2, "listener:accept");
   step_setup(L, deadline, step_accept, 0);
   if (l->s_ctx) push_op(L);
   return step_accept(L);

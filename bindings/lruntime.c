@@ -214,11 +214,11 @@ void braid__count_message(void) {
   atomic_fetch_add_explicit(&rt.messages, 1, memory_order_relaxed);
 }
 
-int64_t braid__optdeadline(lua_State *L, int arg) {
+int64_t braid__optdeadline(lua_State *L, int arg, const char *fname) {
   if (lua_isnoneornil(L, arg)) return BRAID_FOREVER;
-  lua_Number s = luaL_checknumber(L, arg);
-  if (s != s) luaL_argerror(L, arg, "timeout is NaN");
-  if (s < 0) luaL_argerror(L, arg, "timeout must be >= 0");
+  lua_Number s = braid__checknumber(L, arg, fname);
+  if (s != s) braid__argerror(L, arg, fname, "timeout is NaN");
+  if (s < 0) braid__argerror(L, arg, fname, "timeout must be >= 0");
   return braid_deadline_after(s);
 }
 
@@ -296,6 +296,7 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   int k = m ? braid__decode(L, m) : 0;
   braid_msg_release(m);
   if (k == 0) return braid__raise(L, "rejected");
+  braid__hint_globals(L, -k);
   if (k >= 2 && lua_type(L, -k) == LUA_TSTRING && lua_type(L, -k + 1) == LUA_TSTRING &&
       lua_rawlen(L, -k + 1) > 0) {
     lua_settop(L, lua_gettop(L) - k + 2);
@@ -308,31 +309,42 @@ int braid__raise_rejection(lua_State *L, braid_msg_t *m) {
   return lua_error(L);
 }
 
-/* The task whose failure task_end is reporting (its thread only), so that
- * the report names what the user created. */
-static _Thread_local task_t *tls_report_task;
-
-bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
+char *braid__format_unobserved(braid_future_t *f, braid_msg_t *err) {
   /* Errors that surface while (or after) the runtime shuts down are the
    * shutdown's own cancellation unwinding through tasks: not the user's. */
+  if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return NULL;
+  size_t len = 0;
+  const char *s = err ? braid__msg_first_string(err, &len) : NULL;
+  if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
+  /* The task is named from its future: the report may come from the
+   * future's last release, long after the task ended. */
+  uint64_t tid = braid_future_task_id(f);
+  const char *name = braid_future_task_name(f);
+  unsigned long long fid = (unsigned long long)braid_future_id(f);
+  char who[128];
+  if (tid != 0 && name) snprintf(who, sizeof who, "task '%.100s'", name);
+  else if (tid != 0) snprintf(who, sizeof who, "task %llu", (unsigned long long)tid);
+  const char *fmt = tid != 0 ? "braid: %s (braid.future#%llu) failed and nobody awaited it: %.*s\n"
+                             : "braid: an error nobody awaited%s (braid.future#%llu, a rejected "
+                               "future): %.*s\n";
+  if (tid == 0) who[0] = '\0';
+  int n = snprintf(NULL, 0, fmt, who, fid, (int)len, s);
+  char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (out) snprintf(out, (size_t)n + 1, fmt, who, fid, (int)len, s);
+  return out;
+}
+
+bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err) {
   if (atomic_load_explicit(&rt.quiet_reports, memory_order_acquire)) return false;
   size_t len = 0;
   const char *s = err ? braid__msg_first_string(err, &len) : NULL;
   if (s == NULL) s = "(an error that is not a string)", len = strlen(s);
   if (braid__embed_report(s, len)) return true;   /* the host's reporter */
-  task_t *t = tls_report_task;
-  if (t && t->t_fut == f) {
-    if (t->t_name)
-      fprintf(stderr, "braid: task '%s' (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              t->t_name, (unsigned long long)braid_future_id(f), (int)len, s);
-    else
-      fprintf(stderr, "braid: task %llu (braid.future#%llu) failed and nobody awaited it: %.*s\n",
-              (unsigned long long)t->t_id, (unsigned long long)braid_future_id(f), (int)len, s);
-  } else {
-    fprintf(stderr, "braid: an error nobody awaited (braid.future#%llu, a rejected future): %.*s\n",
-            (unsigned long long)braid_future_id(f), (int)len, s);
-  }
+  char *msg = braid__format_unobserved(f, err);
+  if (msg == NULL) return true;         /* out of memory: reported, unprinted */
+  fputs(msg, stderr);
   fflush(stderr);
+  free(msg);
   return true;
 }
 
@@ -424,7 +436,6 @@ static void task_free(task_t *t) {
   braid_future_release(t->t_fut);
   if (t->t_cases != t->t_small) free(t->t_cases);
   braid_waiter_fini(&t->t_waiter);
-  free(t->t_name);
   free(t);
 }
 
@@ -437,9 +448,7 @@ static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) 
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1 &&
       !atomic_load_explicit(&t->t_fut->f_observed, memory_order_acquire)) {
-    tls_report_task = t;
     braid_future_unobserved(t->t_fut, m);   /* nobody else can ever see it */
-    tls_report_task = NULL;
     braid_future_observe(t->t_fut);
   }
   /* Counted before the settle: whoever awaits the future and then reads
@@ -1213,7 +1222,7 @@ static void bjob_cancel(braid_job_t *job) {
 /* the Lua functions */
 
 static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
-  luaL_checktype(L, fnidx, LUA_TFUNCTION);
+  braid__checktype(L, fnidx, LUA_TFUNCTION, fnidx == 1 ? "braid.go" : "braid.spawn");
   braid_msg_t *fn = braid__pencode(L, fnidx, 1, "fn");
   if (fn == NULL) lua_error(L);
   braid_msg_t *args = braid__pencode(L, fnidx + 1, nargs, "args");
@@ -1236,7 +1245,8 @@ static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
   /* Not armed until its first wait: a cancel fire before then is a no-op. */
   atomic_store_explicit(&t->t_waiter.w_fired, 0, memory_order_relaxed);
   t->t_id = atomic_fetch_add_explicit(&rt.next_id, 1, memory_order_relaxed) + 1;
-  t->t_name = nm;
+  t->t_name = nm;                       /* owned by f (the reports name the task) */
+  braid_future_set_task(f, t->t_id, nm);
   t->t_fut = f;
   t->t_fn = fn;
   t->t_args = args;
@@ -1279,8 +1289,12 @@ static int l_go(lua_State *L) {
 static int l_spawn(lua_State *L) {
   const char *name = NULL;
   if (!lua_isnoneornil(L, 1)) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (lua_getfield(L, 1, "name") != LUA_TNIL) name = luaL_checkstring(L, -1);
+    braid__checktype(L, 1, LUA_TTABLE, "braid.spawn");
+    if (lua_getfield(L, 1, "name") != LUA_TNIL) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        braid__argerror(L, 1, "braid.spawn", "opts.name must be a string");
+      name = lua_tostring(L, -1);
+    }
     lua_pop(L, 1);
   }
   int r = spawn_common(L, 2, name);
@@ -1288,8 +1302,8 @@ static int l_spawn(lua_State *L) {
 }
 
 static int l_blocking(lua_State *L) {
+  braid__checktype(L, 1, LUA_TFUNCTION, "braid.blocking");
   if (!rt.started) rt_start(L);
-  luaL_checktype(L, 1, LUA_TFUNCTION);
   braid_msg_t *fn = braid__pencode(L, 1, 1, "fn");
   if (fn == NULL) return lua_error(L);
   braid_msg_t *args = braid__pencode(L, 2, lua_gettop(L) - 1, "args");
@@ -1327,8 +1341,8 @@ static int finish_sleep(lua_State *L, braid_case_t *c, int n, braid_selres_t *r)
 }
 
 static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s != s || s < 0) luaL_argerror(L, 1, "seconds must be >= 0");
+  lua_Number s = braid__checknumber(L, 1, "braid.sleep");
+  if (s != s || s < 0) braid__argerror(L, 1, "braid.sleep", "seconds must be >= 0");
   if (!rt.started) rt_start(L);
   return braid__wait(L, NULL, 0, braid_deadline_after(s), finish_sleep, "sleep", NULL);
 }
@@ -1366,10 +1380,20 @@ static int l_cancelled(lua_State *L) {
   return 1;
 }
 
+/* braid.config's integer option k, on the stack top. */
+static lua_Integer config_int(lua_State *L, const char *k) {
+  int isint = 0;
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  if (!isint)
+    braid__argerror(L, 1, "braid.config", lua_pushfstring(L, "%s must be an integer", k));
+  return v;
+}
+
 static int l_config(lua_State *L) {
   static const char *const known[] = { "workers", "preempt_ms", "blocking_threads", "states",
                                        "max_threads", NULL };
-  luaL_checktype(L, 1, LUA_TTABLE);
+  static const char fn[] = "braid.config";
+  braid__checktype(L, 1, LUA_TTABLE, fn);
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     lua_pop(L, 1);
@@ -1377,32 +1401,32 @@ static int l_config(lua_State *L) {
     int i = 0;
     while (known[i] && strcmp(k, known[i]) != 0) i++;
     if (known[i] == NULL)
-      return luaL_error(L, "braid: config: unknown option '%s' (workers, preempt_ms, "
-                           "blocking_threads, states, max_threads)", k);
+      return braid__argerror(L, 1, fn, lua_pushfstring(L, "unknown option '%s'; the options are "
+                             "workers, preempt_ms, blocking_threads, states, max_threads", k));
   }
   /* Check everything first (Lua errors, no lock held), then store. */
   lua_Integer workers = 0, bthreads = 0, states = 0, maxth = -1;
   lua_Number ms = 0;
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
-    workers = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, workers >= 1 && workers <= 1024, 1, "workers must be between 1 and 1024");
+    workers = config_int(L, "workers");
+    if (workers < 1 || workers > 1024) braid__argerror(L, 1, fn, "workers must be between 1 and 1024");
   }
   if (lua_getfield(L, 1, "preempt_ms") != LUA_TNIL) {
-    ms = luaL_checknumber(L, -1);
-    luaL_argcheck(L, ms >= 1, 1, "preempt_ms must be >= 1");
+    ms = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(ms >= 1)) braid__argerror(L, 1, fn, "preempt_ms must be a number >= 1");
   }
   if (lua_getfield(L, 1, "blocking_threads") != LUA_TNIL) {
-    bthreads = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, bthreads >= 1 && bthreads <= 4096, 1,
-                  "blocking_threads must be between 1 and 4096");
+    bthreads = config_int(L, "blocking_threads");
+    if (bthreads < 1 || bthreads > 4096)
+      braid__argerror(L, 1, fn, "blocking_threads must be between 1 and 4096");
   }
   if (lua_getfield(L, 1, "states") != LUA_TNIL) {
-    states = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, states >= 1 && states <= 65536, 1, "states must be between 1 and 65536");
+    states = config_int(L, "states");
+    if (states < 1 || states > 65536) braid__argerror(L, 1, fn, "states must be between 1 and 65536");
   }
   if (lua_getfield(L, 1, "max_threads") != LUA_TNIL) {
-    maxth = luaL_checkinteger(L, -1);
-    luaL_argcheck(L, maxth >= 0 && maxth <= 65536, 1, "max_threads must be between 0 and 65536");
+    maxth = config_int(L, "max_threads");
+    if (maxth < 0 || maxth > 65536) braid__argerror(L, 1, fn, "max_threads must be between 0 and 65536");
   }
   lua_pop(L, 5);
   pthread_mutex_lock(&rt.mtx);

@@ -39,6 +39,11 @@ braid_timerq_t *braid__timers(lua_State *L);
  * runtime shuts down (its cancellation unwinding through tasks). */
 bool braid__report_unobserved(braid_future_t *f, braid_msg_t *err);
 
+/* The text braid__report_unobserved prints (one line with its "\n"),
+ * malloc'd, or NULL when it would print nothing (shutdown) or out of
+ * memory: for a host that prints it later (the REPL, before its prompt). */
+char *braid__format_unobserved(braid_future_t *f, braid_msg_t *err);
+
 /* Counts a message that went through a braid channel/future (stats). */
 void braid__count_message(void);
 
@@ -54,8 +59,9 @@ void braid__open_box(lua_State *L);
 void braid__open_net(lua_State *L);   /* lnet.c: braid.net */
 
 /* Checks an optional timeout argument (nil = forever, seconds >= 0) and
- * returns the absolute deadline. */
-int64_t braid__optdeadline(lua_State *L, int arg);
+ * returns the absolute deadline; a bad one raises naming fname
+ * ("chan:recv", see braid__argerror). */
+int64_t braid__optdeadline(lua_State *L, int arg, const char *fname);
 
 /* Raises a Lua error whose value is exactly the string s (no position). */
 int braid__raise(lua_State *L, const char *s);

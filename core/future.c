@@ -40,12 +40,23 @@ void braid_future_observe(braid_future_t *f) {
   atomic_store_explicit(&f->f_observed, true, memory_order_relaxed);
 }
 
+void braid_future_set_task(braid_future_t *f, uint64_t task_id, char *name) {
+  free(f->f_task_name);
+  f->f_task_id = task_id;
+  f->f_task_name = name;
+}
+
+uint64_t braid_future_task_id(braid_future_t *f) { return f->f_task_id; }
+
+const char *braid_future_task_name(braid_future_t *f) { return f->f_task_name; }
+
 static void future_destroy(braid_obj_t *o) {
   braid_future_t *f = (braid_future_t *)o;
   if (braid_future_unobserved &&
       atomic_load_explicit(&f->f_state, memory_order_relaxed) == BRAID_FUTURE_REJECTED &&
       !atomic_load_explicit(&f->f_observed, memory_order_relaxed))
     braid_future_unobserved(f, f->f_msg);
+  free(f->f_task_name);
   braid_msg_release(f->f_msg);
   braid_obj_fini(o);
   free(f);

@@ -78,6 +78,15 @@ braid_fstate_t braid_future_state(braid_future_t *f);
 void braid_future_observe(braid_future_t *f);
 extern void (*braid_future_unobserved)(braid_future_t *f, braid_msg_t *err);
 
+/* Names the task that settles f, for reports (an error nobody awaited is
+ * reported when f is destroyed, after the task is gone).  Call before f is
+ * shared; f takes over name (malloc'd, may be NULL) and frees it. */
+void braid_future_set_task(braid_future_t *f, uint64_t task_id, char *name);
+/* The task's id (0 when f is not a task's) and name (NULL when unnamed);
+ * valid while f is. */
+uint64_t braid_future_task_id(braid_future_t *f);
+const char *braid_future_task_name(braid_future_t *f);
+
 /* Waits until the deadline (blocks the OS thread).  Returns 0 (resolved),
  * BRAID_EREJECTED, BRAID_ECANCELED (*out set to a new reference to the
  * result message, possibly NULL) or BRAID_ETIMEDOUT (*out NULL). */

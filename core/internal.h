@@ -42,6 +42,10 @@ struct braid_future {
   _Atomic bool f_observed;    /* see braid_future_observe */
   braid_cancel_fn f_hook;     /* the producer's cancel hook, or NULL */
   void *f_hook_arg;
+  /* The task that settles it (braid_future_set_task): immutable once set,
+   * which is before the future is shared. */
+  uint64_t f_task_id;         /* 0: not a task's future */
+  char *f_task_name;          /* owned, may be NULL */
 };
 
 /* A poll descriptor (netpoll.h).  Under p_obj.o_mtx: everything but

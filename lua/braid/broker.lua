@@ -72,10 +72,10 @@ end
 
 local function check_topic(topic)
   if type(topic) ~= "string" or topic == "" then
-    error("bad argument #1 to 'publish' (topic must be a non-empty string)", 3)
+    error("bad argument #1 to 'broker:publish' (topic must be a non-empty string)", 3)
   end
   if topic:find("[*>]") or topic:find("^%.") or topic:find("%.$") or topic:find("%.%.") then
-    error(("bad argument #1 to 'publish' (invalid topic '%s')"):format(topic), 3)
+    error(("bad argument #1 to 'broker:publish' (invalid topic '%s')"):format(topic), 3)
   end
 end
 
@@ -114,12 +114,12 @@ end
 H.kind(M, "broker", { "subscribe", "publish", "unsubscribe", "stats" }, state)
 
 function M.new(opts)
-  opts = H.checkopt(opts, 1, "broker")
+  opts = H.checkopt(opts, 1, "braid.broker")
   local buffer = opts.buffer or DEFAULT_BUFFER
   local policy = opts.policy or DEFAULT_POLICY
   H.argcheck(type(buffer) == "number" and buffer >= 0 and (buffer == math.huge or buffer % 1 == 0),
-    1, "broker", "opts.buffer must be a non-negative integer or math.huge")
-  H.argcheck(policy == "block" or policy == "drop" or policy == "slide", 1, "broker",
+    1, "braid.broker", "opts.buffer must be a non-negative integer or math.huge")
+  H.argcheck(policy == "block" or policy == "drop" or policy == "slide", 1, "braid.broker",
     "opts.policy must be 'block', 'drop' or 'slide'")
   local reg = braid.chan(1)
   reg:send({ subs = {}, gen = braid.future(), removed_sent = 0, removed_dropped = 0 })
@@ -161,14 +161,14 @@ local function cache(b)
 end
 
 function M.subscribe(b, pattern, opts)
-  b = H.check(M, b, "subscribe")
-  check_pattern(pattern, "subscribe")
-  opts = H.checkopt(opts, 2, "subscribe")
+  b = H.check(M, b, "broker:subscribe")
+  check_pattern(pattern, "broker:subscribe")
+  opts = H.checkopt(opts, 2, "broker:subscribe")
   local buffer = opts.buffer or b.buffer
   local policy = opts.policy or b.policy
   H.argcheck(type(buffer) == "number" and buffer >= 0 and (buffer == math.huge or buffer % 1 == 0),
-    2, "subscribe", "opts.buffer must be a non-negative integer or math.huge")
-  H.argcheck(policy == "block" or policy == "drop" or policy == "slide", 2, "subscribe",
+    2, "broker:subscribe", "opts.buffer must be a non-negative integer or math.huge")
+  H.argcheck(policy == "block" or policy == "drop" or policy == "slide", 2, "broker:subscribe",
     "opts.policy must be 'block', 'drop' or 'slide'")
   local ch = braid.chan(buffer, policy)
   update(b, function(r)
@@ -199,14 +199,14 @@ local function remove(b, ch)
 end
 
 function M.unsubscribe(b, ch)
-  b = H.check(M, b, "unsubscribe")
-  H.checkchan(ch, 1, "unsubscribe")
+  b = H.check(M, b, "broker:unsubscribe")
+  H.checkchan(ch, 1, "broker:unsubscribe")
   ch:close()
   remove(b, ch)
 end
 
 function M.publish(b, topic, v)
-  b = H.check(M, b, "publish")
+  b = H.check(M, b, "broker:publish")
   local c = cache(b)
   local list = c.match[topic]
   if list == nil then
@@ -221,7 +221,7 @@ function M.publish(b, topic, v)
     c.match[topic] = list
     c.nmatch = c.nmatch + 1
   end
-  if v == nil then error("bad argument #2 to 'publish' (a value expected, got nil)", 2) end
+  if v == nil then error("bad argument #2 to 'broker:publish' (a value expected, got nil)", 2) end
   local n, closed = 0, nil
   for i = 1, #list do
     local ch = list[i]
@@ -237,7 +237,7 @@ function M.publish(b, topic, v)
 end
 
 function M.stats(b)
-  b = H.check(M, b, "stats")
+  b = H.check(M, b, "broker:stats")
   local r = snapshot(b)
   local delivered, dropped = r.removed_sent, r.removed_dropped
   local subs = {}

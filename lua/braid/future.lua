@@ -11,7 +11,7 @@ local pack, unpack = table.pack, table.unpack
 -- f:map(fn): fn(values...) once f resolves; a rejection passes through.
 function M.map(f, fn)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'map' (function expected, got " .. type(fn) .. ")", 2)
+    error("bad argument #1 to 'future:map' (function expected, got " .. type(fn) .. ")", 2)
   end
   return braid.go(function()
     local r = pack(f:wait())
@@ -23,7 +23,7 @@ end
 -- f:catch(fn): fn(err) once f rejects; resolved values pass through.
 function M.catch(f, fn)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'catch' (function expected, got " .. type(fn) .. ")", 2)
+    error("bad argument #1 to 'future:catch' (function expected, got " .. type(fn) .. ")", 2)
   end
   return braid.go(function()
     local r = pack(f:wait())
@@ -66,7 +66,7 @@ end
 -- braid.all(fs): an array of each future's first value; rejects on the first
 -- rejection.
 function M.all(fs)
-  check_futures(fs, "all")
+  check_futures(fs, "braid.all")
   return braid.go(function()
     local results, failure = {}, nil
     each_settled(fs, function(i, r)
@@ -81,7 +81,7 @@ end
 -- braid.any(fs): the values of the first to resolve; rejects only when all
 -- reject (with the last error).
 function M.any(fs)
-  check_futures(fs, "any")
+  check_futures(fs, "braid.any")
   return braid.go(function()
     local winner, last = nil, "braid.any: no futures"
     each_settled(fs, function(i, r)
@@ -95,7 +95,7 @@ end
 
 -- braid.race(fs): settles like the first to settle.
 function M.race(fs)
-  check_futures(fs, "race")
+  check_futures(fs, "braid.race")
   return braid.go(function()
     if #fs == 0 then error("braid.race: no futures", 0) end
     local first

@@ -137,7 +137,7 @@ function M._send(ctl, lease, m)
 end
 
 function M.new(opts)
-  opts = H.checkopt(opts, 1, "group")
+  opts = H.checkopt(opts, 1, "braid.group")
   local ctl = braid.chan(math.huge)
   local lease = braid.chan(1)
   lease:send(new_state())
@@ -160,8 +160,8 @@ local function member(ctl, lease, key, fn, ...)
 end
 
 function M.go(g, fn, ...)
-  g = H.check(M, g, "go")
-  H.checktype(fn, 1, "go", "function")
+  g = H.check(M, g, "group:go")
+  H.checktype(fn, 1, "group:go", "function")
   local key = H.id(braid.future())
   local f = braid.spawn({ name = g.name }, member, g.ctl, g.lease, key, fn, ...)
   f:wait(0)    -- marks it observed: the group reports a member's error (wait)
@@ -170,8 +170,8 @@ function M.go(g, fn, ...)
 end
 
 function M.wait(g, timeout)
-  g = H.check(M, g, "wait")
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 1, "wait",
+  g = H.check(M, g, "group:wait")
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 1, "group:wait",
     "timeout must be a number >= 0")
   local reply = braid.future()
   M._send(g.ctl, g.lease, { op = "wait", reply = reply })
@@ -184,7 +184,7 @@ function M.wait(g, timeout)
 end
 
 function M.cancel(g)
-  g = H.check(M, g, "cancel")
+  g = H.check(M, g, "group:cancel")
   M._send(g.ctl, g.lease, { op = "cancel" })
 end
 

@@ -66,10 +66,17 @@ function M.new(mod, t, id)
   return require("braid")._box(mod._kind, t)
 end
 
--- Checks that argument #1 of method fname is a handle of mod's kind.
+-- Misuse messages name the function qualified, one form everywhere (as the
+-- C bindings do, bindings/lbraid.h): "bad argument #1 to 'braid.pmap'
+-- (...)", "bad argument #1 to 'pool:submit' (...)"; a method's argument
+-- numbers do not count self, and a bad self is Lua's "calling 'pool:submit'
+-- on bad self (...)".
+
+-- Checks that self, of method fname ("pool:submit"), is a handle of mod's
+-- kind.
 function M.check(mod, self, fname)
   if not isbox(self) or self._kind ~= mod._kind then
-    error(("bad argument #1 to '%s' (braid.%s expected, got %s)")
+    error(("calling '%s' on bad self (braid.%s expected, got %s)")
       :format(fname, mod._kind, M.typename(self)), 3)
   end
   return self
@@ -108,8 +115,13 @@ function M.is(v, kind)
   return type(v) == "userdata" and type(mt) == "table" and mt.__name == "braid." .. kind
 end
 
+-- n == 0: v is self of the method fname ("chan:take").
 function M.checkchan(v, n, fname, level)
   if not M.is(v, "chan") then
+    if n == 0 then
+      error(("calling '%s' on bad self (braid.chan expected, got %s)")
+        :format(fname, M.typename(v)), (level or 2) + 1)
+    end
     error(("bad argument #%d to '%s' (braid.chan expected, got %s)")
       :format(n, fname, M.typename(v)), (level or 2) + 1)
   end
@@ -140,7 +152,9 @@ end
 
 -- An error value as text, for messages that embed it.
 function M.errtext(e)
-  if type(e) == "string" then return e end
+  -- "(tasks have their own globals ...)" when e is Lua's error for a
+  -- global the caller has and the task had not (bindings/lfuture.c).
+  if type(e) == "string" then return require("braid")._hint_globals(e) end
   return tostring(e)
 end
 

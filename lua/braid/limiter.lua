@@ -68,12 +68,12 @@ local function refill(tokens, room, interval, burst)
 end
 
 function M.new(opts)
-  H.checktype(opts, 1, "limiter", "table")
+  H.checktype(opts, 1, "braid.limiter", "table")
   local rate, per = opts.rate, opts.per or 1
-  H.argcheck(type(rate) == "number" and rate > 0, 1, "limiter", "opts.rate must be a number > 0")
-  H.argcheck(type(per) == "number" and per > 0, 1, "limiter", "opts.per must be a number > 0")
+  H.argcheck(type(rate) == "number" and rate > 0, 1, "braid.limiter", "opts.rate must be a number > 0")
+  H.argcheck(type(per) == "number" and per > 0, 1, "braid.limiter", "opts.per must be a number > 0")
   local burst = opts.burst or math.max(1, math.floor(rate))
-  H.argcheck(type(burst) == "number" and burst >= 1 and burst % 1 == 0, 1, "limiter",
+  H.argcheck(type(burst) == "number" and burst >= 1 and burst % 1 == 0, 1, "braid.limiter",
     "opts.burst must be a positive integer")
   local tokens = braid.chan(burst)
   for _ = 1, burst do tokens:send(true) end
@@ -103,9 +103,9 @@ local function give_back(tokens, k)
 end
 
 function M.take(l, n, timeout)
-  l = H.check(M, l, "take")
-  n = checkn(n, "take")
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "take",
+  l = H.check(M, l, "limiter:take")
+  n = checkn(n, "limiter:take")
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "limiter:take",
     "timeout must be a number >= 0")
   local tokens = l.tokens
   local deadline = timeout and braid.now() + timeout
@@ -127,8 +127,8 @@ function M.take(l, n, timeout)
 end
 
 function M.try_take(l, n)
-  l = H.check(M, l, "try_take")
-  n = checkn(n, "try_take")
+  l = H.check(M, l, "limiter:try_take")
+  n = checkn(n, "limiter:try_take")
   local tokens = l.tokens
   for k = 1, n do
     if tokens:try_recv() == nil then
@@ -141,7 +141,7 @@ function M.try_take(l, n)
 end
 
 function M.stats(l)
-  l = H.check(M, l, "stats")
+  l = H.check(M, l, "limiter:stats")
   local st = l.tokens:stats()
   return {
     rate = l.rate,

@@ -87,10 +87,10 @@ local function server(fn, ttl, req)
 end
 
 function M.new(fn, opts)
-  H.checktype(fn, 1, "memo", "function")
-  opts = H.checkopt(opts, 2, "memo")
+  H.checktype(fn, 1, "braid.memo", "function")
+  opts = H.checkopt(opts, 2, "braid.memo")
   local ttl = opts.ttl
-  H.argcheck(ttl == nil or (type(ttl) == "number" and ttl >= 0), 2, "memo",
+  H.argcheck(ttl == nil or (type(ttl) == "number" and ttl >= 0), 2, "braid.memo",
     "opts.ttl must be a number >= 0")
   local req = braid.chan(math.huge)
   local id = H.id(req)
@@ -112,9 +112,9 @@ local function ask(m, msg, timeout)
 end
 
 function M.get(m, key, timeout)
-  m = H.check(M, m, "get")
-  if key == nil then error("bad argument #1 to 'get' (a key expected, got nil)", 2) end
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "get",
+  m = H.check(M, m, "memo:get")
+  if key == nil then error("bad argument #1 to 'memo:get' (a key expected, got nil)", 2) end
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "memo:get",
     "timeout must be a number >= 0")
   local deadline = timeout and braid.now() + timeout
   local f = ask(m, { get = key }, timeout)
@@ -124,13 +124,13 @@ function M.get(m, key, timeout)
 end
 
 function M.forget(m, key)
-  m = H.check(M, m, "forget")
-  if key == nil then error("bad argument #1 to 'forget' (a key expected, got nil)", 2) end
+  m = H.check(M, m, "memo:forget")
+  if key == nil then error("bad argument #1 to 'memo:forget' (a key expected, got nil)", 2) end
   m.req:send({ forget = key })
 end
 
 function M.stats(m)
-  m = H.check(M, m, "stats")
+  m = H.check(M, m, "memo:stats")
   return ask(m, { stats = true })
 end
 

@@ -91,7 +91,7 @@ local function filter_map_task(inp, out, fn, is_filter)
 end
 
 local function stage(fname, ch, fn, opts, is_filter)
-  H.checkchan(ch, 1, fname, 3)
+  H.checkchan(ch, 0, fname, 3)
   if type(fn) ~= "function" then
     error(("bad argument #1 to '%s' (function expected, got %s)"):format(fname, H.typename(fn)), 3)
   end
@@ -107,26 +107,26 @@ local function stage(fname, ch, fn, opts, is_filter)
     return M.pipeline(workers, fn, ch, opts)
   end
   local out = braid.chan(bufsize(opts, fname, 2))
-  braid.spawn({ name = "braid." .. fname }, filter_map_task, ch, out, fn, is_filter)
+  braid.spawn({ name = "braid." .. fname:match("[^:]*$") }, filter_map_task, ch, out, fn, is_filter)
   return out
 end
 
 -- ch:map(fn [, opts]) -> chan of fn(v); opts.buffer (0), opts.workers (1:
 -- with more, a braid.pipeline, ordered unless opts.ordered == false).
 function M.map(ch, fn, opts)
-  return stage("map", ch, fn, opts, false)
+  return stage("chan:map", ch, fn, opts, false)
 end
 
 -- ch:filter(pred [, opts]) -> chan of the values v for which pred(v) holds.
 function M.filter(ch, pred, opts)
-  return stage("filter", ch, pred, opts, true)
+  return stage("chan:filter", ch, pred, opts, true)
 end
 
 -- ch:take(n) -> chan of the first n values; then closes the output and
 -- the input (take is a consumer that stops early).
 function M.take(ch, n)
-  H.checkchan(ch, 1, "take")
-  H.argcheck(type(n) == "number" and n >= 0 and n % 1 == 0, 1, "take",
+  H.checkchan(ch, 0, "chan:take")
+  H.argcheck(type(n) == "number" and n >= 0 and n % 1 == 0, 1, "chan:take",
     "non-negative integer expected, got " .. H.typename(n))
   local out = braid.chan()
   braid.spawn({ name = "braid.take" }, function(inp, out, n)
@@ -148,10 +148,10 @@ end
 -- delivered when it holds n values, when timeout seconds have passed since
 -- its first value, or (a last partial batch) when the input closes.
 function M.batch(ch, n, timeout)
-  H.checkchan(ch, 1, "batch")
-  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "batch",
+  H.checkchan(ch, 0, "chan:batch")
+  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "chan:batch",
     "positive integer expected, got " .. H.typename(n))
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "batch",
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "chan:batch",
     "timeout must be a number >= 0")
   local out = braid.chan()
   braid.spawn({ name = "braid.batch" }, function(inp, out, n, timeout)
@@ -190,14 +190,14 @@ end
 -- braid.merge(chans [, opts]) -> chan: fan-in; each input's order is kept;
 -- closes when every input has closed (with the first close error seen).
 function M.merge(chans, opts)
-  H.checktype(chans, 1, "merge", "table")
+  H.checktype(chans, 1, "braid.merge", "table")
   for i = 1, #chans do
     if not H.is(chans[i], "chan") then
-      error(("bad argument #1 to 'merge' (element %d is not a braid.chan)"):format(i), 2)
+      error(("bad argument #1 to 'braid.merge' (element %d is not a braid.chan)"):format(i), 2)
     end
   end
-  opts = H.checkopt(opts, 2, "merge")
-  local out = braid.chan(bufsize(opts, "merge", 2))
+  opts = H.checkopt(opts, 2, "braid.merge")
+  local out = braid.chan(bufsize(opts, "braid.merge", 2))
   braid.spawn({ name = "braid.merge" }, function(chans, out)
     local open = {}
     for i = 1, #chans do open[i] = chans[i] end
@@ -224,11 +224,11 @@ end
 -- closed, tee closes ch (at the next value it reads: like every stage, it
 -- notices a closed output when it sends).
 function M.tee(ch, n, opts)
-  H.checkchan(ch, 1, "tee")
-  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 2, "tee",
+  H.checkchan(ch, 1, "braid.tee")
+  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 2, "braid.tee",
     "positive integer expected, got " .. H.typename(n))
-  opts = H.checkopt(opts, 3, "tee")
-  local cap = opts.buffer == nil and DEFAULT_TEE_BUFFER or bufsize(opts, "tee", 3)
+  opts = H.checkopt(opts, 3, "braid.tee")
+  local cap = opts.buffer == nil and DEFAULT_TEE_BUFFER or bufsize(opts, "braid.tee", 3)
   local outs = {}
   for i = 1, n do outs[i] = braid.chan(cap) end
   braid.spawn({ name = "braid.tee" }, function(inp, outs)
@@ -283,12 +283,12 @@ end
 -- values of from; the output keeps the input order unless opts.ordered ==
 -- false.  opts.buffer: capacity of the output (0).
 function M.pipeline(n, fn, from, opts)
-  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "pipeline",
+  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "braid.pipeline",
     "positive integer expected, got " .. H.typename(n))
-  H.checktype(fn, 2, "pipeline", "function")
-  H.checkchan(from, 3, "pipeline")
-  opts = H.checkopt(opts, 4, "pipeline")
-  local out = braid.chan(bufsize(opts, "pipeline", 4))
+  H.checktype(fn, 2, "braid.pipeline", "function")
+  H.checkchan(from, 3, "braid.pipeline")
+  opts = H.checkopt(opts, 4, "braid.pipeline")
+  local out = braid.chan(bufsize(opts, "braid.pipeline", 4))
   if opts.ordered == false then
     -- Each worker reads the input and sends straight to the output; the
     -- last one to finish closes the output.
@@ -382,7 +382,7 @@ end
 
 -- braid.from(array) -> chan holding the array's values, closed.
 function M.from(array)
-  H.checktype(array, 1, "from", "table")
+  H.checktype(array, 1, "braid.from", "table")
   local n = array.n or #array
   local count = 0
   for i = 1, n do if array[i] ~= nil then count = count + 1 end end
@@ -400,7 +400,7 @@ end
 -- with timeout (seconds for the whole collection) returns
 -- `nil, "timeout"` when it passes.
 function M.collect(ch, timeout)
-  H.checkchan(ch, 1, "collect")
+  H.checkchan(ch, 1, "braid.collect")
   local deadline = timeout and braid.now() + timeout
   local out, n = {}, 0
   while true do

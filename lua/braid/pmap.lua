@@ -98,21 +98,21 @@ end
 -- value).  opts.workers bounds the tasks (default: the worker threads);
 -- opts.chunk fixes the chunk size.
 function M.pmap(items, fn, opts)
-  H.checktype(items, 1, "pmap", "table")
-  H.checktype(fn, 2, "pmap", "function")
-  opts = H.checkopt(opts, 3, "pmap")
+  H.checktype(items, 1, "braid.pmap", "table")
+  H.checktype(fn, 2, "braid.pmap", "function")
+  opts = H.checkopt(opts, 3, "braid.pmap")
   local n = items.n or #items
   if n == 0 then return {} end
   local workers = opts.workers
   if workers == nil then
     workers = H.workers()
   else
-    H.argcheck(type(workers) == "number" and workers >= 1 and workers % 1 == 0, 3, "pmap",
+    H.argcheck(type(workers) == "number" and workers >= 1 and workers % 1 == 0, 3, "braid.pmap",
       "opts.workers must be a positive integer")
   end
   local fixed = opts.chunk
   if fixed ~= nil then
-    H.argcheck(type(fixed) == "number" and fixed >= 1 and fixed % 1 == 0, 3, "pmap",
+    H.argcheck(type(fixed) == "number" and fixed >= 1 and fixed % 1 == 0, 3, "braid.pmap",
       "opts.chunk must be a positive integer")
   end
   local chunks = M.chunks(n, workers, fixed)

@@ -87,14 +87,14 @@ end
 -- braid.pool(n, init [, opts]): opts.queue (64), opts.terminate(ctx),
 -- opts.name (task names).
 function M.new(n, init, opts)
-  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "pool",
+  H.argcheck(type(n) == "number" and n >= 1 and n % 1 == 0, 1, "braid.pool",
     "positive integer expected, got " .. H.typename(n))
-  if init ~= nil then H.checktype(init, 2, "pool", "function") end
-  opts = H.checkopt(opts, 3, "pool")
+  if init ~= nil then H.checktype(init, 2, "braid.pool", "function") end
+  opts = H.checkopt(opts, 3, "braid.pool")
   local qcap = opts.queue or DEFAULT_QUEUE
   H.argcheck(type(qcap) == "number" and qcap >= 1 and (qcap == math.huge or qcap % 1 == 0), 3,
-    "pool", "opts.queue must be a positive integer")
-  if opts.terminate ~= nil then H.checktype(opts.terminate, 3, "pool", "function") end
+    "braid.pool", "opts.queue must be a positive integer")
+  if opts.terminate ~= nil then H.checktype(opts.terminate, 3, "braid.pool", "function") end
   init = init or function(i) return i end
   local q = braid.chan(qcap)
   local p = {
@@ -121,8 +121,8 @@ local function closed_error(p)
 end
 
 function M.submit(p, fn, ...)
-  p = H.check(M, p, "submit")
-  H.checktype(fn, 1, "submit", "function")
+  p = H.check(M, p, "pool:submit")
+  H.checktype(fn, 1, "pool:submit", "function")
   local f = braid.future()
   local ok = p.q:send({ fn, f, H.pack(...) })
   if not ok then closed_error(p) end
@@ -143,9 +143,9 @@ local function run_chunk(ctx, fn, first, count, xs)
 end
 
 function M.map(p, items, fn)
-  p = H.check(M, p, "map")
-  H.checktype(items, 1, "map", "table")
-  H.checktype(fn, 2, "map", "function")
+  p = H.check(M, p, "pool:map")
+  H.checktype(items, 1, "pool:map", "table")
+  H.checktype(fn, 2, "pool:map", "function")
   local n = items.n or #items
   local out = {}
   if n == 0 then return out end
@@ -183,8 +183,8 @@ function M.map(p, items, fn)
 end
 
 function M.close(p, timeout)
-  p = H.check(M, p, "close")
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 1, "close",
+  p = H.check(M, p, "pool:close")
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 1, "pool:close",
     "timeout must be a number >= 0")
   p.q:close()
   local deadline = timeout and braid.now() + timeout
@@ -200,7 +200,7 @@ function M.close(p, timeout)
 end
 
 function M.stats(p)
-  p = H.check(M, p, "stats")
+  p = H.check(M, p, "pool:stats")
   local qs = p.q:stats()
   local done, failed = p.done:stats().sent, p.failed:stats().sent
   return {

@@ -73,7 +73,7 @@ H.kind(M, "server", { "call", "cast", "stop", "status" }, status)
 -- or its caller gave up (timed out).
 function M._reply(from, ...)
   if type(from) ~= "table" or from._f == nil then
-    error("bad argument #1 to 'reply' (a call's from expected, got " .. H.typename(from) .. ")", 2)
+    error("bad argument #1 to 'from:reply' (a call's from expected, got " .. H.typename(from) .. ")", 2)
   end
   local ok, r = pcall(from._f.resolve, from._f, ...)
   if not ok then
@@ -222,10 +222,10 @@ local function serve(spec, hi, calls, ctl, done, tid, ...)
 end
 
 function M.new(spec, ...)
-  H.checktype(spec, 1, "server", "table")
+  H.checktype(spec, 1, "braid.server", "table")
   for _, k in ipairs({ "init", "call", "cast", "terminate" }) do
     if spec[k] ~= nil and type(spec[k]) ~= "function" then
-      error(("bad argument #1 to 'server' (spec.%s must be a function)"):format(k), 2)
+      error(("bad argument #1 to 'braid.server' (spec.%s must be a function)"):format(k), 2)
     end
   end
   local s = {
@@ -248,14 +248,15 @@ local function stopped_error(s)
 end
 
 function M.call(s, req, opts)
-  s = H.check(M, s, "call")
-  opts = H.checkopt(opts, 2, "call")
+  s = H.check(M, s, "server:call")
+  if req == nil then error("bad argument #1 to 'server:call' (a request expected, got nil)", 2) end
+  opts = H.checkopt(opts, 2, "server:call")
   local timeout = opts.timeout
   if timeout == nil then timeout = DEFAULT_TIMEOUT end
-  H.argcheck(type(timeout) == "number" and timeout >= 0, 2, "call",
+  H.argcheck(type(timeout) == "number" and timeout >= 0, 2, "server:call",
     "opts.timeout must be a number >= 0")
   local prio = opts.priority
-  H.argcheck(prio == nil or prio == "high" or prio == "normal", 2, "call",
+  H.argcheck(prio == nil or prio == "high" or prio == "normal", 2, "server:call",
     "opts.priority must be 'high' or 'normal'")
   if timeout == math.huge then timeout = nil end
   local reply = braid.future()
@@ -270,14 +271,14 @@ function M.call(s, req, opts)
 end
 
 function M.cast(s, msg)
-  s = H.check(M, s, "cast")
-  if msg == nil then error("bad argument #1 to 'cast' (a message expected, got nil)", 2) end
+  s = H.check(M, s, "server:cast")
+  if msg == nil then error("bad argument #1 to 'server:cast' (a message expected, got nil)", 2) end
   return s.calls:send({ cast = msg })
 end
 
 function M.stop(s, reason, timeout)
-  s = H.check(M, s, "stop")
-  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "stop",
+  s = H.check(M, s, "server:stop")
+  H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 2, "server:stop",
     "timeout must be a number >= 0")
   if not s.calls:is_closed() then
     s.ctl:try_send(reason == nil and "normal" or reason)
@@ -296,7 +297,7 @@ function M.stop(s, reason, timeout)
 end
 
 function M.status(s)
-  s = H.check(M, s, "status")
+  s = H.check(M, s, "server:status")
   return status(s)
 end
 

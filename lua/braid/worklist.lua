@@ -53,16 +53,16 @@ local function worker(fn, work, reports)
 end
 
 function M.worklist(seeds, fn, opts)
-  H.checktype(seeds, 1, "worklist", "table")
-  H.checktype(fn, 2, "worklist", "function")
-  opts = H.checkopt(opts, 3, "worklist")
+  H.checktype(seeds, 1, "braid.worklist", "table")
+  H.checktype(fn, 2, "braid.worklist", "function")
+  opts = H.checkopt(opts, 3, "braid.worklist")
   local key = opts.key
-  if key ~= nil then H.checktype(key, 3, "worklist", "function") end
+  if key ~= nil then H.checktype(key, 3, "braid.worklist", "function") end
   local workers = opts.workers
   if workers == nil then
     workers = H.workers()
   else
-    H.argcheck(type(workers) == "number" and workers >= 1 and workers % 1 == 0, 3, "worklist",
+    H.argcheck(type(workers) == "number" and workers >= 1 and workers % 1 == 0, 3, "braid.worklist",
       "opts.workers must be a positive integer")
   end
 

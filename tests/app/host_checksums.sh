@@ -92,7 +92,8 @@ local ok, err = braid.native.sha256_file(arg[1] .. "/no such file"):wait()
 assert(ok == false and err:find("no such file: No such file or directory", 1, true), err)
 local ok2, err2 = pcall(function() return braid.native.sha256_file():await() end)
 assert(not ok2 and err2:find("a path (string) expected", 1, true), err2)
-assert(braid.native.not_registered == nil)
+local ok3, err3 = pcall(function() return braid.native.not_registered() end)
+assert(not ok3 and err3:find("braid: no native function 'not_registered' %(registered: .*sha256_file"), err3)
 print("fine")
 LUA
 out=$("$H" -s "$tmp/missing.lua" "$tmp" 2>&1); rc=$?

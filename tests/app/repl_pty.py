@@ -167,6 +167,21 @@ def main():
     check(r.expect(r"\n4\+x\n> $") is not None,
           "Tab completes string.fo to string.format", r)
 
+    # Completion hides names starting with "_" (braid._box, _meta...)
+    # unless the word starts with "_": "t." has one visible field.
+    r.line("t = {_secret = 1, public = 2}")
+    r.expect(PROMPT)
+    r.send("=t.\t")
+    time.sleep(0.2)
+    r.line("")
+    check(r.expect(r"\n2\n> $") is not None,
+          "Tab after 't.' completes the one name not starting with '_'", r)
+    r.send("=t._\t")
+    time.sleep(0.2)
+    r.line("")
+    check(r.expect(r"\n1\n> $") is not None,
+          "Tab after 't._' completes a '_' name when asked for", r)
+
     r.line("require('braid') == braid")
     check(r.expect(r"\ntrue\n> $") is not None,
           "braid is a global and require returns it", r)

@@ -668,13 +668,14 @@ TEST(test_embed_native_calls) {
                   "braid.native.deep: cannot return its results");
   RUN_LUA(L, "local ok, err = braid.native.fail('x'):wait()\n"
              "assert(ok == false and err == 'fail: x')\n"
-             "assert(braid.native.nope == nil)\n"
+             "assert(not pcall(function() return braid.native.nope end))\n"
              "assert(braid.native[1] == nil)\n");
-  ASSERT_CONTAINS(lua_error_of(L, "braid.native.nope(1)"), "attempt to call a nil value");
+  ASSERT_CONTAINS(lua_error_of(L, "braid.native.nope(1)"),
+                  "braid: no native function 'nope' (registered: ");
   ASSERT_CONTAINS(lua_error_of(L, "braid.native.echo(1, function() end)"),
-                  "bad argument #2 to 'echo' (braid.native: cannot pass a function)");
+                  "bad argument #2 to 'braid.native.echo' (cannot pass a function)");
   ASSERT_CONTAINS(lua_error_of(L, "local t = {} t[1] = t braid.native.echo(t)"),
-                  "bad argument #1 to 'echo' (braid.native: cannot pass a table with a cycle)");
+                  "bad argument #1 to 'braid.native.echo' (cannot pass a table with a cycle)");
   ASSERT_CONTAINS(lua_error_of(L, "braid.native.echo(io.stdout)"),
                   "braid: cannot transfer userdata (FILE*) at args[1]: open it inside the task");
   /* A failing item in braid.pmap: not here yet, see the note at TEST_LIST. */
@@ -717,7 +718,7 @@ TEST(test_embed_native_cancel) {
              "local ok, err = f1:wait() assert(not ok and err == 'cancelled')");
   wait_for(&wait_cancelled, 1);
   /* The queued call never ran. */
-  RUN_LUA(L, "assert(braid.native.add == nil)");
+  RUN_LUA(L, "assert(not pcall(function() return braid.native.add end))");
   test_sleep_ms(20);
   ASSERT_EQ_INT(atomic_load(&wait_started), 1);
   teardown();

@@ -149,8 +149,8 @@ describe("braid.group", function()
   it("raises on bad arguments", function()
     local g = braid.group()
     assert.has_error(function() g:go(42) end,
-      "bad argument #1 to 'go' (function expected, got number)")
+      "bad argument #1 to 'group:go' (function expected, got number)")
     assert.has_error(function() g.wait(42) end,
-      "bad argument #1 to 'wait' (braid.group expected, got number)")
+      "calling 'group:wait' on bad self (braid.group expected, got number)")
   end)
 end)

@@ -42,12 +42,21 @@ describe("braid.memo", function()
   end)
 
   it("different keys run concurrently", function()
-    local m = braid.memo(function(k) braid.sleep(0.05) return k end)
-    local t0 = braid.now()
+    -- Each run waits to be released: all 10 arrive only if all 10 runs are
+    -- in flight at once (one after another, the second would never start).
+    local arrive, release = braid.chan(math.huge), braid.chan()
+    local m = braid.memo(function(k) arrive:send(k); release:recv(); return k end)
     local fs = {}
     for i = 1, 10 do fs[i] = braid.go(function(m, i) return m:get(i) end, m, i) end
+    local seen = {}
+    for _ = 1, 10 do
+      local k = arrive:recv(T)
+      assert.is_not_nil(k)
+      seen[k] = true
+    end
+    for i = 1, 10 do assert.is_true(seen[i]) end
+    release:close()                       -- recv returns at once from now on
     for i = 1, 10 do assert.are.equal(i, fs[i]:await(T)) end
-    assert.is_true(braid.now() - t0 < 0.45)  -- one after another would take 0.5 s
   end)
 
   it("an error reaches every waiter and is not cached", function()
@@ -122,9 +131,9 @@ describe("braid.memo", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.memo(1) end,
-      "bad argument #1 to 'memo' (function expected, got number)")
+      "bad argument #1 to 'braid.memo' (function expected, got number)")
     local m = braid.memo(function(k) return k end)
     assert.has_error(function() m:get(nil) end,
-      "bad argument #1 to 'get' (a key expected, got nil)")
+      "bad argument #1 to 'memo:get' (a key expected, got nil)")
   end)
 end)

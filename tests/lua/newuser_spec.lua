@@ -230,3 +230,105 @@ describe("transfer errors", function()
       .. "open it inside the task, or pass a braid handle", err)
   end)
 end)
+
+describe("task globals hint", function()
+  local HINT = "(tasks have their own globals: pass it as an argument or upvalue)"
+
+  it("says tasks have their own globals when a global of the waiter is called", function()
+    helper_for_newuser_spec = function() return 1 end   -- luacheck: ignore
+    local f = braid.go(function() return helper_for_newuser_spec() end) -- luacheck: ignore
+    local ok, err = f:wait(10)
+    assert.is_false(ok)
+    assert.matches("attempt to call a nil value (global 'helper_for_newuser_spec') " .. HINT, err, 1, true)
+    -- await raises the same, with the remote traceback after the hint
+    local ok2, err2 = pcall(f.await, f, 10)
+    assert.is_false(ok2)
+    assert.matches("(global 'helper_for_newuser_spec') " .. HINT .. "\n[remote]", err2, 1, true)
+    helper_for_newuser_spec = nil  -- luacheck: ignore
+  end)
+
+  it("hints an indexed global too, and through braid.pmap", function()
+    config_for_newuser_spec = { n = 1 }   -- luacheck: ignore
+    local ok, err = braid.go(function() return config_for_newuser_spec.n end):wait(10) -- luacheck: ignore
+    assert.is_false(ok)
+    assert.matches("attempt to index a nil value (global 'config_for_newuser_spec') " .. HINT, err, 1, true)
+    ok, err = pcall(braid.pmap, { 1 }, function() return config_for_newuser_spec.n end) -- luacheck: ignore
+    assert.is_false(ok)
+    assert.matches("^braid%.pmap: item 1: .*config_for_newuser_spec'%) %(tasks have their own globals", err)
+    config_for_newuser_spec = nil  -- luacheck: ignore
+  end)
+
+  it("adds no hint for a name the waiter does not define", function()
+    local f = braid.go(function() return no_such_global_anywhere() end) -- luacheck: ignore
+    local ok, err = f:wait(10)
+    assert.is_false(ok)
+    assert.matches("attempt to call a nil value (global 'no_such_global_anywhere')", err, 1, true)
+    assert.is_nil(err:find("tasks have their own globals", 1, true))
+  end)
+
+  it("leaves an error value that is not a string as it was", function()
+    local ok, err = braid.go(function() error({ code = 7 }) end):wait(10)
+    assert.is_false(ok)
+    assert.are.same({ code = 7 }, err)
+  end)
+end)
+
+describe("unobserved error report", function()
+  local function run(src)
+    local path = os.tmpname()
+    local fh = assert(io.open(path, "w")); fh:write(src); fh:close()
+    local p = assert(io.popen(("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1")
+      :format(package.cpath, package.path, path)))
+    local out = p:read("a"); p:close(); os.remove(path)
+    return out
+  end
+
+  it("names the user's task", function()
+    local out = run([[
+      local braid = require "braid"
+      local c = braid.chan(1)
+      braid.spawn({ name = "fetcher" }, function() c:send(true) error("lost", 0) end)
+      c:recv(10)
+      for _ = 1, 1000 do if #braid.tasks() == 0 then break end braid.sleep(0.01) end
+      braid.sleep(0.05)
+    ]])
+    assert.matches("braid: task 'fetcher' %(braid%.future#%d+%) failed and nobody awaited it: lost", out)
+  end)
+
+  it("names the task when the report comes from the future's last release", function()
+    -- The script holds the handle while the task fails, so task_end cannot
+    -- report; dropping the handle unobserved does, after the task is gone.
+    local out = run([[
+      local braid = require "braid"
+      local f = braid.spawn({ name = "fetcher" }, function() error("lost late", 0) end)
+      local g = braid.go(function() error("unnamed late", 0) end)
+      for _ = 1, 1000 do if #braid.tasks() == 0 then break end braid.sleep(0.01) end
+      print("tasks ended")
+      io.stdout:flush()
+      f, g = nil, nil
+      collectgarbage(); collectgarbage()
+      io.stderr:write("collected\n")
+    ]])
+    local ended = assert(out:find("tasks ended", 1, true), out)
+    local named = out:find("braid: task 'fetcher' %(braid%.future#%d+%) failed and nobody awaited it: lost late")
+    local unnamed = out:find("braid: task %d+ %(braid%.future#%d+%) failed and nobody awaited it: unnamed late")
+    local collected = assert(out:find("collected", 1, true), out)
+    assert.is_truthy(named, out)
+    assert.is_truthy(unnamed, out)
+    -- reported at the release, not at the task's end
+    assert.is_true(ended < named and named < collected, out)
+    assert.is_true(ended < unnamed and unnamed < collected, out)
+  end)
+
+  it("prints nothing for a failed task whose future was awaited", function()
+    local out = run([[
+      local braid = require "braid"
+      local f = braid.spawn({ name = "fetcher" }, function() error("seen", 0) end)
+      assert(f:wait(10) == false)
+      f = nil
+      collectgarbage(); collectgarbage()
+    ]])
+    assert.is_nil(out:find("nobody awaited", 1, true), out)
+  end)
+
+end)

@@ -46,12 +46,22 @@ describe("braid.pmap", function()
   end)
 
   it("runs items in parallel on several workers", function()
-    -- 8 items that each sleep 50 ms: with 8 workers about 50 ms.
-    local t0 = braid.now()
-    local r = braid.pmap(range(8), function(x) braid.sleep(0.05) return x end, { workers = 8 })
-    local took = braid.now() - t0
-    assert.are.same(range(8), r)
-    assert.is_true(took < 0.3, "took " .. took)
+    -- 8 items that each wait to be released, 8 workers: all 8 arrive
+    -- only if all 8 run at once.  pmap blocks its caller: it runs in a task.
+    local arrive, release = braid.chan(math.huge), braid.chan()
+    local f = braid.go(function(items, arrive, release)
+      return braid.pmap(items, function(x) arrive:send(x); release:recv(); return x end,
+        { workers = 8, chunk = 1 })
+    end, range(8), arrive, release)
+    local seen = {}
+    for _ = 1, 8 do
+      local x = arrive:recv(5)
+      assert.is_not_nil(x)
+      seen[x] = true
+    end
+    for i = 1, 8 do assert.is_true(seen[i]) end
+    release:close()
+    assert.are.same(range(8), f:await(5))
   end)
 
   it("runs on at most opts.workers tasks", function()
@@ -94,15 +104,25 @@ describe("braid.pmap", function()
   end)
 
   it("balances large items: one slow item does not serialise the rest", function()
-    -- item 1 takes 200 ms, 40 others 10 ms each, 2 workers.  Badly dealt
-    -- (half each) it takes >= 400 ms; well dealt about 220 ms.
-    local t0 = braid.now()
-    braid.pmap(range(41), function(x)
-      braid.sleep(x == 1 and 0.2 or 0.01)
-      return x
-    end, { workers = 2 })
-    local took = braid.now() - t0
-    assert.is_true(took < 0.38, "took " .. took)
+    -- 41 items, 2 workers.  Item 1 does not finish until every item
+    -- outside its own chunk is done: the other worker must take all the
+    -- remaining chunks while item 1's worker is busy (chunks are taken as
+    -- workers free up, not dealt half each; the first chunk is small).
+    local chunks = require("braid.pmap").chunks(41, 2)
+    local first_last = chunks[1][2]
+    assert.is_true(first_last < 20, "first chunk 1.." .. first_last)
+    local done = braid.chan(math.huge)
+    local f = braid.go(function(items, done, others)
+      return braid.pmap(items, function(x)
+        if x == 1 then
+          for _ = 1, others do assert(done:recv(5), "the other items did not go on") end
+        else
+          done:send(x)
+        end
+        return x
+      end, { workers = 2 })
+    end, range(41), done, 41 - first_last)
+    assert.are.same(range(41), f:await(10))
   end)
 
   it("raises the first error as 'braid.pmap: item <i>: <error>'", function()
@@ -202,10 +222,10 @@ describe("braid.pmap", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.pmap(1, print) end,
-      "bad argument #1 to 'pmap' (table expected, got number)")
+      "bad argument #1 to 'braid.pmap' (table expected, got number)")
     assert.has_error(function() braid.pmap({}, 1) end,
-      "bad argument #2 to 'pmap' (function expected, got number)")
+      "bad argument #2 to 'braid.pmap' (function expected, got number)")
     assert.has_error(function() braid.pmap({ 1 }, print, { workers = 0 }) end,
-      "bad argument #3 to 'pmap' (opts.workers must be a positive integer)")
+      "bad argument #3 to 'braid.pmap' (opts.workers must be a positive integer)")
   end)
 end)

@@ -286,14 +286,14 @@ describe("braid.pool", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.pool(0) end,
-      "bad argument #1 to 'pool' (positive integer expected, got number)")
+      "bad argument #1 to 'braid.pool' (positive integer expected, got number)")
     assert.has_error(function() braid.pool(1, 42) end,
-      "bad argument #2 to 'pool' (function expected, got number)")
+      "bad argument #2 to 'braid.pool' (function expected, got number)")
     local p = braid.pool(1)
     assert.has_error(function() p:submit(42) end,
-      "bad argument #1 to 'submit' (function expected, got number)")
+      "bad argument #1 to 'pool:submit' (function expected, got number)")
     assert.has_error(function() p.submit({}, print) end,
-      "bad argument #1 to 'submit' (braid.pool expected, got table)")
+      "calling 'pool:submit' on bad self (braid.pool expected, got table)")
     p:close(T)
   end)
 end)

@@ -188,10 +188,9 @@ describe("braid.select", function()
 
   describe("default", function()
     it("returns nil, nil, 'empty' at once when nothing is ready", function()
-      local t0 = braid.now()
+      -- Blocking instead would raise the deadlock error on this thread.
       assert.same({ nil, nil, "empty", n = 3 },
         pack(braid.select({ braid.chan(), { braid.chan(), 1 } }, { default = true })))
-      assert.is_true(braid.now() - t0 < 1)
     end)
 
     it("returns a ready case instead", function()

@@ -303,14 +303,14 @@ describe("braid.server", function()
 
   it("raises on bad arguments", function()
     assert.has_error(function() braid.server(42) end,
-      "bad argument #1 to 'server' (table expected, got number)")
+      "bad argument #1 to 'braid.server' (table expected, got number)")
     assert.has_error(function() braid.server({ call = 1 }) end,
-      "bad argument #1 to 'server' (spec.call must be a function)")
+      "bad argument #1 to 'braid.server' (spec.call must be a function)")
     local srv = counter(0)
     assert.has_error(function() srv:call("get", { priority = "urgent" }) end,
-      "bad argument #2 to 'call' (opts.priority must be 'high' or 'normal')")
+      "bad argument #2 to 'server:call' (opts.priority must be 'high' or 'normal')")
     assert.has_error(function() srv:cast(nil) end,
-      "bad argument #1 to 'cast' (a message expected, got nil)")
+      "bad argument #1 to 'server:cast' (a message expected, got nil)")
     srv:stop()
   end)
 end)
