@@ -141,7 +141,9 @@ if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_
 fi
 
 echo "http: wrk -t1 -c100 -d${secs}s, hello world (14-byte body), median of $rounds runs"
+declare -A ratios_go ratios_ngx
 for round in $(seq "$rounds"); do
+  declare -A this=()
   for name in "${names[@]}"; do
     [ -n "${skip[$name]:-}" ] && continue
     ok=0
@@ -164,22 +166,35 @@ for round in $(seq "$rounds"); do
     echo "  round $round $name: $(echo "$r" | awk '{ printf "%.0f requests/s, p99 %.2f ms", $1, $2 }')"
     results_rps[$name]+="${r%% *} "
     results_p99[$name]+="${r##* } "
+    this[$name]=${r%% *}
   done
+  # This round's ratios (the servers ran within a minute of each other).
+  for name in "${names[@]}"; do
+    [ -n "${this[$name]:-}" ] || continue
+    [ -n "${this[Go net/http]:-}" ] &&
+      ratios_go[$name]+="$(awk -v a="${this[$name]}" -v b="${this[Go net/http]}" 'BEGIN { print a / b }') "
+    [ -n "${this[nginx+Lua]:-}" ] &&
+      ratios_ngx[$name]+="$(awk -v a="${this[$name]}" -v b="${this[nginx+Lua]}" 'BEGIN { print a / b }') "
+  done
+  unset this
 done
 
 go=$(echo "${results_rps[Go net/http]:-}" | tr ' ' '\n' | grep . | median)
 ngx=$(echo "${results_rps[nginx+Lua]:-}" | tr ' ' '\n' | grep . | median)
 echo
-echo "| server | requests/s | p99 | vs Go | vs nginx+Lua |"
-echo "|---|---:|---:|---:|---:|"
+echo "| server | requests/s | p99 | vs Go | vs nginx+Lua | per-round ratios: vs Go, vs nginx+Lua |"
+echo "|---|---:|---:|---:|---:|---:|"
 for name in "${names[@]}"; do
   if [ -n "${skip[$name]:-}" ] || [ -z "${results_rps[$name]:-}" ]; then
-    echo "| $name | skipped: ${skip[$name]:-no run} | | | |"
+    echo "| $name | skipped: ${skip[$name]:-no run} | | | | |"
     continue
   fi
   rps=$(echo "${results_rps[$name]}" | tr ' ' '\n' | grep . | median)
   p99=$(echo "${results_p99[$name]}" | tr ' ' '\n' | grep . | median)
-  awk -v n="$name" -v r="$rps" -v p="$p99" -v g="${go:-}" -v x="${ngx:-}" 'BEGIN {
-    printf "| %s | %.0f | %.2f ms | %s | %s |\n", n, r, p,
-      (g != "" ? sprintf("%.2fx", r / g) : "-"), (x != "" ? sprintf("%.2fx", r / x) : "-") }'
+  rg=$(echo "${ratios_go[$name]:-}" | tr ' ' '\n' | grep . | median)
+  rx=$(echo "${ratios_ngx[$name]:-}" | tr ' ' '\n' | grep . | median)
+  awk -v n="$name" -v r="$rps" -v p="$p99" -v g="${go:-}" -v x="${ngx:-}" -v rg="${rg:-}" -v rx="${rx:-}" 'BEGIN {
+    printf "| %s | %.0f | %.2f ms | %s | %s | %s, %s |\n", n, r, p,
+      (g != "" ? sprintf("%.2fx", r / g) : "-"), (x != "" ? sprintf("%.2fx", r / x) : "-"),
+      (rg != "" ? sprintf("%.2fx", rg) : "-"), (rx != "" ? sprintf("%.2fx", rx) : "-") }'
 done

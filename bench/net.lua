@@ -92,6 +92,7 @@ end
 print(("echo: %d connections, %d-byte messages, %g s per run, median of %d runs")
       :format(CONNS, BYTES, secs, rounds))
 for round = 1, rounds do
+  local this = {}
   for _, s in ipairs(servers) do
     if not s.skip then
       local addr, pid, p = start(s.cmd)
@@ -102,11 +103,19 @@ for round = 1, rounds do
         stop(pid, p)
         if rps then
           s.rps[#s.rps + 1], s.p99[#s.p99 + 1] = rps, p99
+          this[s.name] = rps
           print(("  round %d %-10s %s"):format(round, s.name, out))
         else
           print(("  round %d %-10s failed: %s"):format(round, s.name, out))
         end
       end
+    end
+  end
+  -- This round's ratios to Go (the servers ran minutes apart at most).
+  for _, s in ipairs(servers) do
+    if this[s.name] and this.Go then
+      s.ratios = s.ratios or {}
+      s.ratios[#s.ratios + 1] = this[s.name] / this.Go
     end
   end
 end
@@ -117,14 +126,15 @@ for _, s in ipairs(servers) do
   if s.name == "Go" then go_rps = median(s.rps) end
 end
 print("")
-print("| echo server | round trips/s | p99 | vs Go |")
-print("|---|---:|---:|---:|")
+print("| echo server | round trips/s | p99 | vs Go (medians) | vs Go (median of per-round ratios) |")
+print("|---|---:|---:|---:|---:|")
 for _, s in ipairs(servers) do
   local rps, p99 = median(s.rps), median(s.p99)
   if rps then
-    print(("| %s | %.0f | %.2f ms | %s |"):format(s.name, rps, p99 / 1000,
-      go_rps and ("%.2fx"):format(rps / go_rps) or "-"))
+    local r = s.ratios and median(s.ratios)
+    print(("| %s | %.0f | %.2f ms | %s | %s |"):format(s.name, rps, p99 / 1000,
+      go_rps and ("%.2fx"):format(rps / go_rps) or "-", r and ("%.2fx"):format(r) or "-"))
   else
-    print(("| %s | skipped: %s | | |"):format(s.name, s.skip or "no run"))
+    print(("| %s | skipped: %s | | | |"):format(s.name, s.skip or "no run"))
   end
 end
