@@ -5,7 +5,9 @@
 #   make test    build, then run every test (incl. the sanitizer builds)
 #   make demo    build, then run the demo (scripts/demo.sh)
 #   make demo-cluster  the demo over NATS, 3 processes (scripts/demo_cluster.sh)
-#   make bench   build, then run the benchmarks (scripts/bench.sh)
+#   make bench   build, install the peers the benchmarks compare with
+#                (scripts/bench-deps.sh: Go, wrk, nginx+lua, luv, LuaSocket),
+#                then run the benchmarks (scripts/bench.sh)
 #   make soak    build, then the accounting stress (tests/stress/accounting.lua)
 #                for SOAK_SECONDS (default 600; env BRAID_STRESS_SEED fixes the seed)
 #   make clean   remove $(BUILD);  make distclean: every build*/ dir
@@ -44,6 +46,7 @@ demo-cluster: build
 	@bash scripts/demo_cluster.sh $(BUILD)
 
 bench: build
+	@bash scripts/bench-deps.sh
 	@bash scripts/bench.sh $(BUILD)
 
 # The issue-16 stress, long: every value accounted for (seed printed).

@@ -23,6 +23,7 @@
  *   slot 7     which token the call needs: 0 none, 1 read, 2 write
  *   slot 8     whether it holds the token
  *   slot 9     progress (write offset) or the connect/listen op userdata
+ *   slot 10    the token guard (nil until the call first waits)
  *
  * Readers take turns whole reads, writers whole writes: each direction has
  * a token, one value in a capacity-1 braid channel; taking it is a channel
@@ -31,20 +32,27 @@
  * closes the descriptor (waking every reader, writer and acceptor with
  * "closed") and both token channels (waking those queued for a turn).
  *
- * Name resolution runs on its own thread (resolve_async) and the caller
- * awaits a braid future; numeric addresses are resolved inline.
+ * Name resolution (getaddrinfo) is a job on the runtime's job pool
+ * (core/jobpool.h, braid.blocking's) and the caller awaits a braid future;
+ * numeric addresses are resolved inline.
  *
  * TLS (OpenSSL): the SSL object sits in the socket; every SSL call is
  * non-blocking and made under the socket's o_mtx (OpenSSL objects are not
  * safe for a concurrent read and write); SSL_ERROR_WANT_READ/WRITE map onto
  * the same READABLE/WRITABLE waits.  Clients verify against the system
  * store (or opts.tls.cafile) with SNI and a host name check; listen's
- * opts.tls = {cert=, key=} (an addition) makes accept run the server
- * handshake.
+ * opts.tls = {cert=, key=} (an addition) makes accepted connections TLS:
+ * accept returns at once and the server handshake runs inside the
+ * connection's first read or write (SSL accept state), parking that task on
+ * the netpoller, so a stalled client never holds up the accept loop.
  *
- * Known limit: a task cancelled while it holds a token does not give it
- * back (the runtime raises "cancelled" without running the finish), so
- * later reads of that connection in that direction wait for close.
+ * Cancellation: the runtime raises "cancelled" (or an interrupt) out of a
+ * wait without running its finish, so a call that waits with a token (or
+ * for one) first arms a guard in slot 10, a to-be-closed userdata whose
+ * __close gives the token back if the call still holds it.  Lua closes it
+ * whichever way the frame ends: the call returning, a pcall catching the
+ * error, or the runtime closing the cancelled task's coroutine.  Calls that
+ * never wait pay nothing for it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,6 +72,7 @@
 
 #include "clock.h"
 #include "err.h"
+#include "jobpool.h"
 #include "lbraid.h"
 #include "lruntime.h"
 #include "netbuf.h"
@@ -71,7 +80,7 @@
 #include "select.h"
 
 enum { NET_AGAIN = -100 };
-enum { S_DEADLINE = 5, S_STEP, S_TOKKIND, S_TOKHELD, S_AUX };
+enum { S_DEADLINE = 5, S_STEP, S_TOKKIND, S_TOKHELD, S_AUX, S_GUARD };
 enum { LINE_MAX_BYTES = 16 * 1024 * 1024 };
 
 /* ------------------------------------------------------------------------ */
@@ -246,15 +255,64 @@ static int tls_call(pthread_mutex_t *lock, SSL *ssl, int op, void *p, size_t len
 /* ------------------------------------------------------------------------ */
 /* Waiting                                                                   */
 
+static void give_token(sock_t *s, int kind) {
+  braid_chan_t *tok = kind == 1 ? s->s_rtok : s->s_wtok;
+  braid_msg_t *m = token_msg();
+  if (m && braid_chan_try_send(tok, m) != 0) braid_msg_release(m);
+}
+
+/* The token guard (slot S_GUARD, to-be-closed): mirrors S_TOKHELD. */
+typedef struct tokguard {
+  sock_t *g_s;                /* retained until closed */
+  int g_kind;                 /* 1 read, 2 write */
+  bool g_held;
+} tokguard_t;
+
+static int tokguard_close(lua_State *L) {
+  tokguard_t *g = lua_touserdata(L, 1);
+  if (g == NULL || g->g_s == NULL) return 0;
+  if (g->g_held) give_token(g->g_s, g->g_kind);
+  g->g_held = false;
+  braid_obj_release(&g->g_s->s_obj);
+  g->g_s = NULL;
+  return 0;
+}
+
+/* Arms the guard before the call's first wait (calls that need a token). */
+static void arm_guard(lua_State *L) {
+  int kind = (int)lua_tointeger(L, S_TOKKIND);
+  if (kind == 0 || !lua_isnil(L, S_GUARD)) return;
+  sock_t *s = stack_sock(L);
+  if (s == NULL) return;
+  tokguard_t *g = lua_newuserdatauv(L, sizeof *g, 0);
+  g->g_s = s;
+  g->g_kind = kind;
+  g->g_held = lua_toboolean(L, S_TOKHELD);
+  braid_obj_retain(&s->s_obj);
+  if (luaL_newmetatable(L, "braid.net.tokguard")) {
+    lua_pushcfunction(L, tokguard_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, tokguard_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_replace(L, S_GUARD);
+  lua_toclose(L, S_GUARD);
+}
+
+static void set_held(lua_State *L, bool held) {
+  lua_pushboolean(L, held);
+  lua_replace(L, S_TOKHELD);
+  tokguard_t *g = lua_touserdata(L, S_GUARD);
+  if (g) g->g_held = held;
+}
+
 static void token_release(lua_State *L) {
   if (!lua_toboolean(L, S_TOKHELD)) return;
   sock_t *s = stack_sock(L);
-  lua_pushboolean(L, 0);
-  lua_replace(L, S_TOKHELD);
+  set_held(L, false);
   if (s == NULL) return;
-  braid_chan_t *tok = lua_tointeger(L, S_TOKKIND) == 1 ? s->s_rtok : s->s_wtok;
-  braid_msg_t *m = token_msg();
-  if (m && braid_chan_try_send(tok, m) != 0) braid_msg_release(m);
+  give_token(s, (int)lua_tointeger(L, S_TOKKIND));
 }
 
 /* Ends a call with nil, why (giving back its token). */
@@ -273,8 +331,7 @@ static int finish_step(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
   if (c->c_op == BRAID_OP_RECV) {           /* a token */
     braid_msg_release(r->s_msg);
     if (r->s_err != 0) return step_fail(L, "closed");
-    lua_pushboolean(L, 1);
-    lua_replace(L, S_TOKHELD);
+    set_held(L, true);
   } else if (c->c_op == BRAID_OP_AWAIT) {   /* a name lookup */
     braid_msg_release(r->s_msg);
   } else if (r->s_err != 0) {
@@ -291,6 +348,7 @@ static int net_wait(lua_State *L, braid_op_t op, void *obj, const char *what, br
   int64_t deadline = (int64_t)lua_tointeger(L, S_DEADLINE);
   /* On an OS thread, a socket wait is an outside event the deadlock check
    * must allow for (like a job in flight). */
+  arm_guard(L);
   if (!lua_isyieldable(L)) braid__rt_job(1);
   return braid__wait(L, &c, 1, deadline, finish_step, what, on);
 }
@@ -303,6 +361,7 @@ static void step_setup(lua_State *L, int64_t deadline, lua_CFunction step, int t
   lua_pushinteger(L, tokkind);
   lua_pushboolean(L, 0);
   lua_pushinteger(L, 0);
+  lua_pushnil(L);
 }
 
 /* Takes the call's token; returns 0 when held, else the call's results. */
@@ -313,8 +372,7 @@ static int take_token(lua_State *L, sock_t *s, int *nres) {
   int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_recv(tok, &m);
   if (rc == 0) {
     braid_msg_release(m);
-    lua_pushboolean(L, 1);
-    lua_replace(L, S_TOKHELD);
+    set_held(L, true);
     return 0;
   }
   if (rc == BRAID_ECLOSED) {
@@ -580,7 +638,8 @@ static int l_conn_tostring(lua_State *L) {
 /* Addresses and name resolution                                             */
 
 typedef struct lookup {
-  _Atomic int lk_rc;          /* the caller's op and the lookup thread */
+  braid_job_t lk_job;         /* the pool's until run or cancelled */
+  _Atomic int lk_rc;          /* the caller's op and the lookup job */
   char lk_host[256], lk_port[8];
   int lk_gai;                 /* written by the thread before settling */
   struct addrinfo *lk_res;    /* idem */
@@ -596,28 +655,37 @@ static void lookup_unref(lookup_t *lk) {
   }
 }
 
-static void *lookup_main(void *arg) {
-  lookup_t *lk = arg;
+/* Runs on a pool thread. */
+static void lookup_run(braid_job_t *j) {
+  lookup_t *lk = j->j_data;
   struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                             .ai_flags = AI_ADDRCONFIG };
   lk->lk_gai = getaddrinfo(lk->lk_host, lk->lk_port, &hints, &lk->lk_res);
   braid_future_resolve(lk->lk_f, NULL);       /* publishes lk_gai/lk_res */
   braid__rt_job(-1);
   lookup_unref(lk);
-  return NULL;
 }
 
-/* Runs getaddrinfo off the workers: a detached thread per lookup for now
- * (the lead may move it to the job pool).  Returns 0 or an errno. */
+/* The pool stopped before running it (the runtime is closing). */
+static void lookup_cancel(braid_job_t *j) {
+  lookup_t *lk = j->j_data;
+  lk->lk_gai = EAI_AGAIN;
+  braid_future_resolve(lk->lk_f, NULL);
+  braid__rt_job(-1);
+  lookup_unref(lk);
+}
+
+/* Runs getaddrinfo off the workers, as a job on the runtime's job pool.
+ * Returns 0 or a braid error code. */
 static int resolve_async(lookup_t *lk) {
-  pthread_attr_t a;
-  pthread_t t;
-  pthread_attr_init(&a);
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  braid_jobpool_t *pool = braid__rt_jobpool();
+  if (pool == NULL) return BRAID_ECLOSED;
+  lk->lk_job.j_run = lookup_run;
+  lk->lk_job.j_cancel = lookup_cancel;
+  lk->lk_job.j_data = lk;
   atomic_fetch_add_explicit(&lk->lk_rc, 1, memory_order_relaxed);
   braid__rt_job(1);
-  int rc = pthread_create(&t, &a, lookup_main, lk);
-  pthread_attr_destroy(&a);
+  int rc = braid_jobpool_submit(pool, &lk->lk_job);
   if (rc != 0) {
     braid__rt_job(-1);
     atomic_fetch_sub_explicit(&lk->lk_rc, 1, memory_order_relaxed);
@@ -766,7 +834,7 @@ static int start_lookup(lua_State *L, netop_t *op, const char *host, const char 
   int rc = resolve_async(lk);
   if (rc != 0) {
     char why[160];
-    snprintf(why, sizeof why, "dns: %s", strerror(rc));
+    snprintf(why, sizeof why, "dns: %s", braid_strerror(rc));
     return push_fail(L, why);
   }
   return 0;
@@ -829,7 +897,7 @@ static int connected(lua_State *L, netop_t *op, int fd, braid_pollfd_t *pd) {
   return NET_AGAIN;
 }
 
-/* Runs the handshake of op (client or server side).  Returns 1 with the
+/* Runs the client handshake of op.  Returns 1 with the
  * conn pushed, NET_AGAIN to call again, or the failure/wait results. */
 static int handshake(lua_State *L, netop_t *op, const char *what) {
   int fd = braid_pollfd_enter(op->op_pd);
@@ -1009,14 +1077,6 @@ static int step_accept(lua_State *L) {
   sock_t *l = stack_sock(L);
   if (l == NULL) return push_fail(L, "closed");
   for (;;) {
-    netop_t *op = l->s_ctx ? stack_op(L) : NULL;
-    if (op && op->op_pd) {            /* a server handshake is running */
-      int k = handshake(L, op, "accept");
-      if (k == NET_AGAIN) continue;
-      /* A client that failed its handshake is dropped; keep accepting. */
-      if (k == 2 && lua_isnil(L, -2)) { lua_pop(L, 2); continue; }
-      return k;
-    }
     int fd = braid_pollfd_enter(l->s_pd);
     if (fd < 0) return push_fail(L, "closed");
     int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1027,27 +1087,30 @@ static int step_accept(lua_State *L) {
       setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* fails on unix: fine */
       braid_pollfd_t *pd = braid_pollfd_new(c);
       if (pd == NULL) { e = errno; close(c); return push_fail(L, strerror(e)); }
-      if (op) {
-        op->op_ssl = SSL_new(l->s_ctx);
-        op->op_pd = pd;
-        op->op_connected = true;
-        if (op->op_ssl == NULL || SSL_set_fd(op->op_ssl, c) != 1) {
+      SSL *ssl = NULL;
+      if (l->s_ctx) {
+        /* TLS: the server handshake runs inside the connection's first
+         * SSL_read/SSL_write (accept state), in the task that reads or
+         * writes, so a client that stalls its handshake holds up only its
+         * own connection, never this accept loop. */
+        ssl = SSL_new(l->s_ctx);
+        if (ssl == NULL || SSL_set_fd(ssl, c) != 1) {
+          if (ssl) SSL_free(ssl);
+          ERR_clear_error();
           braid_pollfd_close(pd);
           braid_pollfd_release(pd);
-          op->op_pd = NULL;
-          if (op->op_ssl) SSL_free(op->op_ssl);
-          op->op_ssl = NULL;
           return push_fail(L, "tls: cannot make a connection object");
         }
-        SSL_set_accept_state(op->op_ssl);
-        continue;
+        SSL_set_accept_state(ssl);
       }
       sock_t *s = sock_new(pd, c, true);
       if (s == NULL) {
+        if (ssl) SSL_free(ssl);
         braid_pollfd_close(pd);
         braid_pollfd_release(pd);
         return luaL_error(L, "braid: out of memory");
       }
+      s->s_ssl = ssl;
       push_sock(L, s);
       return 1;
     }
@@ -1064,8 +1127,8 @@ static int step_accept(lua_State *L) {
 static int l_accept(lua_State *L) {
   sock_t *l = checklistener(L);
   int64_t deadline = braid__optdeadline(L, 2, "listener:accept");
+  (void)l;
   step_setup(L, deadline, step_accept, 0);
-  if (l->s_ctx) push_op(L);
   return step_accept(L);
 }
 

@@ -1620,6 +1620,13 @@ void braid__rt_start(lua_State *L) {
   if (!rt.started) rt_start(L);
 }
 
+braid_jobpool_t *braid__rt_jobpool(void) {
+  pthread_mutex_lock(&rt.mtx);
+  braid_jobpool_t *p = rt.started ? rt.jobs : NULL;
+  pthread_mutex_unlock(&rt.mtx);
+  return p;
+}
+
 void braid__rt_job(int delta) {
   atomic_fetch_add_explicit(&rt.binflight, delta, memory_order_seq_cst);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);

@@ -96,6 +96,10 @@ void braid__rt_start(lua_State *L);
 /* Jobs that run outside tasks (native calls): counted so that the deadlock
  * check knows they may still complete something.  delta is +1 or -1. */
 void braid__rt_job(int delta);
+/* The runtime's job pool (braid.blocking's; braid.net resolves names on
+ * it), or NULL when the runtime is not running.  Call braid__rt_start
+ * first. */
+struct braid_jobpool *braid__rt_jobpool(void);
 /* Turns the main thread's deadlock check on or off (a C host whose own
  * threads feed channels turns it off). */
 void braid__rt_set_deadlock_check(bool on);

@@ -4,7 +4,8 @@
 # usage: scripts/bench.sh [build-dir]     (default: build)
 #
 # Runs each <build>/bench_* executable (from bench/*.c), then each
-# bench/*.lua with <build>/braid, or with lua5.4 and <build>/braid.so.
+# bench/*.lua with <build>/braid, or with lua5.4 and <build>/braid.so, then
+# each bench/*.sh (with the build dir as its argument).
 # Exits non-zero if any benchmark fails; runs all of them regardless.
 set -uo pipefail
 
@@ -37,6 +38,14 @@ for script in bench/*.lua; do
   fi
   echo "== $script"
   "${runner[@]}" "$script" || { echo "!! $script failed ($?)" >&2; failed=1; }
+  ran=$((ran + 1))
+done
+
+# Shell benchmarks (bench/http.sh: wrk against servers it starts).
+for script in bench/*.sh; do
+  [ -f "$script" ] || continue
+  echo "== $script"
+  bash "$script" "$build" || { echo "!! $script failed ($?)" >&2; failed=1; }
   ran=$((ran + 1))
 done
 

@@ -265,6 +265,106 @@ describe("braid.net", function()
     l:close()
   end)
 
+  local function waits_on(c, op, n)
+    return H.wait_until(function()
+      local k = 0
+      for _, t in ipairs(braid.tasks()) do
+        if (t.waiting_on or ""):match("^" .. op .. " " .. H.id_pattern(c)) then k = k + 1 end
+      end
+      return k >= (n or 1)
+    end, T)
+  end
+
+  it("a reader cancelled while it holds the read token gives it back", function()
+    local l = assert(net.listen("127.0.0.1:0"))
+    local sc = braid.chan(1)
+    braid.go(function() sc:send((assert(l:accept(T)))) end)
+    local c = assert(net.connect(l:addr()))
+    local s = sc:recv(T)
+    -- A holds the token and waits on the socket (a partial line is in the
+    -- read-ahead); B waits for the token.  Both are cancelled, A raising
+    -- through the runtime, B catching it with pcall.
+    assert(s:write("par"))
+    local a = braid.go(function() return c:read("l") end)
+    assert.truthy(waits_on(c, "read", 1))
+    local b = braid.go(function()
+      local ok, err = pcall(c.read, c, "l")
+      return ok, err
+    end)
+    assert.truthy(waits_on(c, "read", 2))
+    a:cancel()
+    local ok, err = a:wait(T)
+    assert.is_false(ok)
+    assert.equal("cancelled", err)
+    b:cancel()
+    local wok, pok, perr = b:wait(T)
+    assert.is_true(wok)
+    assert.is_false(pok)
+    assert.equal("cancelled", perr)
+    -- Another task reads the same socket: the token is free, and the bytes
+    -- A had buffered are still there.
+    assert(s:write("tial\n"))
+    local got = braid.go(function() return c:read("l", T) end)
+    assert.equal("partial", got:await(T))
+    -- The same from the main thread (no task), twice.
+    assert(s:write("x\ny\n"))
+    assert.equal("x", c:read("l", T))
+    assert.equal("y", c:read("l", T))
+    c:close()
+    s:close()
+    l:close()
+  end)
+
+  it("a writer cancelled mid-write gives the write token back", function()
+    local l = assert(net.listen("127.0.0.1:0"))
+    local sc = braid.chan(1)
+    braid.go(function() sc:send((assert(l:accept(T)))) end)
+    local c = assert(net.connect(l:addr()))
+    local s = sc:recv(T)
+    -- The peer does not read yet: the writer fills the socket and waits.
+    local w = braid.go(function() return c:write(string.rep("x", 32 << 20)) end)
+    assert.truthy(waits_on(c, "write", 1))
+    w:cancel()
+    local ok, err = w:wait(T)
+    assert.is_false(ok)
+    assert.equal("cancelled", err)
+    -- Drain, then a second writer's line gets through.
+    local reader = braid.go(function()
+      local seen = ""
+      while true do
+        local chunk = s:read_some(65536, T)
+        if not chunk then return nil, "eof before the tail" end
+        seen = (seen .. chunk):sub(-16)
+        if seen:find("TAIL\n$") then return true end
+      end
+    end)
+    local w2 = braid.go(function() return c:write("TAIL\n", T) end)
+    assert.is_true(w2:await(T))
+    assert.is_true(reader:await(T))
+    c:close()
+    s:close()
+    l:close()
+  end)
+
+  it("resolves host names on the job pool", function()
+    local l = echo_server()
+    local port = l:addr():match(":(%d+)$")
+    local fs = {}
+    for i = 1, 4 do
+      fs[i] = braid.go(function()
+        local c = assert(net.connect("localhost:" .. port, { timeout = T }))
+        assert(c:write("hi\n"))
+        local r = c:read("l", T)
+        c:close()
+        return r
+      end)
+    end
+    for i = 1, 4 do assert.equal("hi", fs[i]:await(T)) end
+    -- The lookups ran on the pool braid.blocking uses (not a thread each).
+    assert.truthy(braid.stats().blocking_threads >= 1)
+    l:close()
+  end)
+
   it("one task reads while another writes (full duplex)", function()
     local l = echo_server()
     local c = assert(net.connect(l:addr()))
@@ -463,6 +563,31 @@ describe("braid.net", function()
       assert(c:write("by ip\n"))
       assert.equal("by ip", c:read("l", T))
       c:close()
+      l:close()
+    end)
+
+    it("a client that stalls its handshake does not hold up accept", function()
+      local l = tls_echo()
+      -- TCP only: the server's handshake waits for a ClientHello that never
+      -- comes.
+      local stalled = assert(net.connect(l:addr(), { timeout = T }))
+      assert.truthy(H.wait_until(function()
+        for _, t in ipairs(braid.tasks()) do
+          if (t.waiting_on or ""):match("^read ") then return true end
+        end
+        return false
+      end, T))
+      -- A second client completes its handshake and is echoed meanwhile.
+      for _ = 1, 2 do
+        local c = assert(net.connect(l:addr(), { timeout = T, tls = { cafile = dir .. "/ca.pem" } }))
+        assert(c:write("second\n", T))
+        assert.equal("second", c:read("l", T))
+        c:close()
+      end
+      -- The stalled one gets no bytes (the server sent no handshake reply
+      -- before a ClientHello); closing it ends its server task.
+      assert.is_nil((stalled:read_some(100, 0.05)))
+      stalled:close()
       l:close()
     end)
 
