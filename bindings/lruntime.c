@@ -85,7 +85,7 @@ typedef struct shard shard_t;
 enum { T_NEW, T_READY, T_RUNNING, T_BLOCKED, T_SLEEPING };
 static const char *const state_names[] = { "ready", "ready", "running", "blocked", "sleeping" };
 enum { Y_NONE, Y_BLOCK, Y_YIELD };
-enum { SMALL_CASES = 1, POOL_MAX = 64, STATES_PER_WORKER = 4 };
+enum { SMALL_CASES = 1, POOL_MAX = 64, STATES_PER_WORKER = 4, SHARD_FAIR_TICK = 61 };
 /* How long shutdown waits for tasks to unwind before it detaches workers
  * still inside Lua (a task that swallows its cancellation). */
 #define SHUTDOWN_GRACE_NS 100000000LL
@@ -131,6 +131,13 @@ struct shard {
   pthread_mutex_t sh_mtx;     /* Protects: sh_rhead/sh_rtail, and (for the hook
                                  setters) which task sh_current names */
   task_t *sh_rhead, *sh_rtail;    /* tasks ready to run (started or new) */
+  /* A task woken from a wait runs next in its shard (Go's runnext, inside
+   * a state): it does not queue behind tasks that compute for whole
+   * slices.  The one it displaces goes to the tail, and every
+   * SHARD_FAIR_TICK-th pop takes the head first, so a ping-pong pair that
+   * keeps waking each other cannot starve the queue.  Under sh_mtx. */
+  task_t *sh_next;
+  unsigned sh_tick;           /* pops so far; the running thread only */
   /* Length of the ready queue: written under sh_mtx, read lock-free as a
    * hint (relaxed) by the spinning await and by shard_run's slice check. */
   _Atomic int sh_nready;
@@ -355,14 +362,22 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
 /* ------------------------------------------------------------------------ */
 /* queues and waking */
 
-/* Queues t on its shard and makes the shard ready.  Any thread, no core
- * lock held. */
-static void push_ready(task_t *t) {
+/* Queues t on its shard and makes the shard ready: in the shard's runnext
+ * slot when it was woken from a wait (next), else at the tail.  Any
+ * thread, no core lock held. */
+static void push_ready(task_t *t, bool next) {
   shard_t *sh = t->t_home;
   t->t_next = NULL;
   pthread_mutex_lock(&sh->sh_mtx);
-  if (sh->sh_rtail) sh->sh_rtail->t_next = t; else sh->sh_rhead = t;
-  sh->sh_rtail = t;
+  if (next) {
+    task_t *old = sh->sh_next;
+    sh->sh_next = t;
+    t = old;
+  }
+  if (t) {
+    if (sh->sh_rtail) sh->sh_rtail->t_next = t; else sh->sh_rhead = t;
+    sh->sh_rtail = t;
+  }
   atomic_fetch_add_explicit(&sh->sh_nready, 1, memory_order_relaxed);
   pthread_mutex_unlock(&sh->sh_mtx);
   /* The thread running sh pops its queue again before it gives sh back:
@@ -376,7 +391,7 @@ static void task_wake(braid_waiter_t *wt) {
   atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
   atomic_store_explicit(&t->t_state, T_READY, memory_order_relaxed);
-  push_ready(t);
+  push_ready(t, true);
 }
 
 static void task_timer_cb(braid_timer_t *tm) {
@@ -387,10 +402,17 @@ static void task_timer_cb(braid_timer_t *tm) {
 static task_t *pop_ready(shard_t *sh) {
   if (atomic_load_explicit(&sh->sh_nready, memory_order_acquire) == 0) return NULL;
   pthread_mutex_lock(&sh->sh_mtx);
-  task_t *t = sh->sh_rhead;
+  task_t *t = sh->sh_next;
+  if (t == NULL || (++sh->sh_tick % SHARD_FAIR_TICK == 0 && sh->sh_rhead != NULL)) {
+    t = sh->sh_rhead;
+    if (t) {
+      sh->sh_rhead = t->t_next;
+      if (sh->sh_rhead == NULL) sh->sh_rtail = NULL;
+    }
+  } else {
+    sh->sh_next = NULL;
+  }
   if (t) {
-    sh->sh_rhead = t->t_next;
-    if (sh->sh_rhead == NULL) sh->sh_rtail = NULL;
     t->t_next = NULL;
     atomic_fetch_sub_explicit(&sh->sh_nready, 1, memory_order_relaxed);
   }
@@ -563,7 +585,7 @@ static void run_task(shard_t *sh, task_t *t) {
       atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
       t->t_yield = Y_YIELD;
       atomic_store_explicit(&t->t_state, T_READY, memory_order_relaxed);
-      push_ready(t);
+      push_ready(t, false);
     }
     return;
   }
@@ -1278,7 +1300,7 @@ static int spawn_common(lua_State *L, int fnidx, const char *name) {
   atomic_fetch_add_explicit(&t->t_home->sh_ntasks, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.active, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
-  push_ready(t);
+  push_ready(t, false);
   return 1;
 }
 

@@ -77,18 +77,11 @@ describe("fairness under load (issue 16)", function()
       end)
   end
 
-  -- PENDING (a gap found while writing this spec; core/sched.c and
-  -- lruntime.c are the lead's): a task woken from a sleep goes to the tail
-  -- of its shard's ready queue (lruntime.c push_ready), behind every ready
-  -- task of that shard, and CPU-bound tasks each hold the shard for a whole
-  -- slice (preempt_ms) before the next one runs.  With 40 CPU-bound tasks
-  -- (5 per shard on 2 workers) ten 0.1 s sleeps took 4.6 s (about 0.36 s
-  -- per wake; Go puts a timer-woken goroutine in runnext and wakes it in
-  -- one slice).  Proposed fix: a per-shard runnext slot for woken tasks
-  -- (the displaced one to the tail), taken first only within the current
-  -- slice and not on every 61st pop, so that a ping-pong pair cannot
-  -- starve the queue.
-  pending("a task sleeping beside 40 CPU-bound tasks wakes on time", function()
+  -- A task woken from a sleep runs next in its shard (lruntime.c's
+  -- per-shard runnext), not behind the CPU-bound tasks that each hold the
+  -- shard for a whole slice: before that, with 40 CPU-bound tasks (5 per
+  -- shard on 2 workers) ten 0.1 s sleeps took 4.6 s.
+  it("a task sleeping beside 40 CPU-bound tasks wakes on time", function()
     local quit = braid.chan()
     local spinners = {}
     for i = 1, 40 do
