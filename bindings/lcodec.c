@@ -160,6 +160,20 @@ typedef struct modent {
 
 /* The codec state of one lua_State: a full userdata in the registry whose
  * uservalue 1 anchors every object and string the module map points to. */
+/* The decoder's cache of short table keys (the same few names arrive in
+ * message after message): a slot per hash of the bytes, holding a copy of
+ * them and a registry reference to the string.  A hit pushes the string
+ * with one lua_rawgeti instead of hashing and interning it again
+ * (lua_pushlstring); a miss interns it and takes the slot. */
+#define KC_SLOTS 64               /* power of 2 */
+#define KC_MAXLEN 22              /* longer keys are not cached */
+
+typedef struct kcent {
+  int kc_ref;                   /* registry reference, 0: empty slot */
+  unsigned char kc_len;
+  char kc_bytes[KC_MAXLEN];
+} kcent_t;
+
 typedef struct cstate {
   scratch_t cs_s;               /* the encoder's scratch */
   int cs_busy;                  /* an encode is using cs_s (a finalizer may
@@ -167,6 +181,7 @@ typedef struct cstate {
   modent_t *cs_mods;            /* module map, power-of-2 size, or NULL */
   size_t cs_modcap;
   int cs_mod_stale;             /* rebuild before the next lookup */
+  kcent_t cs_keys[KC_SLOTS];    /* the decoder's key cache */
 } cstate_t;
 
 static const char CSTATE_KEY = 'c';  /* registry key (its address) */
@@ -782,6 +797,17 @@ static int enc_value(enc_t *e, int idx, int t) {
   fail_transfer(e, luaL_typename(L, idx), "");
 }
 
+/* enc_value for a child of a table: scalars (most children) inline. */
+static inline int enc_child(enc_t *e, int idx, int t) {
+  if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TNIL) {
+    scalar_t sc;
+    size_t n = scalar_get(e->L, idx, t, &sc);
+    wend(e, put_scalar(&sc, reserve(e, n)));
+    return 0;
+  }
+  return enc_value(e, idx, t);
+}
+
 /* Encodes the next child of the innermost open table or function, or
  * closes it when it has none left.  Frame pointers are re-read after
  * enc_value, which may grow the frame array. */
@@ -818,7 +844,7 @@ static void step(enc_t *e) {
           if (++f->ef_narr == UINT32_MAX) fail_nomem(e);
           f->pf_kind = PF_INDEX;
           f->pf_i = i;
-          if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+          if (enc_child(e, k + 1, lua_type(L, k + 1))) return;
           f = &e->s->s_frames[e->depth - 1];
           continue;
         }
@@ -826,13 +852,13 @@ static void step(enc_t *e) {
       }
       if (++f->ef_nhash == UINT32_MAX) fail_nomem(e);
       f->pf_kind = PF_INKEY;
-      if (enc_value(e, k, kt)) {
+      if (enc_child(e, k, kt)) {
         e->s->s_frames[e->depth - 2].ef_valnext = 1;  /* the value after the key */
         return;
       }
       f = &e->s->s_frames[e->depth - 1];
       f->pf_kind = PF_KEY;
-      if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+      if (enc_child(e, k + 1, lua_type(L, k + 1))) return;
       f = &e->s->s_frames[e->depth - 1];
     }
   }
@@ -967,6 +993,7 @@ typedef struct dec {
                                    userdata held by the aux table */
   size_t fcap;
   int depth;
+  kcent_t *keys;                /* L's key cache, fetched at the first key */
 } dec_t;
 
 NORETURN static void corrupt(dec_t *d) {
@@ -1027,7 +1054,10 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
 /* Opens a frame for the table or function just pushed. */
 static dframe_t *dec_push_frame(dec_t *d) {
   lua_State *L = d->L;
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  /* The caller's lua_checkstack(L, 6) left room for the object and 5 more
+   * above it: a key, and a value (the most a record pushes is a module
+   * lookup: package.loaded, require and its argument, or an error message
+   * with two strings), or this function's userdata. */
   if ((size_t)d->depth == d->fcap) {
     /* Past the local frames: a userdata owned by the aux table, so a raise
      * leaks nothing.  Only messages flagged F_DEEP have an aux table. */
@@ -1063,7 +1093,7 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   rd_t r;
   r.n = t->wt_len;
   r.p = t->wt_s;
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
   if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
@@ -1081,7 +1111,7 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
 static int dec_table(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
   uint32_t narr = t->wt_narr, nhash = t->wt_nhash;     /* <= INT32_MAX (wire.h) */
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
   lua_createtable(L, (int)narr, (int)nhash);           /* presized: the counts are exact */
   dec_register(d, t->wt_shared);
   if (narr == 0 && nhash == 0) return 0;
@@ -1129,6 +1159,32 @@ static void dec_deliver(dec_t *d, unsigned t) {
 }
 
 /* Reads one record: pushes a value and delivers it, or opens a frame. */
+/* Pushes the string key s[0..len) through the key cache. */
+static void dec_key(dec_t *d, const char *s, size_t len) {
+  lua_State *L = d->L;
+  if (len == 0 || len > KC_MAXLEN) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  if (d->keys == NULL) d->keys = getcstate(L)->cs_keys;
+  const unsigned char *u = (const unsigned char *)s;
+  size_t h = (len * 131u + u[0] * 31u + u[len / 2] * 7u + u[len - 1]) & (KC_SLOTS - 1);
+  kcent_t *k = &d->keys[h];
+  if (k->kc_len == len && k->kc_ref != 0 && memcmp(k->kc_bytes, s, len) == 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, k->kc_ref);
+    return;
+  }
+  lua_pushlstring(L, s, len);
+  lua_pushvalue(L, -1);
+  if (k->kc_ref == 0) {
+    k->kc_ref = luaL_ref(L, LUA_REGISTRYINDEX);     /* pops the copy */
+  } else {
+    lua_rawseti(L, LUA_REGISTRYINDEX, k->kc_ref);   /* pops the copy */
+  }
+  k->kc_len = (unsigned char)len;
+  memcpy(k->kc_bytes, s, len);
+}
+
 static void dec_record(dec_t *d) {
   lua_State *L = d->L;
   braid_wtok_t t;
@@ -1141,7 +1197,11 @@ static void dec_record(dec_t *d) {
     case T_TRUE: lua_pushboolean(L, 1); break;
     case T_INT: lua_pushinteger(L, (lua_Integer)t.wt_i); break;
     case T_FLT: lua_pushnumber(L, (lua_Number)t.wt_n); break;
-    case T_STR: lua_pushlstring(L, t.wt_s, t.wt_len); break;
+    case T_STR:
+      /* A key of a table: through the key cache. */
+      if (f && !f->df_func && f->df_arr == 0 && !f->df_valnext) dec_key(d, t.wt_s, t.wt_len);
+      else lua_pushlstring(L, t.wt_s, t.wt_len);
+      break;
     case T_TABLE:
       if (dec_table(d, &t)) return;
       break;
@@ -1209,6 +1269,7 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   d.frames = local;
   d.fcap = DEC_LOCAL_FRAMES;
   d.depth = 0;
+  d.keys = NULL;
   size_t n;
   if (!braid__wopen(&d.r, m, &n)) corrupt(&d);
   if (max >= 0 && n > (size_t)max) n = (size_t)max;
