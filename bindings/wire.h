@@ -260,7 +260,6 @@ typedef struct braid_wrd {
 typedef struct braid_wtok {
   unsigned wt_type;             /* T_*, without F_SHARED */
   bool wt_shared;               /* F_SHARED was set (objects only) */
-  unsigned char wt_nups;        /* T_FUNC: upvalue records that follow */
   union {
     int64_t wt_i;               /* T_INT */
     double wt_n;                /* T_FLT */
@@ -268,11 +267,14 @@ typedef struct braid_wtok {
                                    of a non-NULL handle of the message */
     struct { uint32_t wt_narr, wt_nhash; };  /* T_TABLE, both <= INT32_MAX */
   };
-  uint64_t wt_up;               /* T_UPREF: upvalue number, 1..255 */
   const char *wt_s;             /* T_STR, T_FUNC (the dump), T_MODULE/T_MODFIELD name */
   size_t wt_len;                /* its length (> 0 for a dump) */
-  const char *wt_key;           /* T_MODFIELD: the key, else NULL */
-  size_t wt_keylen;
+  const char *wt_key;           /* T_MODULE/T_MODFIELD: the key, or NULL */
+  union {
+    size_t wt_keylen;           /* T_MODFIELD: the key's length */
+    uint64_t wt_up;             /* T_UPREF: upvalue number, 1..255 */
+    unsigned wt_nups;           /* T_FUNC: upvalue records that follow */
+  };
 } braid_wtok_t;
 
 static inline bool braid__wrd_varint(braid_wrd_t *r, uint64_t *v) {
@@ -330,9 +332,12 @@ static inline bool braid__wnext(braid_wrd_t *r, braid_wtok_t *t) {
   if (r->wr_p >= r->wr_end) return false;
   unsigned tag = *r->wr_p++;
   unsigned type = tag & ~F_SHARED;
-  /* Every field set (four vector stores): the callers read only their
-   * type's, but the compiler cannot see that. */
-  *t = (braid_wtok_t){ .wt_type = type, .wt_shared = (tag & F_SHARED) != 0 };
+  t->wt_type = type;
+  t->wt_shared = (tag & F_SHARED) != 0;
+  /* Only the fields of the record's type are set, and these always (for
+   * compilers that cannot see that). */
+  t->wt_s = t->wt_key = NULL;
+  t->wt_len = t->wt_keylen = 0;
   if (t->wt_shared && type != T_TABLE && type != T_FUNC && type != T_HANDLE) return false;
   switch (type) {
     case T_NIL: case T_FALSE: case T_TRUE: case T_ENV:
