@@ -103,6 +103,32 @@ describe("braid codec", function()
       assert.equal(1, t[1])
       assert.equal(1, b[1])
     end)
+
+    -- The decoder caches short keys per state (lcodec.c, the key cache):
+    -- slots are shared by keys whose bytes hash alike, and replaced.
+    it("decodes string keys right through the key cache", function()
+      local keys = { "", "a", "b", "id", "di", "name", "nmae", "x\0y", "x\0z",
+                     string.rep("k", 22), string.rep("k", 23), string.rep("k", 200) }
+      for i = 1, 300 do keys[#keys + 1] = "key" .. i end     -- more keys than slots
+      for round = 1, 3 do
+        collectgarbage()                                    -- cached keys survive a collection
+        local t = {}
+        for i, k in ipairs(keys) do t[k] = i * round end
+        local c = roundtrip(t)
+        local n = 0
+        for k, v in pairs(c) do
+          n = n + 1
+          assert.equal(t[k], v)
+        end
+        assert.equal(#keys, n)
+        for i, k in ipairs(keys) do assert.equal(i * round, c[k]) end
+      end
+    end)
+
+    it("caches only keys: string values and array items are copied as they are", function()
+      local c = roundtrip({ id = "id", [1] = "name", name = { "id", name = "name" } })
+      assert.same({ id = "id", [1] = "name", name = { "id", name = "name" } }, c)
+    end)
   end)
 
   describe("functions", function()
