@@ -160,20 +160,6 @@ typedef struct modent {
 
 /* The codec state of one lua_State: a full userdata in the registry whose
  * uservalue 1 anchors every object and string the module map points to. */
-/* The decoder's cache of short table keys (the same few names arrive in
- * message after message): a slot per hash of the bytes, holding a copy of
- * them and a registry reference to the string.  A hit pushes the string
- * with one lua_rawgeti instead of hashing and interning it again
- * (lua_pushlstring); a miss interns it and takes the slot. */
-#define KC_SLOTS 64               /* power of 2 */
-#define KC_MAXLEN 22              /* longer keys are not cached */
-
-typedef struct kcent {
-  int kc_ref;                   /* registry reference, 0: empty slot */
-  unsigned char kc_len;
-  char kc_bytes[KC_MAXLEN];
-} kcent_t;
-
 typedef struct cstate {
   scratch_t cs_s;               /* the encoder's scratch */
   int cs_busy;                  /* an encode is using cs_s (a finalizer may
@@ -181,7 +167,6 @@ typedef struct cstate {
   modent_t *cs_mods;            /* module map, power-of-2 size, or NULL */
   size_t cs_modcap;
   int cs_mod_stale;             /* rebuild before the next lookup */
-  kcent_t cs_keys[KC_SLOTS];    /* the decoder's key cache */
 } cstate_t;
 
 static const char CSTATE_KEY = 'c';  /* registry key (its address) */
@@ -993,7 +978,6 @@ typedef struct dec {
                                    userdata held by the aux table */
   size_t fcap;
   int depth;
-  kcent_t *keys;                /* L's key cache, fetched at the first key */
 } dec_t;
 
 NORETURN static void corrupt(dec_t *d) {
@@ -1159,49 +1143,44 @@ static void dec_deliver(dec_t *d, unsigned t) {
 }
 
 /* Reads one record: pushes a value and delivers it, or opens a frame. */
-/* Pushes the string key s[0..len) through the key cache. */
-static void dec_key(dec_t *d, const char *s, size_t len) {
-  lua_State *L = d->L;
-  if (len == 0 || len > KC_MAXLEN) {
-    lua_pushlstring(L, s, len);
-    return;
-  }
-  if (d->keys == NULL) d->keys = getcstate(L)->cs_keys;
-  const unsigned char *u = (const unsigned char *)s;
-  size_t h = (len * 131u + u[0] * 31u + u[len / 2] * 7u + u[len - 1]) & (KC_SLOTS - 1);
-  kcent_t *k = &d->keys[h];
-  if (k->kc_len == len && k->kc_ref != 0 && memcmp(k->kc_bytes, s, len) == 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, k->kc_ref);
-    return;
-  }
-  lua_pushlstring(L, s, len);
-  lua_pushvalue(L, -1);
-  if (k->kc_ref == 0) {
-    k->kc_ref = luaL_ref(L, LUA_REGISTRYINDEX);     /* pops the copy */
-  } else {
-    lua_rawseti(L, LUA_REGISTRYINDEX, k->kc_ref);   /* pops the copy */
-  }
-  k->kc_len = (unsigned char)len;
-  memcpy(k->kc_bytes, s, len);
-}
-
 static void dec_record(dec_t *d) {
   lua_State *L = d->L;
+  unsigned type;
+  bool shared;
+  if (!braid__wrd_tag(&d->r, &type, &shared)) corrupt(d);
+  /* Scalars (most records) without a token. */
+  switch (type) {
+    case T_NIL: lua_pushnil(L); dec_deliver(d, type); return;
+    case T_FALSE: lua_pushboolean(L, 0); dec_deliver(d, type); return;
+    case T_TRUE: lua_pushboolean(L, 1); dec_deliver(d, type); return;
+    case T_INT: {
+      int64_t i;
+      if (!braid__wrd_int(&d->r, &i)) corrupt(d);
+      lua_pushinteger(L, (lua_Integer)i);
+      dec_deliver(d, type);
+      return;
+    }
+    case T_FLT: {
+      double n;
+      if (!braid__wrd_flt(&d->r, &n)) corrupt(d);
+      lua_pushnumber(L, (lua_Number)n);
+      dec_deliver(d, type);
+      return;
+    }
+    case T_STR: {
+      const char *s;
+      size_t len;
+      if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
+      lua_pushlstring(L, s, len);
+      dec_deliver(d, type);
+      return;
+    }
+  }
   braid_wtok_t t;
-  if (!braid__wnext(&d->r, &t)) corrupt(d);
+  if (!braid__wrd_body(&d->r, type, shared, &t)) corrupt(d);
   dframe_t *f = d->depth ? &d->frames[d->depth - 1] : NULL;
   int upvalue = f && f->df_func;
   switch (t.wt_type) {
-    case T_NIL: lua_pushnil(L); break;
-    case T_FALSE: lua_pushboolean(L, 0); break;
-    case T_TRUE: lua_pushboolean(L, 1); break;
-    case T_INT: lua_pushinteger(L, (lua_Integer)t.wt_i); break;
-    case T_FLT: lua_pushnumber(L, (lua_Number)t.wt_n); break;
-    case T_STR:
-      /* A key of a table: through the key cache. */
-      if (f && !f->df_func && f->df_arr == 0 && !f->df_valnext) dec_key(d, t.wt_s, t.wt_len);
-      else lua_pushlstring(L, t.wt_s, t.wt_len);
-      break;
     case T_TABLE:
       if (dec_table(d, &t)) return;
       break;
@@ -1269,7 +1248,6 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   d.frames = local;
   d.fcap = DEC_LOCAL_FRAMES;
   d.depth = 0;
-  d.keys = NULL;
   size_t n;
   if (!braid__wopen(&d.r, m, &n)) corrupt(&d);
   if (max >= 0 && n > (size_t)max) n = (size_t)max;

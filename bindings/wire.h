@@ -285,6 +285,7 @@ static inline bool braid__wrd_varint(braid_wrd_t *r, uint64_t *v) {
     x |= (uint64_t)(b & 0x7f) << shift;
     if (!(b & 0x80)) { *v = x; return true; }
   }
+  *v = 0;
   return false;
 }
 
@@ -292,21 +293,21 @@ static inline bool braid__wrd_varint(braid_wrd_t *r, uint64_t *v) {
  * left (each record is at least one byte). */
 static inline bool braid__wrd_count(braid_wrd_t *r, size_t *n) {
   uint64_t v;
-  if (!braid__wrd_varint(r, &v) || v > (uint64_t)(r->wr_end - r->wr_p)) return false;
-  *n = (size_t)v;
-  return true;
+  bool ok = braid__wrd_varint(r, &v) && v <= (uint64_t)(r->wr_end - r->wr_p);
+  *n = ok ? (size_t)v : 0;                          /* set either way (see braid__wnext) */
+  return ok;
 }
 
 /* n bytes; sets *s to them. */
 static inline bool braid__wrd_bytes(braid_wrd_t *r, size_t n, const char **s) {
-  if ((size_t)(r->wr_end - r->wr_p) < n) return false;
+  if ((size_t)(r->wr_end - r->wr_p) < n) { *s = NULL; return false; }
   *s = (const char *)r->wr_p;
   r->wr_p += n;
   return true;
 }
 
 static inline bool braid__wrd_fixed(braid_wrd_t *r, void *to, size_t n) {
-  if ((size_t)(r->wr_end - r->wr_p) < n) return false;
+  if ((size_t)(r->wr_end - r->wr_p) < n) { memset(to, 0, n); return false; }
   memcpy(to, r->wr_p, n);
   r->wr_p += n;
   return true;
@@ -325,29 +326,44 @@ static inline bool braid__wopen(braid_wrd_t *r, braid_msg_t *m, size_t *n) {
 /* The bytes left: a complete message has none after its last record. */
 static inline bool braid__wrd_done(const braid_wrd_t *r) { return r->wr_p == r->wr_end; }
 
-/* Reads the header of the next record (for a table or a function, not its
- * children, which are the records that follow) into *t.  False when it is
- * malformed or truncated. */
-static inline bool braid__wnext(braid_wrd_t *r, braid_wtok_t *t) {
+/* The bodies of the scalar records (after the tag byte): a decoder's hot
+ * path reads the tag with braid__wrd_tag and these directly, without a
+ * token; braid__wnext uses them too. */
+static inline bool braid__wrd_int(braid_wrd_t *r, int64_t *i) { return braid__wrd_fixed(r, i, 8); }
+static inline bool braid__wrd_flt(braid_wrd_t *r, double *n) { return braid__wrd_fixed(r, n, 8); }
+static inline bool braid__wrd_str(braid_wrd_t *r, const char **s, size_t *len) {
+  return braid__wrd_count(r, len) && braid__wrd_bytes(r, *len, s);
+}
+
+/* Reads the next record's tag byte: its type (T_*) and whether it has
+ * F_SHARED.  False at the end or for F_SHARED on a record that is not an
+ * object (an unknown type is refused by the body's reader). */
+static inline bool braid__wrd_tag(braid_wrd_t *r, unsigned *type, bool *shared) {
   if (r->wr_p >= r->wr_end) return false;
   unsigned tag = *r->wr_p++;
-  unsigned type = tag & ~F_SHARED;
+  *type = tag & ~F_SHARED;
+  *shared = (tag & F_SHARED) != 0;
+  return !*shared || *type == T_TABLE || *type == T_FUNC || *type == T_HANDLE;
+}
+
+/* Reads the rest of a record whose tag braid__wrd_tag read (type, shared)
+ * into *t.  False when it is malformed, truncated or of an unknown type. */
+static inline bool braid__wrd_body(braid_wrd_t *r, unsigned type, bool shared, braid_wtok_t *t) {
   t->wt_type = type;
-  t->wt_shared = (tag & F_SHARED) != 0;
+  t->wt_shared = shared;
   /* Only the fields of the record's type are set, and these always (for
-   * compilers that cannot see that). */
+   * compilers that cannot see that callers read them only on success). */
   t->wt_s = t->wt_key = NULL;
   t->wt_len = t->wt_keylen = 0;
-  if (t->wt_shared && type != T_TABLE && type != T_FUNC && type != T_HANDLE) return false;
   switch (type) {
     case T_NIL: case T_FALSE: case T_TRUE: case T_ENV:
       return true;
     case T_INT:
-      return braid__wrd_fixed(r, &t->wt_i, 8);
+      return braid__wrd_int(r, &t->wt_i);
     case T_FLT:
-      return braid__wrd_fixed(r, &t->wt_n, 8);
+      return braid__wrd_flt(r, &t->wt_n);
     case T_STR:
-      return braid__wrd_count(r, &t->wt_len) && braid__wrd_bytes(r, t->wt_len, &t->wt_s);
+      return braid__wrd_str(r, &t->wt_s, &t->wt_len);
     case T_TABLE: {
       if (!braid__wrd_fixed(r, &t->wt_narr, 4) || !braid__wrd_fixed(r, &t->wt_nhash, 4))
         return false;
@@ -374,13 +390,20 @@ static inline bool braid__wnext(braid_wrd_t *r, braid_wtok_t *t) {
       return braid__wrd_varint(r, &t->wt_ord) && braid__wrd_varint(r, &t->wt_up) &&
              t->wt_up >= 1 && t->wt_up <= 255;
     case T_MODULE: case T_MODFIELD:
-      if (!braid__wrd_count(r, &t->wt_len) || !braid__wrd_bytes(r, t->wt_len, &t->wt_s))
-        return false;
-      return type == T_MODULE ||
-             (braid__wrd_count(r, &t->wt_keylen) && braid__wrd_bytes(r, t->wt_keylen, &t->wt_key));
+      if (!braid__wrd_str(r, &t->wt_s, &t->wt_len)) return false;
+      return type == T_MODULE || braid__wrd_str(r, &t->wt_key, &t->wt_keylen);
     default:
       return false;
   }
+}
+
+/* Reads the next record's header (for a table or a function, not its
+ * children, which are the records that follow) into *t.  False when it is
+ * malformed or truncated. */
+static inline bool braid__wnext(braid_wrd_t *r, braid_wtok_t *t) {
+  unsigned type;
+  bool shared;
+  return braid__wrd_tag(r, &type, &shared) && braid__wrd_body(r, type, shared, t);
 }
 
 #endif
