@@ -1150,30 +1150,27 @@ static void dec_record(dec_t *d) {
   if (!braid__wrd_tag(&d->r, &type, &shared)) corrupt(d);
   /* Scalars (most records) without a token. */
   switch (type) {
-    case T_NIL: lua_pushnil(L); dec_deliver(d, type); return;
-    case T_FALSE: lua_pushboolean(L, 0); dec_deliver(d, type); return;
-    case T_TRUE: lua_pushboolean(L, 1); dec_deliver(d, type); return;
+    case T_NIL: lua_pushnil(L); goto deliver;
+    case T_FALSE: lua_pushboolean(L, 0); goto deliver;
+    case T_TRUE: lua_pushboolean(L, 1); goto deliver;
     case T_INT: {
       int64_t i;
       if (!braid__wrd_int(&d->r, &i)) corrupt(d);
       lua_pushinteger(L, (lua_Integer)i);
-      dec_deliver(d, type);
-      return;
+      goto deliver;
     }
     case T_FLT: {
       double n;
       if (!braid__wrd_flt(&d->r, &n)) corrupt(d);
       lua_pushnumber(L, (lua_Number)n);
-      dec_deliver(d, type);
-      return;
+      goto deliver;
     }
     case T_STR: {
       const char *s;
       size_t len;
       if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
       lua_pushlstring(L, s, len);
-      dec_deliver(d, type);
-      return;
+      goto deliver;
     }
   }
   braid_wtok_t t;
@@ -1235,7 +1232,8 @@ static void dec_record(dec_t *d) {
     default:
       corrupt(d);
   }
-  dec_deliver(d, t.wt_type);
+deliver:
+  dec_deliver(d, type);
 }
 
 /* Decodes up to max values (all when max < 0); returns how many. */
