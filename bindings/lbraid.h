@@ -112,7 +112,7 @@ int braid__decode1(lua_State *L, braid_msg_t *m);
 
 
 /* If m's first value is a string, returns its bytes (borrowed) and sets
- * *len; else NULL (lcodec_c.c; no lua_State needed: error reports). */
+ * *len; else NULL (wire.c; no lua_State needed: error reports). */
 const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
 
 /* braid._roundtrip(...): returns decode(encode(...)) in the same state; for

@@ -14,36 +14,13 @@
  * only (an integer, a string, `true, 42`) skips the scratch buffer: its
  * size is known up front and it is written straight into the message.
  *
- * Wire format.  m_tag is CODEC_MAGIC | flags (F_REFS: the message holds
- * shared objects; F_DEEP: it nests deeper than the decoder's local
- * frames).  m_data is a varint count of values, then one record per
- * value.  A record is a tag byte, then:
+ * Wire format: wire.h defines it and holds its only writer and reader;
+ * lcvalue.c (C values) uses the same ones.  This file walks Lua values and
+ * builds them; it never touches the bytes of a record itself.
  *
- *   T_NIL, T_FALSE, T_TRUE     nothing
- *   T_INT, T_FLT               8 raw bytes (host order: messages never
- *                              leave the process), so -0.0, NaN, inf and
- *                              math.mininteger survive and the subtype is
- *                              kept
- *   T_STR                      varint length, the bytes (contiguous: see
- *                              braid__msg_first_string)
- *   T_TABLE                    u32 narr, u32 nhash, narr values (t[1] ..
- *                              t[narr]), then nhash key/value pairs
- *   T_FUNC                     u32 length, lua_dump bytes (not stripped),
- *                              u8 nups, nups upvalue records: a value, or
- *                              T_ENV (rebound to braid__pushenv), or T_UPREF
- *   T_HANDLE                   varint index into m_handles
- *   T_REF                      varint ordinal of an object seen earlier
- *   T_UPREF                    varint ordinal of a function seen earlier,
- *                              varint upvalue number: the same upvalue
- *                              (lua_upvaluejoin on decode)
- *   T_MODULE                   varint length, name: require(name)
- *   T_MODFIELD                 name, then varint length, key: require(name)[key]
- *
- * Tables, Lua functions and handles are "objects": each gets the next
- * ordinal, in the same pre-order on both sides.  When an object is met a
- * second time, the encoder emits T_REF and sets F_SHARED on the tag byte of
- * the object's first record (patched in place), so the decoder keeps only
- * the shared objects in its refs table.  An object is registered before
+ * Objects (tables, Lua functions, handles) get ordinals and T_REF records
+ * as wire.h says; the decoder keeps only the shared objects (F_SHARED) in
+ * its refs table.  An object is registered before
  * its children are encoded or decoded, so cycles work, including a
  * function that is its own upvalue (a recursive local function).
  *
@@ -112,7 +89,7 @@ NORETURN static void codec_raise(lua_State *L, const char *fmt, ...) {
 /* ------------------------------------------------------------------------ */
 /* Format                                                                    */
 
-#include "lcodec.h"
+#include "wire.h"
 
 /* Scratch memory above these sizes is freed after an encode instead of
  * being kept for the next one. */
@@ -160,8 +137,7 @@ typedef struct eframe {
 } eframe_t;
 
 typedef struct scratch {
-  unsigned char *s_buf;         /* records being built */
-  size_t s_len, s_cap;
+  braid_wbuf_t s_b;             /* records being built */
   braid_obj_t **s_hv;           /* handles met (borrowed until the end) */
   size_t s_nh, s_hcap;
   seen_t s_small[SMALL_SEEN];   /* the first objects, scanned linearly */
@@ -199,7 +175,7 @@ static const char CSTATE_KEY = 'c';  /* registry key (its address) */
 #define BOX_MT "braid codec box"
 
 static void scratch_free(scratch_t *s) {
-  free(s->s_buf);
+  free(s->s_b.wb_buf);
   free(s->s_hv);
   free(s->s_hash);
   free(s->s_frames);
@@ -400,35 +376,13 @@ NORETURN static void fail_transfer(enc_t *e, const char *what, const char *why) 
 
 /* Makes room for n more bytes; returns where they go. */
 static inline unsigned char *reserve(enc_t *e, size_t n) {
-  scratch_t *s = e->s;
-  if (s->s_cap - s->s_len < n) {
-    size_t cap = s->s_cap ? s->s_cap : 256;
-    while (cap - s->s_len < n) {
-      if (cap > SIZE_MAX / 2) fail_nomem(e);
-      cap *= 2;
-    }
-    unsigned char *nb = realloc(s->s_buf, cap);
-    if (nb == NULL) fail_nomem(e);
-    s->s_buf = nb;
-    s->s_cap = cap;
-  }
-  return s->s_buf + s->s_len;
-}
-
-static inline unsigned char *put_varint(unsigned char *w, uint64_t v) {
-  while (v >= 0x80) {
-    *w++ = (unsigned char)(v | 0x80);
-    v >>= 7;
-  }
-  *w++ = (unsigned char)v;
+  unsigned char *w = braid__wbuf_reserve(&e->s->s_b, n);
+  if (w == NULL) fail_nomem(e);
   return w;
 }
 
-static inline size_t varint_len(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) { v >>= 7; n++; }
-  return n;
-}
+/* Ends an append that wrote up to w. */
+static inline void wend(enc_t *e, unsigned char *w) { braid__wbuf_end(&e->s->s_b, w); }
 
 /* A scalar read from the stack once: its record can then be sized and
  * written without further API calls. */
@@ -456,7 +410,7 @@ static inline size_t scalar_get(lua_State *L, int idx, int t, scalar_t *sc) {
     case LUA_TSTRING:
       sc->sc_tag = T_STR;
       sc->sc_v.s = lua_tolstring(L, idx, &sc->sc_len);  /* a string: no conversion */
-      return 1 + varint_len(sc->sc_len) + sc->sc_len;
+      return braid__wstr_size(sc->sc_len);          /* never 0: the string exists */
     default:
       sc->sc_tag = 0;
       return 0;
@@ -465,17 +419,12 @@ static inline size_t scalar_get(lua_State *L, int idx, int t, scalar_t *sc) {
 
 /* Writes the record of sc. */
 static inline unsigned char *put_scalar(const scalar_t *sc, unsigned char *w) {
-  *w++ = (unsigned char)sc->sc_tag;
   switch (sc->sc_tag) {
-    case T_INT: memcpy(w, &sc->sc_v.i, 8); w += 8; break;
-    case T_FLT: memcpy(w, &sc->sc_v.n, 8); w += 8; break;
-    case T_STR:
-      w = put_varint(w, sc->sc_len);
-      memcpy(w, sc->sc_v.s, sc->sc_len);
-      w += sc->sc_len;
-      break;
+    case T_INT: return braid__wput_int(w, sc->sc_v.i);
+    case T_FLT: return braid__wput_flt(w, sc->sc_v.n);
+    case T_STR: return braid__wput_str(w, sc->sc_v.s, sc->sc_len);
+    default: return braid__wput_tag(w, (unsigned)sc->sc_tag);
   }
-  return w;
 }
 
 _Static_assert(sizeof(lua_Integer) == 8 && sizeof(lua_Number) == 8,
@@ -684,27 +633,16 @@ static const modent_t *mod_find(enc_t *e, const void *p, int cfunc) {
 }
 
 static void put_module(enc_t *e, const modent_t *me) {
-  unsigned char *w = reserve(e, 1 + 10 + me->me_namelen + 10 + me->me_keylen);
-  *w++ = me->me_key ? T_MODFIELD : T_MODULE;
-  w = put_varint(w, me->me_namelen);
-  memcpy(w, me->me_name, me->me_namelen);
-  w += me->me_namelen;
-  if (me->me_key) {
-    w = put_varint(w, me->me_keylen);
-    memcpy(w, me->me_key, me->me_keylen);
-    w += me->me_keylen;
-  }
-  e->s->s_len = (size_t)(w - e->s->s_buf);
+  unsigned char *w = reserve(e, braid__wmodule_size(me->me_namelen, me->me_keylen));
+  wend(e, braid__wput_module(w, me->me_name, me->me_namelen, me->me_key, me->me_keylen));
 }
 
 /* T_REF to an object met before; marks the object shared. */
 static void put_ref(enc_t *e, const seen_t *sn) {
-  e->s->s_buf[sn->sn_off] |= F_SHARED;
+  braid__wmark_shared(e->s->s_b.wb_buf + sn->sn_off);
   e->flags |= F_REFS;
-  unsigned char *w = reserve(e, 11);
-  *w++ = T_REF;
-  w = put_varint(w, sn->sn_ord);
-  e->s->s_len = (size_t)(w - e->s->s_buf);
+  unsigned char *w = reserve(e, 1 + W_VARINT_MAX);
+  wend(e, braid__wput_ref(w, sn->sn_ord));
 }
 
 /* Pushes a frame for a table or function at obj; returns it.  Fails when the
@@ -723,7 +661,7 @@ static eframe_t *push_frame(enc_t *e, int obj, const char *what) {
   if (e->depth > e->maxdepth) e->maxdepth = e->depth;
   f->ef_obj = obj;
   f->ef_k = lua_gettop(e->L) + 1;
-  f->ef_off = s->s_len;
+  f->ef_off = s->s_b.wb_len;
   return f;
 }
 
@@ -734,28 +672,18 @@ static void open_table(enc_t *e, int t, const void *p) {
   f->ef_valnext = 0;
   f->ef_inarray = 1;
   f->ef_narr = f->ef_nhash = 0;
-  unsigned char *w = reserve(e, 9);
-  w[0] = T_TABLE;
-  e->s->s_len += 9;                                   /* tag, u32 narr, u32 nhash */
+  unsigned char *w = reserve(e, W_TABLE_SIZE);
+  wend(e, braid__wput_table(w, 0, 0));                /* the counts: patched when done */
   lua_pushnil(e->L);                                  /* the key slot, at ef_k */
 }
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
-  scratch_t *s = ud;
+  braid_wbuf_t *b = ud;
   (void)L;
-  if (s->s_cap - s->s_len < sz) {
-    size_t cap = s->s_cap ? s->s_cap : 256;
-    while (cap - s->s_len < sz) {
-      if (cap > SIZE_MAX / 2) return 1;
-      cap *= 2;
-    }
-    unsigned char *nb = realloc(s->s_buf, cap);
-    if (nb == NULL) return 1;                         /* no longjmp inside lua_dump */
-    s->s_buf = nb;
-    s->s_cap = cap;
-  }
-  memcpy(s->s_buf + s->s_len, p, sz);
-  s->s_len += sz;
+  unsigned char *w = braid__wbuf_reserve(b, sz);
+  if (w == NULL) return 1;                            /* no longjmp inside lua_dump */
+  memcpy(w, p, sz);
+  b->wb_len += sz;
   return 0;
 }
 
@@ -765,20 +693,18 @@ static void open_function(enc_t *e, int fi, const void *p) {
   size_t off = f->ef_off;
   uint32_t ord = e->nobj++;
   seen_add(e, p, ord, 0, off);
-  unsigned char *w = reserve(e, 5);
-  w[0] = T_FUNC;
-  e->s->s_len += 5;                                   /* tag, u32 dump length */
+  unsigned char *w = reserve(e, W_FUNC_HEAD);
+  wend(e, braid__wput_func(w));
   lua_pushvalue(L, fi);
-  int st = lua_dump(L, dump_writer, e->s, 0);         /* not stripped: names */
+  int st = lua_dump(L, dump_writer, &e->s->s_b, 0);   /* not stripped: names */
   lua_pop(L, 1);
   if (st != 0) fail_nomem(e);
-  size_t dlen = e->s->s_len - off - 5;
+  size_t dlen = e->s->s_b.wb_len - off - W_FUNC_HEAD;
   if (dlen > UINT32_MAX) fail_nomem(e);
-  uint32_t d32 = (uint32_t)dlen;
-  memcpy(e->s->s_buf + off + 1, &d32, 4);
+  braid__wpatch_func(e->s->s_b.wb_buf + off, (uint32_t)dlen);
   reserve(e, 1);
   f = &e->s->s_frames[e->depth - 1];
-  f->ef_nupoff = e->s->s_len++;                       /* u8 nups, patched when done */
+  f->ef_nupoff = e->s->s_b.wb_len++;                  /* u8 nups, patched when done */
   f->ef_func = 1;
   f->ef_ord = ord;
   f->ef_up = 0;
@@ -794,9 +720,7 @@ static int enc_value(enc_t *e, int idx, int t) {
     case LUA_TNIL: case LUA_TBOOLEAN: case LUA_TNUMBER: case LUA_TSTRING: {
       scalar_t sc;
       size_t n = scalar_get(L, idx, t, &sc);
-      unsigned char *w = reserve(e, n);
-      put_scalar(&sc, w);
-      e->s->s_len += n;
+      wend(e, put_scalar(&sc, reserve(e, n)));
       return 0;
     }
     case LUA_TTABLE: {
@@ -836,11 +760,9 @@ static int enc_value(enc_t *e, int idx, int t) {
         s->s_hv = nv;
         s->s_hcap = cap;
       }
-      seen_add(e, p, e->nobj++, 0, s->s_len);
-      unsigned char *w = reserve(e, 11);
-      *w++ = T_HANDLE;
-      w = put_varint(w, s->s_nh);
-      s->s_len = (size_t)(w - s->s_buf);
+      seen_add(e, p, e->nobj++, 0, s->s_b.wb_len);
+      unsigned char *w = reserve(e, 1 + W_VARINT_MAX);
+      wend(e, braid__wput_handle(w, s->s_nh));
       s->s_hv[s->s_nh++] = o;                         /* borrowed until the end */
       return 0;
     }
@@ -858,6 +780,17 @@ static int enc_value(enc_t *e, int idx, int t) {
   if (lua_type(L, idx) == LUA_TTHREAD)
     fail_transfer(e, "thread", ": a coroutine stays in the task that made it; send a channel instead");
   fail_transfer(e, luaL_typename(L, idx), "");
+}
+
+/* enc_value for a child of a table: scalars (most children) inline. */
+static inline int enc_child(enc_t *e, int idx, int t) {
+  if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TNIL) {
+    scalar_t sc;
+    size_t n = scalar_get(e->L, idx, t, &sc);
+    wend(e, put_scalar(&sc, reserve(e, n)));
+    return 0;
+  }
+  return enc_value(e, idx, t);
 }
 
 /* Encodes the next child of the innermost open table or function, or
@@ -882,8 +815,7 @@ static void step(enc_t *e) {
     for (;;) {
       lua_settop(L, k);                               /* keep the key */
       if (!lua_next(L, f->ef_obj)) {                  /* done; the key is popped */
-        memcpy(e->s->s_buf + f->ef_off + 1, &f->ef_narr, 4);
-        memcpy(e->s->s_buf + f->ef_off + 5, &f->ef_nhash, 4);
+        braid__wpatch_table(e->s->s_b.wb_buf + f->ef_off, f->ef_narr, f->ef_nhash);
         e->depth--;
         return;
       }
@@ -897,7 +829,7 @@ static void step(enc_t *e) {
           if (++f->ef_narr == UINT32_MAX) fail_nomem(e);
           f->pf_kind = PF_INDEX;
           f->pf_i = i;
-          if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+          if (enc_child(e, k + 1, lua_type(L, k + 1))) return;
           f = &e->s->s_frames[e->depth - 1];
           continue;
         }
@@ -905,13 +837,13 @@ static void step(enc_t *e) {
       }
       if (++f->ef_nhash == UINT32_MAX) fail_nomem(e);
       f->pf_kind = PF_INKEY;
-      if (enc_value(e, k, kt)) {
+      if (enc_child(e, k, kt)) {
         e->s->s_frames[e->depth - 2].ef_valnext = 1;  /* the value after the key */
         return;
       }
       f = &e->s->s_frames[e->depth - 1];
       f->pf_kind = PF_KEY;
-      if (enc_value(e, k + 1, lua_type(L, k + 1))) return;
+      if (enc_child(e, k + 1, lua_type(L, k + 1))) return;
       f = &e->s->s_frames[e->depth - 1];
     }
   }
@@ -921,26 +853,21 @@ static void step(enc_t *e) {
     int i = ++f->ef_up;
     const char *name = lua_getupvalue(L, f->ef_obj, i);  /* pushes it at ef_k */
     if (name == NULL) {
-      e->s->s_buf[f->ef_nupoff] = (unsigned char)(i - 1);  /* MAXUPVAL is 255 */
+      e->s->s_b.wb_buf[f->ef_nupoff] = (unsigned char)(i - 1);  /* MAXUPVAL is 255 */
       e->depth--;
       return;
     }
     if (name[0] == '_' && strcmp(name, "_ENV") == 0) {
-      unsigned char *w = reserve(e, 1);
-      *w = T_ENV;
-      e->s->s_len++;
+      wend(e, braid__wput_tag(reserve(e, 1), T_ENV));
       continue;
     }
     void *id = lua_upvalueid(L, f->ef_obj, i);
     seen_t *sn = seen_find(e->s, id);
     if (sn) {                                         /* shared with a function met before */
-      e->s->s_buf[sn->sn_off] |= F_SHARED;
+      braid__wmark_shared(e->s->s_b.wb_buf + sn->sn_off);
       e->flags |= F_REFS;
-      unsigned char *w = reserve(e, 21);
-      *w++ = T_UPREF;
-      w = put_varint(w, sn->sn_ord);
-      w = put_varint(w, sn->sn_up);
-      e->s->s_len = (size_t)(w - e->s->s_buf);
+      unsigned char *w = reserve(e, 1 + 2 * W_VARINT_MAX);
+      wend(e, braid__wput_upref(w, sn->sn_ord, sn->sn_up));
       continue;
     }
     seen_add(e, id, f->ef_ord, (uint32_t)i, f->ef_off);
@@ -962,8 +889,7 @@ static braid_msg_t *encode_scalars(lua_State *L, int idx, int n) {
   }
   braid_msg_t *m = braid_msg_alloc(len, 0);
   if (m == NULL) codec_raise(L, "braid: not enough memory to encode a value");
-  unsigned char *w = m->m_data;
-  *w++ = (unsigned char)n;
+  unsigned char *w = braid__wput_varint(m->m_data, (uint64_t)n);  /* one byte */
   for (int i = 0; i < n; i++) w = put_scalar(&sc[i], w);
   m->m_tag = CODEC_MAGIC;
   return m;
@@ -997,7 +923,7 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
     cs->cs_busy = 1;
   }
   scratch_t *s = e.s;
-  s->s_len = 0;
+  s->s_b.wb_len = 0;
   s->s_nh = 0;
   s->s_nsmall = 0;
   s->s_usehash = 0;
@@ -1006,24 +932,16 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
     if (s->s_hash) memset(s->s_hash, 0, s->s_hashcap * sizeof *s->s_hash);
     s->s_gen = 1;
   }
-  unsigned char *w = reserve(&e, 10);
-  s->s_len = (size_t)(put_varint(w, (uint64_t)n) - s->s_buf);
+  wend(&e, braid__wput_varint(reserve(&e, W_VARINT_MAX), (uint64_t)n));
   for (int i = 0; i < n; i++) {
     e.ival = i + 1;
     if (enc_value(&e, idx + i, lua_type(L, idx + i)))
       while (e.depth > 0) step(&e);
   }
-  if (e.maxdepth > DEC_LOCAL_FRAMES) e.flags |= F_DEEP;
-  braid_msg_t *m = braid_msg_alloc(s->s_len, s->s_nh);
+  braid_msg_t *m = braid__wmsg(&s->s_b, s->s_hv, s->s_nh, e.flags | braid__wdepth_flags(e.maxdepth));
   if (m == NULL) fail_nomem(&e);
-  memcpy(m->m_data, s->s_buf, s->s_len);
-  for (size_t i = 0; i < s->s_nh; i++) {
-    braid_obj_retain(s->s_hv[i]);
-    braid_msg_set_handle(m, i, s->s_hv[i]);
-  }
-  m->m_tag = CODEC_MAGIC | e.flags;
   /* Keep the scratch small between encodes. */
-  if (s->s_cap > KEEP_BUF) { free(s->s_buf); s->s_buf = NULL; s->s_cap = 0; }
+  if (s->s_b.wb_cap > KEEP_BUF) { free(s->s_b.wb_buf); s->s_b.wb_buf = NULL; s->s_b.wb_cap = 0; }
   if (s->s_hashcap > KEEP_SEEN) {
     free(s->s_hash); s->s_hash = NULL; s->s_hashcap = 0; s->s_usehash = 0;
   }
@@ -1052,8 +970,7 @@ typedef struct dframe {
 
 typedef struct dec {
   lua_State *L;
-  braid_msg_t *m;
-  const unsigned char *p, *end;
+  braid_wrd_t r;                /* the message being read */
   int aux;                      /* stack index of the aux table, or 0: shared
                                    objects at [ord + 1], deep frames at [0] */
   uint32_t nobj;                /* objects met so far */
@@ -1067,46 +984,10 @@ NORETURN static void corrupt(dec_t *d) {
   codec_raise(d->L, "braid: corrupt message");
 }
 
-static inline unsigned rd_byte(dec_t *d) {
-  if (d->p >= d->end) corrupt(d);
-  return *d->p++;
-}
-
-static inline uint64_t rd_varint(dec_t *d) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    unsigned b = rd_byte(d);
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) return v;
-  }
-  corrupt(d);
-}
-
-/* A varint that counts bytes or records still to come: at most what is
- * left (each record is at least one byte). */
-static inline size_t rd_count(dec_t *d, size_t unit) {
-  uint64_t v = rd_varint(d);
-  if (v > (uint64_t)(d->end - d->p) / unit) corrupt(d);
-  return (size_t)v;
-}
-
-static inline const char *rd_bytes(dec_t *d, size_t n) {
-  if ((size_t)(d->end - d->p) < n) corrupt(d);
-  const char *s = (const char *)d->p;
-  d->p += n;
-  return s;
-}
-
-static inline uint32_t rd_u32(dec_t *d) {
-  uint32_t v;
-  memcpy(&v, rd_bytes(d, 4), 4);
-  return v;
-}
-
 /* Gives the new object at the top its ordinal; keeps it when shared. */
-static void dec_register(dec_t *d, unsigned tag) {
+static void dec_register(dec_t *d, bool shared) {
   uint32_t ord = d->nobj++;
-  if (tag & F_SHARED) {
+  if (shared) {
     if (d->aux == 0) corrupt(d);
     lua_pushvalue(d->L, -1);
     lua_rawseti(d->L, d->aux, (lua_Integer)ord + 1);
@@ -1157,7 +1038,10 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
 /* Opens a frame for the table or function just pushed. */
 static dframe_t *dec_push_frame(dec_t *d) {
   lua_State *L = d->L;
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  /* The caller's lua_checkstack(L, 6) left room for the object and 5 more
+   * above it: a key, and a value (the most a record pushes is a module
+   * lookup: package.loaded, require and its argument, or an error message
+   * with two strings), or this function's userdata. */
   if ((size_t)d->depth == d->fcap) {
     /* Past the local frames: a userdata owned by the aux table, so a raise
      * leaks nothing.  Only messages flagged F_DEEP have an aux table. */
@@ -1188,19 +1072,18 @@ static dframe_t *dec_push_frame(dec_t *d) {
  * that matters (pmap), not once per item.
  *
  * Returns 1 when a frame was opened for its upvalues. */
-static int dec_function(dec_t *d, unsigned tag) {
+static int dec_function(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
   rd_t r;
-  r.n = rd_u32(d);
-  r.p = rd_bytes(d, r.n);
-  if (r.n == 0) corrupt(d);
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
+  r.n = t->wt_len;
+  r.p = t->wt_s;
+  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
   if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
   }
-  dec_register(d, tag);
-  unsigned nups = rd_byte(d);
+  dec_register(d, t->wt_shared);
+  unsigned nups = t->wt_nups;
   if (nups == 0) return 0;
   dframe_t *f = dec_push_frame(d);
   f->df_func = 1;
@@ -1209,15 +1092,12 @@ static int dec_function(dec_t *d, unsigned tag) {
   return 1;
 }
 
-static int dec_table(dec_t *d, unsigned tag) {
+static int dec_table(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
-  uint32_t narr = rd_u32(d), nhash = rd_u32(d);
-  size_t left = (size_t)(d->end - d->p);
-  if (narr > left || nhash > (left - narr) / 2 || narr > INT32_MAX || nhash > INT32_MAX)
-    corrupt(d);
-  if (!lua_checkstack(L, 4)) codec_raise(L, "braid: value nested too deep to decode");
-  lua_createtable(L, (int)narr, (int)nhash);
-  dec_register(d, tag);
+  uint32_t narr = t->wt_narr, nhash = t->wt_nhash;     /* <= INT32_MAX (wire.h) */
+  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
+  lua_createtable(L, (int)narr, (int)nhash);           /* presized: the counts are exact */
+  dec_register(d, t->wt_shared);
   if (narr == 0 && nhash == 0) return 0;
   dframe_t *f = dec_push_frame(d);
   f->df_func = 0;
@@ -1265,56 +1145,53 @@ static void dec_deliver(dec_t *d, unsigned t) {
 /* Reads one record: pushes a value and delivers it, or opens a frame. */
 static void dec_record(dec_t *d) {
   lua_State *L = d->L;
-  unsigned tag = rd_byte(d);
-  unsigned type = tag & ~F_SHARED;
-  if ((tag & F_SHARED) && type != T_TABLE && type != T_FUNC && type != T_HANDLE)
-    corrupt(d);
-  dframe_t *f = d->depth ? &d->frames[d->depth - 1] : NULL;
-  int upvalue = f && f->df_func;
+  unsigned type;
+  bool shared;
+  if (!braid__wrd_tag(&d->r, &type, &shared)) corrupt(d);
+  /* Scalars (most records) without a token. */
   switch (type) {
-    case T_NIL: lua_pushnil(L); break;
-    case T_FALSE: lua_pushboolean(L, 0); break;
-    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_NIL: lua_pushnil(L); goto deliver;
+    case T_FALSE: lua_pushboolean(L, 0); goto deliver;
+    case T_TRUE: lua_pushboolean(L, 1); goto deliver;
     case T_INT: {
-      lua_Integer i;
-      memcpy(&i, rd_bytes(d, 8), 8);
-      lua_pushinteger(L, i);
-      break;
+      int64_t i;
+      if (!braid__wrd_int(&d->r, &i)) corrupt(d);
+      lua_pushinteger(L, (lua_Integer)i);
+      goto deliver;
     }
     case T_FLT: {
-      lua_Number n;
-      memcpy(&n, rd_bytes(d, 8), 8);
-      lua_pushnumber(L, n);
-      break;
+      double n;
+      if (!braid__wrd_flt(&d->r, &n)) corrupt(d);
+      lua_pushnumber(L, (lua_Number)n);
+      goto deliver;
     }
     case T_STR: {
-      size_t len = rd_count(d, 1);
-      lua_pushlstring(L, rd_bytes(d, len), len);
-      break;
+      const char *s;
+      size_t len;
+      if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
+      lua_pushlstring(L, s, len);
+      goto deliver;
     }
+  }
+  braid_wtok_t t;
+  if (!braid__wrd_body(&d->r, type, shared, &t)) corrupt(d);
+  dframe_t *f = d->depth ? &d->frames[d->depth - 1] : NULL;
+  int upvalue = f && f->df_func;
+  switch (t.wt_type) {
     case T_TABLE:
-      if (dec_table(d, tag)) return;
+      if (dec_table(d, &t)) return;
       break;
     case T_FUNC:
-      if (dec_function(d, tag)) return;
+      if (dec_function(d, &t)) return;
       break;
-    case T_HANDLE: {
-      uint64_t i = rd_varint(d);
-      if (i >= d->m->m_nhandles || d->m->m_handles[i] == NULL) corrupt(d);
-      braid__pushhandle(L, d->m->m_handles[i]);
-      dec_register(d, tag);
+    case T_HANDLE:
+      braid__pushhandle(L, d->r.wr_m->m_handles[t.wt_ord]);
+      dec_register(d, t.wt_shared);
       break;
-    }
-    case T_REF: dec_getref(d, rd_varint(d)); break;
+    case T_REF: dec_getref(d, t.wt_ord); break;
     case T_MODULE: case T_MODFIELD: {
-      size_t len = rd_count(d, 1);
-      const char *name = rd_bytes(d, len);
-      const char *key = NULL;
-      size_t klen = 0;
-      if (type == T_MODFIELD) {
-        klen = rd_count(d, 1);
-        key = rd_bytes(d, klen);
-      }
+      const char *name = t.wt_s, *key = t.wt_key;
+      size_t len = t.wt_len, klen = t.wt_keylen;
       dec_module(d, name, len);
       if (key) {
         if (lua_type(L, -1) != LUA_TTABLE ||
@@ -1336,15 +1213,15 @@ static void dec_record(dec_t *d) {
       break;
     case T_UPREF: {                                   /* upvalues only */
       if (!upvalue) corrupt(d);
-      uint64_t ord = rd_varint(d), up = rd_varint(d);
-      if (dec_getref(d, ord) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
-          up == 0 || up > 255 || lua_getupvalue(L, -1, (int)up) == NULL)
+      int up = (int)t.wt_up;                          /* 1..255 (wire.h) */
+      if (dec_getref(d, t.wt_ord) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+          lua_getupvalue(L, -1, up) == NULL)
         corrupt(d);
       lua_pop(L, 1);                                  /* its value */
       int i = (int)f->df_up + 1;
       if (lua_getupvalue(L, f->df_obj, i) == NULL) corrupt(d);
       lua_pop(L, 1);
-      lua_upvaluejoin(L, f->df_obj, i, -1, (int)up);
+      lua_upvaluejoin(L, f->df_obj, i, -1, up);
       /* Deliver the function itself in place of a value: setting the
        * upvalue to it would undo the join, so set it to the value it now
        * shares (a no-op store). */
@@ -1355,6 +1232,7 @@ static void dec_record(dec_t *d) {
     default:
       corrupt(d);
   }
+deliver:
   dec_deliver(d, type);
 }
 
@@ -1363,16 +1241,13 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   dframe_t local[DEC_LOCAL_FRAMES];
   dec_t d;
   d.L = L;
-  d.m = m;
   d.aux = 0;
   d.nobj = 0;
   d.frames = local;
   d.fcap = DEC_LOCAL_FRAMES;
   d.depth = 0;
-  if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) corrupt(&d);
-  d.p = m->m_data;
-  d.end = m->m_data + m->m_len;
-  size_t n = rd_count(&d, 1);
+  size_t n;
+  if (!braid__wopen(&d.r, m, &n)) corrupt(&d);
   if (max >= 0 && n > (size_t)max) n = (size_t)max;
   if (n > INT32_MAX / 2 || !lua_checkstack(L, (int)n + 8))
     codec_raise(L, "braid: too many values to decode");
@@ -1385,7 +1260,7 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
     dec_record(&d);
     if (d.depth == 0) i++;
   }
-  if (max < 0 && d.p != d.end) corrupt(&d);           /* trailing bytes */
+  if (max < 0 && !braid__wrd_done(&d.r)) corrupt(&d);  /* trailing bytes */
   if (d.aux) lua_remove(L, d.aux);
   return (int)n;
 }

@@ -7,11 +7,10 @@
  * Native functions run on threads that own no Lua state, and a C host's
  * threads send and receive on channels without one, so values are turned
  * into messages, and back, here in plain C.  The messages are exactly those
- * of the Lua codec (lcodec.c, whose header comment documents the wire
- * format): a script decodes what C encodes and the other way round, and
- * tests/bindings/test_embed.c round-trips values through both codecs to
- * keep them in agreement.  The tags and flags below are duplicated from
- * lcodec.c because that file keeps them private: they must match it.
+ * of the Lua codec (lcodec.c): both write and read the bytes only through
+ * wire.h, which defines the wire format, so a script decodes what C
+ * encodes and the other way round; tests/bindings/test_embed.c round-trips
+ * values through both codecs to keep them in agreement.
  *
  * Encoding a C value: scalars are the codec's scalar records; an array is
  * a T_TABLE with only an array part, a map one with only a hash part; a
@@ -41,11 +40,9 @@
 
 #include "lembed.h"
 
-#include "lcodec.h"            /* the wire format, shared with lcodec.c */
+#include "wire.h"              /* the wire format, shared with lcodec.c */
 
 _Static_assert(BRAID_TNIL == 0, "calloc'ed values must be nil");
-_Static_assert(sizeof(int64_t) == 8 && sizeof(double) == 8,
-               "the codec stores integers and floats in 8 bytes");
 
 /* ------------------------------------------------------------------------ */
 /* Values                                                                    */
@@ -247,63 +244,11 @@ const braid_value_t *braid_map_get(const braid_value_t *map, const char *key) {
 /* Encoder                                                                   */
 
 typedef struct enc {
-  unsigned char *buf;           /* the records */
-  size_t len, cap;
+  braid_wbuf_t b;               /* the records */
   braid_obj_t **hv;             /* handles met (borrowed until the end) */
   size_t nh, hcap;
   int maxdepth;                 /* deepest container nesting met */
 } enc_t;
-
-static unsigned char *reserve(enc_t *e, size_t n) {
-  if (e->cap - e->len < n) {
-    size_t cap = e->cap ? e->cap : 64;
-    while (cap - e->len < n) {
-      if (cap > SIZE_MAX / 2) return NULL;
-      cap *= 2;
-    }
-    unsigned char *nb = realloc(e->buf, cap);
-    if (nb == NULL) return NULL;
-    e->buf = nb;
-    e->cap = cap;
-  }
-  return e->buf + e->len;
-}
-
-static unsigned char *put_varint(unsigned char *w, uint64_t v) {
-  while (v >= 0x80) {
-    *w++ = (unsigned char)(v | 0x80);
-    v >>= 7;
-  }
-  *w++ = (unsigned char)v;
-  return w;
-}
-
-static int put_tag(enc_t *e, unsigned tag) {
-  unsigned char *w = reserve(e, 1);
-  if (w == NULL) return BRAID_ENOMEM;
-  *w = (unsigned char)tag;
-  e->len++;
-  return 0;
-}
-
-static int put_fixed(enc_t *e, unsigned tag, const void *p8) {
-  unsigned char *w = reserve(e, 9);
-  if (w == NULL) return BRAID_ENOMEM;
-  *w = (unsigned char)tag;
-  memcpy(w + 1, p8, 8);
-  e->len += 9;
-  return 0;
-}
-
-static int put_table(enc_t *e, uint32_t narr, uint32_t nhash) {
-  unsigned char *w = reserve(e, 9);
-  if (w == NULL) return BRAID_ENOMEM;
-  *w = T_TABLE;
-  memcpy(w + 1, &narr, 4);
-  memcpy(w + 5, &nhash, 4);
-  e->len += 9;
-  return 0;
-}
 
 static int put_handle(enc_t *e, braid_obj_t *o) {
   if (e->nh == e->hcap) {
@@ -313,46 +258,46 @@ static int put_handle(enc_t *e, braid_obj_t *o) {
     e->hv = nv;
     e->hcap = cap;
   }
-  unsigned char *w = reserve(e, 11);
+  unsigned char *w = braid__wbuf_reserve(&e->b, 1 + W_VARINT_MAX);
   if (w == NULL) return BRAID_ENOMEM;
-  *w = T_HANDLE;
-  e->len = (size_t)(put_varint(w + 1, e->nh) - e->buf);
+  braid__wbuf_end(&e->b, braid__wput_handle(w, e->nh));
   e->hv[e->nh++] = o;
   return 0;
 }
 
+static bool bad_key(const braid_value_t *k) {
+  return k->type == BRAID_TNIL || (k->type == BRAID_TNUMBER && isnan(k->u.number));
+}
+
 static int enc_value(enc_t *e, const braid_value_t *v, int depth) {
+  /* Every record but a string's or a handle's fits in W_TABLE_SIZE. */
+  unsigned char *w = braid__wbuf_reserve(&e->b, W_TABLE_SIZE);
+  if (w == NULL) return BRAID_ENOMEM;
   switch (v->type) {
-    case BRAID_TNIL: return put_tag(e, T_NIL);
-    case BRAID_TBOOLEAN: return put_tag(e, v->u.boolean ? T_TRUE : T_FALSE);
-    case BRAID_TINTEGER: return put_fixed(e, T_INT, &v->u.integer);
-    case BRAID_TNUMBER: return put_fixed(e, T_FLT, &v->u.number);
+    case BRAID_TNIL: w = braid__wput_tag(w, T_NIL); break;
+    case BRAID_TBOOLEAN: w = braid__wput_tag(w, v->u.boolean ? T_TRUE : T_FALSE); break;
+    case BRAID_TINTEGER: w = braid__wput_int(w, v->u.integer); break;
+    case BRAID_TNUMBER: w = braid__wput_flt(w, v->u.number); break;
     case BRAID_TSTRING: {
-      size_t n = v->u.string.len;
-      if (n > SIZE_MAX - 11) return BRAID_ENOMEM;
-      unsigned char *w = reserve(e, 11 + n);
-      if (w == NULL) return BRAID_ENOMEM;
-      *w = T_STR;
-      w = put_varint(w + 1, n);
-      if (n) memcpy(w, v->u.string.ptr, n);
-      e->len = (size_t)(w + n - e->buf);
-      return 0;
+      size_t sz = braid__wstr_size(v->u.string.len);
+      if (sz == 0 || (w = braid__wbuf_reserve(&e->b, sz)) == NULL) return BRAID_ENOMEM;
+      w = braid__wput_str(w, v->u.string.ptr, v->u.string.len);
+      break;
     }
     case BRAID_TARRAY: case BRAID_TMAP: {
       if (++depth > BRAID_VALUE_MAX_DEPTH) return BRAID_EINVAL;
       if (depth > e->maxdepth) e->maxdepth = depth;
       bool arr = v->type == BRAID_TARRAY;
       size_t n = arr ? v->u.array.len : v->u.map.len;
-      if (n > UINT32_MAX) return BRAID_EINVAL;
-      int rc = arr ? put_table(e, (uint32_t)n, 0) : put_table(e, 0, (uint32_t)n);
+      if (n > INT32_MAX) return BRAID_EINVAL;
+      braid__wbuf_end(&e->b, braid__wput_table(w, arr ? (uint32_t)n : 0, arr ? 0 : (uint32_t)n));
+      int rc = 0;
       for (size_t i = 0; rc == 0 && i < n; i++) {
         if (arr) {
           rc = enc_value(e, &v->u.array.items[i], depth);
         } else {
-          const braid_value_t *k = &v->u.map.pairs[i].key;
-          if (k->type == BRAID_TNIL || (k->type == BRAID_TNUMBER && isnan(k->u.number)))
-            return BRAID_EINVAL;
-          rc = enc_value(e, k, depth);
+          if (bad_key(&v->u.map.pairs[i].key)) return BRAID_EINVAL;
+          rc = enc_value(e, &v->u.map.pairs[i].key, depth);
           if (rc == 0) rc = enc_value(e, &v->u.map.pairs[i].val, depth);
         }
       }
@@ -367,30 +312,24 @@ static int enc_value(enc_t *e, const braid_value_t *v, int depth) {
     default:
       return BRAID_EINVAL;
   }
+  braid__wbuf_end(&e->b, w);
+  return 0;
 }
 
 int braid__value_encode(const braid_value_t *vals, size_t n, braid_msg_t **out) {
   enc_t e = { 0 };
   *out = NULL;
   int rc = 0;
-  unsigned char *w = reserve(&e, 10);
+  unsigned char *w = braid__wbuf_reserve(&e.b, W_VARINT_MAX);
   if (w == NULL) return BRAID_ENOMEM;
-  e.len = (size_t)(put_varint(w, n) - e.buf);
+  braid__wbuf_end(&e.b, braid__wput_varint(w, n));
   for (size_t i = 0; rc == 0 && i < n; i++) rc = enc_value(&e, &vals[i], 0);
-  braid_msg_t *m = NULL;
-  if (rc == 0 && (m = braid_msg_alloc(e.len, e.nh)) == NULL) rc = BRAID_ENOMEM;
   if (rc == 0) {
-    memcpy(m->m_data, e.buf, e.len);
-    for (size_t i = 0; i < e.nh; i++) {
-      braid_obj_retain(e.hv[i]);
-      braid_msg_set_handle(m, i, e.hv[i]);
-    }
-    /* lcodec.c sets F_DEEP when the nesting passes its local frames; one
-     * level of margin costs the Lua decoder one small table at most. */
-    m->m_tag = CODEC_MAGIC | (e.maxdepth >= DEC_LOCAL_FRAMES ? F_DEEP : 0);
-    *out = m;
+    /* A C value is a tree: never F_REFS. */
+    *out = braid__wmsg(&e.b, e.hv, e.nh, braid__wdepth_flags(e.maxdepth));
+    if (*out == NULL) rc = BRAID_ENOMEM;
   }
-  free(e.buf);
+  free(e.b.wb_buf);
   free(e.hv);
   return rc;
 }
@@ -422,8 +361,7 @@ typedef struct obj {
 } obj_t;
 
 typedef struct dec {
-  braid_msg_t *m;
-  const unsigned char *p, *end;
+  braid_wrd_t r;                /* the message being read */
   obj_t *objs;                  /* by ordinal */
   size_t nobj, ocap;
   const char *what;             /* the fault, for braid__vfault_t */
@@ -436,24 +374,7 @@ static int fault(dec_t *d, const char *what, int rc) {
 }
 
 #define CORRUPT(d) fault((d), "corrupt message", BRAID_EINVAL)
-
-static bool rd_varint(dec_t *d, uint64_t *v) {
-  *v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (d->p >= d->end) return false;
-    unsigned b = *d->p++;
-    *v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) return true;
-  }
-  return false;
-}
-
-static bool rd_bytes(dec_t *d, void *to, size_t n) {
-  if ((size_t)(d->end - d->p) < n) return false;
-  memcpy(to, d->p, n);
-  d->p += n;
-  return true;
-}
+#define NOMEM(d) fault((d), "out of memory", BRAID_ENOMEM)
 
 /* Gives the object just started in slot its ordinal. */
 static int register_obj(dec_t *d, braid_value_t *slot) {
@@ -470,90 +391,34 @@ static int register_obj(dec_t *d, braid_value_t *slot) {
   return 0;
 }
 
+/* Decodes the children of the table whose header is t into out. */
+static int dec_table(dec_t *d, const braid_wtok_t *t, braid_value_t *out, int depth);
+
 /* Decodes one record into out (nil on entry); depth counts the open
  * containers around it.  On error out stays clearable. */
 static int dec_value(dec_t *d, braid_value_t *out, int depth) {
-  if (d->p >= d->end) return CORRUPT(d);
-  unsigned tag = *d->p++;
-  unsigned type = tag & ~F_SHARED;
-  if ((tag & F_SHARED) && type != T_TABLE && type != T_FUNC && type != T_HANDLE)
-    return CORRUPT(d);
-  switch (type) {
+  braid_wtok_t t;
+  if (!braid__wnext(&d->r, &t)) return CORRUPT(d);
+  switch (t.wt_type) {
     case T_NIL: return 0;
     case T_FALSE: braid_value_init_boolean(out, false); return 0;
     case T_TRUE: braid_value_init_boolean(out, true); return 0;
-    case T_INT: {
-      int64_t i;
-      if (!rd_bytes(d, &i, 8)) return CORRUPT(d);
-      braid_value_init_integer(out, i);
+    case T_INT: braid_value_init_integer(out, t.wt_i); return 0;
+    case T_FLT: braid_value_init_number(out, t.wt_n); return 0;
+    case T_STR:
+      if (braid_value_init_string(out, t.wt_s, t.wt_len) != 0) return NOMEM(d);
       return 0;
-    }
-    case T_FLT: {
-      double n;
-      if (!rd_bytes(d, &n, 8)) return CORRUPT(d);
-      braid_value_init_number(out, n);
-      return 0;
-    }
-    case T_STR: {
-      uint64_t len;
-      if (!rd_varint(d, &len) || len > (uint64_t)(d->end - d->p)) return CORRUPT(d);
-      if (braid_value_init_string(out, (const char *)d->p, (size_t)len) != 0)
-        return fault(d, "out of memory", BRAID_ENOMEM);
-      d->p += len;
-      return 0;
-    }
     case T_TABLE: {
-      uint32_t narr, nhash;
-      if (!rd_bytes(d, &narr, 4) || !rd_bytes(d, &nhash, 4)) return CORRUPT(d);
-      size_t left = (size_t)(d->end - d->p);
-      if (narr > left || nhash > (left - narr) / 2) return CORRUPT(d);
       if (++depth > BRAID_VALUE_MAX_DEPTH) return fault(d, "nesting", BRAID_EINVAL);
       size_t ord = d->nobj;
-      if (register_obj(d, out) != 0) return fault(d, "out of memory", BRAID_ENOMEM);
-      int rc = 0;
-      if (nhash == 0) {
-        braid_value_init_array(out);
-        if (narr) {
-          braid_value_t *items = calloc(narr, sizeof *items);
-          if (items == NULL) return fault(d, "out of memory", BRAID_ENOMEM);
-          out->u.array.items = items;
-          out->u.array.len = out->u.array.cap = narr;
-          for (uint32_t i = 0; rc == 0 && i < narr; i++) rc = dec_value(d, &items[i], depth);
-        }
-      } else {
-        size_t n = (size_t)narr + nhash;
-        braid_value_init_map(out);
-        braid_pair_t *pairs = calloc(n, sizeof *pairs);
-        if (pairs == NULL) return fault(d, "out of memory", BRAID_ENOMEM);
-        out->u.map.pairs = pairs;
-        out->u.map.len = out->u.map.cap = n;          /* all nil: clearable */
-        size_t k = 0;
-        for (uint32_t i = 0; rc == 0 && i < narr; i++) {
-          rc = dec_value(d, &pairs[k].val, depth);
-          if (rc == 0 && pairs[k].val.type != BRAID_TNIL) {
-            braid_value_init_integer(&pairs[k].key, (int64_t)i + 1);
-            k++;
-          }
-        }
-        for (uint32_t i = 0; rc == 0 && i < nhash; i++) {
-          rc = dec_value(d, &pairs[k].key, depth);
-          if (rc == 0 && (pairs[k].key.type == BRAID_TNIL ||
-                          (pairs[k].key.type == BRAID_TNUMBER && isnan(pairs[k].key.u.number))))
-            rc = CORRUPT(d);
-          if (rc == 0) rc = dec_value(d, &pairs[k].val, depth);
-          if (rc == 0) k++;
-        }
-        if (rc == 0) out->u.map.len = k;              /* the tail is nil: nothing owned */
-      }
+      if (register_obj(d, out) != 0) return NOMEM(d);
+      int rc = dec_table(d, &t, out, depth);
       /* By ordinal: decoding the children may have moved d->objs. */
       if (rc == 0) d->objs[ord].o_done = true;
       return rc;
     }
     case T_HANDLE: {
-      uint64_t i;
-      if (!rd_varint(d, &i) || i >= d->m->m_nhandles || d->m->m_handles[i] == NULL)
-        return CORRUPT(d);
-      braid_obj_t *h = d->m->m_handles[i];
+      braid_obj_t *h = d->r.wr_m->m_handles[t.wt_ord];
       if (h->o_type == &braid_chan_type) {
         braid_value_init_chan(out, (braid_chan_t *)h);
       } else if (h->o_type == &braid_future_type) {
@@ -562,22 +427,56 @@ static int dec_value(dec_t *d, braid_value_t *out, int depth) {
         d->type = h->o_type->ot_name;
         return fault(d, "handle", BRAID_EINVAL);
       }
-      if (register_obj(d, out) != 0) return fault(d, "out of memory", BRAID_ENOMEM);
+      if (register_obj(d, out) != 0) return NOMEM(d);
       d->objs[d->nobj - 1].o_done = true;
       return 0;
     }
-    case T_REF: {
-      uint64_t ord;
-      if (!rd_varint(d, &ord) || ord >= d->nobj) return CORRUPT(d);
-      if (!d->objs[ord].o_done) return fault(d, "cycle", BRAID_EINVAL);
-      if (braid_value_copy(out, d->objs[ord].o_slot) != 0)
-        return fault(d, "out of memory", BRAID_ENOMEM);
+    case T_REF:
+      if (t.wt_ord >= d->nobj) return CORRUPT(d);
+      if (!d->objs[t.wt_ord].o_done) return fault(d, "cycle", BRAID_EINVAL);
+      if (braid_value_copy(out, d->objs[t.wt_ord].o_slot) != 0) return NOMEM(d);
       return 0;
-    }
     case T_FUNC: return fault(d, "function", BRAID_EINVAL);
     case T_MODULE: case T_MODFIELD: return fault(d, "module", BRAID_EINVAL);
-    default: return CORRUPT(d);
+    default: return CORRUPT(d);                       /* T_ENV, T_UPREF: upvalues only */
   }
+}
+
+static int dec_table(dec_t *d, const braid_wtok_t *t, braid_value_t *out, int depth) {
+  uint32_t narr = t->wt_narr, nhash = t->wt_nhash;
+  int rc = 0;
+  if (nhash == 0) {
+    braid_value_init_array(out);
+    if (narr == 0) return 0;
+    braid_value_t *items = calloc(narr, sizeof *items);
+    if (items == NULL) return NOMEM(d);
+    out->u.array.items = items;
+    out->u.array.len = out->u.array.cap = narr;
+    for (uint32_t i = 0; rc == 0 && i < narr; i++) rc = dec_value(d, &items[i], depth);
+    return rc;
+  }
+  size_t n = (size_t)narr + nhash;
+  braid_value_init_map(out);
+  braid_pair_t *pairs = calloc(n, sizeof *pairs);
+  if (pairs == NULL) return NOMEM(d);
+  out->u.map.pairs = pairs;
+  out->u.map.len = out->u.map.cap = n;                /* all nil: clearable */
+  size_t k = 0;
+  for (uint32_t i = 0; rc == 0 && i < narr; i++) {
+    rc = dec_value(d, &pairs[k].val, depth);
+    if (rc == 0 && pairs[k].val.type != BRAID_TNIL) {
+      braid_value_init_integer(&pairs[k].key, (int64_t)i + 1);
+      k++;
+    }
+  }
+  for (uint32_t i = 0; rc == 0 && i < nhash; i++) {
+    rc = dec_value(d, &pairs[k].key, depth);
+    if (rc == 0 && bad_key(&pairs[k].key)) rc = CORRUPT(d);
+    if (rc == 0) rc = dec_value(d, &pairs[k].val, depth);
+    if (rc == 0) k++;
+  }
+  if (rc == 0) out->u.map.len = k;                    /* the tail is nil: nothing owned */
+  return rc;
 }
 
 /* Decodes up to max values of m into out (an array). */
@@ -592,26 +491,22 @@ static int decode(braid_msg_t *m, braid_value_t *out, size_t max, braid__vfault_
     vf->vf_type = NULL;
   }
   if (m == NULL) return 0;
-  d.m = m;
-  d.p = m->m_data;
-  d.end = m->m_data + m->m_len;
-  uint64_t n;
-  if ((m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC || !rd_varint(&d, &n) ||
-      n > (uint64_t)(d.end - d.p)) {
+  size_t n;
+  if (!braid__wopen(&d.r, m, &n)) {
     rc = CORRUPT(&d);
     goto done;
   }
   if (n > max) n = max;
   if (n > 0) {
-    braid_value_t *items = calloc((size_t)n, sizeof *items);
+    braid_value_t *items = calloc(n, sizeof *items);
     if (items == NULL) {
       rc = fault(&d, "out of memory", BRAID_ENOMEM);
       goto done;
     }
     out->u.array.items = items;
-    out->u.array.len = out->u.array.cap = (size_t)n;
+    out->u.array.len = out->u.array.cap = n;
     for (; rc == 0 && i < n; i++) rc = dec_value(&d, &items[i], 0);
-    if (rc == 0 && max == SIZE_MAX && d.p != d.end) rc = CORRUPT(&d);  /* trailing bytes */
+    if (rc == 0 && max == SIZE_MAX && !braid__wrd_done(&d.r)) rc = CORRUPT(&d);  /* trailing bytes */
   }
 done:
   free(d.objs);

@@ -2,7 +2,7 @@
  * test_codec.c -- the value codec (bindings/lcodec.c): Lua values <->
  * messages, across two lua_States.
  *
- * Standalone: links liblua5.4, core/[*].c, bindings/lcodec.c and
+ * Standalone: links liblua5.4, core/[*].c, bindings/lcodec.c, bindings/wire.c and
  * bindings/lhandle.c (handles are a fake type registered with
  * braid__newtype).  braid__pushenv is stubbed here (weak, so linking the
  * real runtime instead also works): it pushes the table the test stored in
@@ -10,7 +10,7 @@
  *
  *   cc -std=c11 -D_GNU_SOURCE -g -Icore -Ibindings -Iinclude -Itests/core \
  *      $(pkg-config --cflags lua5.4) tests/codec/test_codec.c \
- *      bindings/lcodec.c bindings/lhandle.c core/[*].c \
+ *      bindings/lcodec.c bindings/wire.c bindings/lhandle.c core/[*].c \
  *      $(pkg-config --libs lua5.4) -lpthread -lm -o test_codec
  *
  * Most tests are pairs of Lua chunks: the sender chunk runs in state A and
@@ -804,7 +804,7 @@ TEST(test_codec_decode1) {
 }
 
 TEST(test_codec_c_built_messages) {
-  /* lcodec_c.c builds a number message without a lua_State: magic
+  /* wire.c builds a number message without a lua_State: magic
    * 0x62726400, count 1, T_FLT (5), 8 bytes.  Keep that decodable. */
   lua_State *B = newstate();
   double d = 12.25;

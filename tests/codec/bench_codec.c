@@ -4,7 +4,7 @@
  *
  *   cc -std=c11 -D_GNU_SOURCE -O2 -Icore -Ibindings -Iinclude \
  *      $(pkg-config --cflags lua5.4) tests/codec/bench_codec.c \
- *      bindings/lcodec.c core/[*].c $(pkg-config --libs lua5.4) -lpthread -lm \
+ *      bindings/lcodec.c bindings/wire.c core/[*].c $(pkg-config --libs lua5.4) -lpthread -lm \
  *      -o bench_codec && ./bench_codec
  *
  * Not a ctest: it prints numbers (thread CPU time, best of 5 runs).

@@ -103,6 +103,32 @@ describe("braid codec", function()
       assert.equal(1, t[1])
       assert.equal(1, b[1])
     end)
+
+    -- Many string keys, alike and not (short, long, with NUL bytes), in a
+    -- table presized from the counts the encoder recorded (wire.h).
+    it("decodes many string keys into a presized table", function()
+      local keys = { "", "a", "b", "id", "di", "name", "nmae", "x\0y", "x\0z",
+                     string.rep("k", 22), string.rep("k", 23), string.rep("k", 200) }
+      for i = 1, 300 do keys[#keys + 1] = "key" .. i end
+      for round = 1, 3 do
+        collectgarbage()
+        local t = {}
+        for i, k in ipairs(keys) do t[k] = i * round end
+        local c = roundtrip(t)
+        local n = 0
+        for k, v in pairs(c) do
+          n = n + 1
+          assert.equal(t[k], v)
+        end
+        assert.equal(#keys, n)
+        for i, k in ipairs(keys) do assert.equal(i * round, c[k]) end
+      end
+    end)
+
+    it("keeps strings equal to keys apart from the keys", function()
+      local c = roundtrip({ id = "id", [1] = "name", name = { "id", name = "name" } })
+      assert.same({ id = "id", [1] = "name", name = { "id", name = "name" } }, c)
+    end)
   end)
 
   describe("functions", function()
