@@ -368,7 +368,7 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
 static void push_ready(task_t *t, bool next) {
   shard_t *sh = t->t_home;
   t->t_next = NULL;
-  pthread_mutex_lock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
   if (next) {
     task_t *old = sh->sh_next;
     sh->sh_next = t;
@@ -379,7 +379,7 @@ static void push_ready(task_t *t, bool next) {
     sh->sh_rtail = t;
   }
   atomic_fetch_add_explicit(&sh->sh_nready, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
   /* The thread running sh pops its queue again before it gives sh back:
    * nothing to tell the scheduler. */
   if (tls_shard != sh) braid_sched_ready(rt.sched, &sh->sh_unit);
@@ -401,7 +401,7 @@ static void task_timer_cb(braid_timer_t *tm) {
 
 static task_t *pop_ready(shard_t *sh) {
   if (atomic_load_explicit(&sh->sh_nready, memory_order_acquire) == 0) return NULL;
-  pthread_mutex_lock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
   task_t *t = sh->sh_next;
   if (t == NULL || (++sh->sh_tick % SHARD_FAIR_TICK == 0 && sh->sh_rhead != NULL)) {
     t = sh->sh_rhead;
@@ -416,7 +416,7 @@ static task_t *pop_ready(shard_t *sh) {
     t->t_next = NULL;
     atomic_fetch_sub_explicit(&sh->sh_nready, 1, memory_order_relaxed);
   }
-  pthread_mutex_unlock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
   return t;
 }
 
@@ -446,10 +446,10 @@ static void task_cancel_hook(braid_future_t *f, void *arg) {
 }
 
 static void task_free(task_t *t) {
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   if (t->t_lprev) t->t_lprev->t_lnext = t->t_lnext; else rt.live = t->t_lnext;
   if (t->t_lnext) t->t_lnext->t_lprev = t->t_lprev;
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   atomic_fetch_sub_explicit(&rt.nlive, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.epoch, 1, memory_order_relaxed);
   if (t->t_home) atomic_fetch_sub_explicit(&t->t_home->sh_ntasks, 1, memory_order_relaxed);
@@ -575,9 +575,9 @@ static void run_task(shard_t *sh, task_t *t) {
   t->t_nargs = 0;
   /* The resume is over: no hook setter may touch co's hook while we clear
    * it (it would survive into the next resume otherwise). */
-  pthread_mutex_lock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
   atomic_store_explicit(&sh->sh_current, NULL, memory_order_relaxed);
-  pthread_mutex_unlock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
   lua_sethook(co, NULL, 0, 0);        /* a hook that did not fire */
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
@@ -647,10 +647,10 @@ static bool shard_run(void *ctx, braid_unit_t *u, int64_t slice_end) {
 static void shard_preempt(void *ctx, braid_unit_t *u) {
   shard_t *sh = u->u_data;
   (void)ctx;
-  pthread_mutex_lock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
   task_t *t = atomic_load_explicit(&sh->sh_current, memory_order_acquire);
   if (t) lua_sethook(t->t_co, preempt_hook, LUA_MASKCOUNT, 1);
-  pthread_mutex_unlock(&sh->sh_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
 }
 
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
@@ -723,7 +723,7 @@ static void rt_free_parts(void) {
     for (int i = 0; i < rt.nshards; i++) {
       shard_t *sh = &rt.shards[i];
       if (sh->sh_L) lua_close(sh->sh_L);
-      pthread_mutex_destroy(&sh->sh_mtx);
+      BRAID_PCHECK(pthread_mutex_destroy(&sh->sh_mtx));
     }
     free(rt.shards);
     rt.shards = NULL;
@@ -753,9 +753,9 @@ static void rt_start(lua_State *L) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   if (rt.started) {
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     free(path);
     free(cpath);
     return;
@@ -805,11 +805,11 @@ static void rt_start(lua_State *L) {
   }
   rt.started = true;
   atomic_store_explicit(&rt.quiet_reports, false, memory_order_release);
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   return;
 error:
   rt_free_parts();
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   luaL_error(L, "braid: cannot start the runtime (%s)", why);
 }
 
@@ -855,16 +855,16 @@ static void task_abandon(task_t *t) {
  * everything such a thread may touch allocated: the process is exiting, as
  * a Go program exits with goroutines still running. */
 static void rt_stop(void) {
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   if (!rt.started || atomic_load_explicit(&rt.stopping, memory_order_seq_cst)) {
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     return;
   }
   atomic_store_explicit(&rt.stopping, true, memory_order_seq_cst);
   atomic_store_explicit(&rt.quiet_reports, true, memory_order_release);
   for (task_t *t = rt.live; t; t = t->t_lnext)
     atomic_store_explicit(&t->t_cancel, true, memory_order_seq_cst);
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   /* No shard runs another task; the running ones raise at their next
    * instruction. */
   for (int i = 0; i < rt.nshards; i++) {
@@ -883,7 +883,7 @@ static void rt_stop(void) {
   if (!joined) {
     /* Leave the shards, the tasks and the scheduler to the detached
      * threads; start afresh if the host opens braid again. */
-    pthread_mutex_lock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
     rt.shards = NULL;
     rt.sched = NULL;
     rt.timers = NULL;
@@ -894,15 +894,15 @@ static void rt_stop(void) {
     rt.started = false;
     atomic_store_explicit(&rt.stopping, false, memory_order_seq_cst);
     rt.have_owner = false;
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     return;
   }
   (void)pool_done;
   /* Every thread that runs tasks is gone: end what is left. */
   for (;;) {
-    pthread_mutex_lock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
     task_t *t = rt.live;
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     if (t == NULL) break;
     task_abandon(t);
   }
@@ -913,11 +913,11 @@ static void rt_stop(void) {
   atomic_store_explicit(&rt.nlive, 0, memory_order_relaxed);
   atomic_store_explicit(&rt.binflight, 0, memory_order_relaxed);
   rt_free_parts();                      /* closes the states: no lock held */
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   rt.started = false;
   atomic_store_explicit(&rt.stopping, false, memory_order_seq_cst);
   rt.have_owner = false;
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -929,7 +929,7 @@ static void deadlock_holders(char *buf, size_t size) {
   size_t used = 0;
   int shown = 0, more = 0;
   buf[0] = '\0';
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   for (task_t *t = rt.live; t; t = t->t_lnext) {
     int st = atomic_load_explicit(&t->t_state, memory_order_relaxed);
     const char *w = atomic_load_explicit(&t->t_what, memory_order_relaxed);
@@ -950,7 +950,7 @@ static void deadlock_holders(char *buf, size_t size) {
     used += (size_t)k;
     shown++;
   }
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   if (more > 0 && used + 32 < size) snprintf(buf + used, size - used, "; and %d more", more);
 }
 
@@ -1287,12 +1287,12 @@ static int spawn_common(lua_State *L, int fnidx, const char *name) {
   task_t *t = task_new(L, fnidx, nargs, name);
   braid__pushhandle(L, (braid_obj_t *)t->t_fut);  /* before queueing: t may end at once */
   braid_future_set_cancel_hook(t->t_fut, task_cancel_hook, t);
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   t->t_lnext = rt.live;
   if (rt.live) rt.live->t_lprev = t;
   rt.live = t;
   bool stopping = atomic_load_explicit(&rt.stopping, memory_order_seq_cst);
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   atomic_fetch_add_explicit(&rt.nlive, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt.spawned, 1, memory_order_relaxed);
   if (stopping) return luaL_error(L, "braid: the runtime is shutting down");
@@ -1451,7 +1451,7 @@ static int l_config(lua_State *L) {
     if (maxth < 0 || maxth > 65536) braid__argerror(L, 1, fn, "max_threads must be between 0 and 65536");
   }
   lua_pop(L, 5);
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   bool started = rt.started;
   if (!started) {
     if (workers) rt.nworkers = (int)workers;
@@ -1460,7 +1460,7 @@ static int l_config(lua_State *L) {
     if (states) rt.nshards = (int)states;
     if (maxth >= 0) rt.max_threads = (int)maxth;
   }
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   if (started) return luaL_error(L, "braid: config: the runtime has already started");
   return 0;
 }
@@ -1473,7 +1473,7 @@ static void setint(lua_State *L, const char *k, lua_Integer v) {
 static int l_stats(lua_State *L) {
   long live = atomic_load_explicit(&rt.nlive, memory_order_relaxed);
   long ready = 0, blocked = 0, sleeping = 0, running = 0;
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   for (task_t *t = rt.live; t; t = t->t_lnext) {
     switch (atomic_load_explicit(&t->t_state, memory_order_relaxed)) {
       case T_BLOCKED: blocked++; break;
@@ -1491,7 +1491,7 @@ static int l_stats(lua_State *L) {
     braid_sched_stats(rt.sched, &ss);
     braid_jobpool_stats(rt.jobs, &js);
   }
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   lua_createtable(L, 0, 20);
   setint(L, "workers", workers);
   setint(L, "states", states);
@@ -1543,7 +1543,7 @@ static int l_tasks(lua_State *L) {
       cap = want;
     }
     int64_t now = braid_now_ns();
-    pthread_mutex_lock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
     n = 0;
     bool fits = true;
     for (task_t *t = rt.live; t; t = t->t_lnext) {
@@ -1563,7 +1563,7 @@ static int l_tasks(lua_State *L) {
       r->ontype = ot ? ot->ot_name : NULL;
       r->onid = atomic_load_explicit(&t->t_onid, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     if (fits) break;
     cap = 0;                            /* grew meanwhile: again, larger */
   }
@@ -1603,13 +1603,13 @@ void braid__open_runtime(lua_State *L) {
   if (opening_private_state) return;
   /* The first host state to open braid owns the runtime: closing it shuts
    * the runtime down (a userdata in its registry with __gc). */
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   bool first = !rt.have_owner;
   if (first) {
     rt.have_owner = true;
     rt.owner = pthread_self();
   }
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   if (first) {
     lua_newuserdatauv(L, 1, 0);
     lua_createtable(L, 0, 1);
@@ -1624,15 +1624,15 @@ void braid__open_runtime(lua_State *L) {
 /* for the embedding API */
 
 int braid__rt_configure(int workers, double preempt_ms, int blocking_threads) {
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   if (rt.started) {
-    pthread_mutex_unlock(&rt.mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
     return BRAID_EINVAL;
   }
   if (workers > 0) rt.nworkers = workers;
   if (preempt_ms >= 1) rt.preempt_ms = preempt_ms;
   if (blocking_threads > 0) rt.blocking_max = blocking_threads;
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   return 0;
 }
 
@@ -1643,9 +1643,9 @@ void braid__rt_start(lua_State *L) {
 }
 
 braid_jobpool_t *braid__rt_jobpool(void) {
-  pthread_mutex_lock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
   braid_jobpool_t *p = rt.started ? rt.jobs : NULL;
-  pthread_mutex_unlock(&rt.mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   return p;
 }
 

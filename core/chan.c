@@ -33,7 +33,10 @@ braid_chan_t *braid_chan_new(size_t cap, braid_policy_t policy) {
     return NULL;
   braid_chan_t *ch = calloc(1, sizeof *ch);
   if (ch == NULL) return NULL;
-  braid_obj_init(&ch->c_obj, &braid_chan_type);
+  if (braid_obj_init(&ch->c_obj, &braid_chan_type) != 0) {
+    free(ch);
+    return NULL;
+  }
   ch->c_cap = cap;
   ch->c_policy = policy;
   return ch;

@@ -128,18 +128,18 @@ static int cond_init_monotonic(pthread_cond_t *cv) {
   if (rc != 0) return rc;
   rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   if (rc == 0) rc = pthread_cond_init(cv, &ca);
-  pthread_condattr_destroy(&ca);
+  BRAID_PCHECK(pthread_condattr_destroy(&ca));
   return rc;
 }
 
 /* Waits on cv (with s_mtx held) until signalled or deadline. */
 static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *m, int64_t deadline) {
   if (deadline == BRAID_FOREVER) {
-    pthread_cond_wait(cv, m);
+    BRAID_PCHECK(pthread_cond_wait(cv, m));
     return;
   }
   struct timespec ts = { (time_t)(deadline / 1000000000), (long)(deadline % 1000000000) };
-  pthread_cond_timedwait(cv, m, &ts);
+  BRAID_PCHECK_TIMED(pthread_cond_timedwait(cv, m, &ts));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -156,9 +156,9 @@ static void global_push_locked(braid_sched_t *s, braid_unit_t *u) {
 }
 
 static void global_push(braid_sched_t *s, braid_unit_t *u) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   global_push_locked(s, u);
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
 }
 
 void braid__sched_push(braid_sched_t *s, braid_unit_t *u) {
@@ -168,7 +168,7 @@ void braid__sched_push(braid_sched_t *s, braid_unit_t *u) {
 
 static braid_unit_t *global_pop(braid_sched_t *s) {
   if (atomic_load_explicit(&s->s_nqueued, memory_order_seq_cst) == 0) return NULL;
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   braid_unit_t *u = s->s_head;
   if (u) {
     s->s_head = u->u_next;
@@ -176,7 +176,7 @@ static braid_unit_t *global_pop(braid_sched_t *s) {
     u->u_next = NULL;
     atomic_fetch_sub_explicit(&s->s_nqueued, 1, memory_order_relaxed);
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   return u;
 }
 
@@ -303,10 +303,10 @@ void braid__sched_wakep(braid_sched_t *s) {
   if (atomic_load_explicit(&s->s_nidle, memory_order_seq_cst) == 0 &&
       !atomic_load_explicit(&s->s_polling, memory_order_seq_cst))
     return;
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   if (atomic_load_explicit(&s->s_nspinning, memory_order_relaxed) != 0 ||
       atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     return;
   }
   braid_sthread_t *th = s->s_idle;
@@ -316,8 +316,8 @@ void braid__sched_wakep(braid_sched_t *s) {
     th->th_spinning = true;           /* it wakes up spinning */
     atomic_fetch_add_explicit(&s->s_nspinning, 1, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&s->s_nidle, 1, memory_order_relaxed);
-    pthread_cond_signal(&th->th_cv);
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_cond_signal(&th->th_cv));
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     return;
   }
   braid_sthread_t *p = s->s_poller;
@@ -326,18 +326,18 @@ void braid__sched_wakep(braid_sched_t *s) {
     s->s_poll_woken = true;
     if (s->s_ops.poll == NULL) pthread_cond_signal(&p->th_cv);
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   if (brk && s->s_ops.poll_break) s->s_ops.poll_break(s->s_ctx);
 }
 
 void braid_sched_kick(braid_sched_t *s) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   braid_sthread_t *p = s->s_poller;
   if (p) {
     s->s_poll_woken = true;
     if (s->s_ops.poll == NULL) pthread_cond_signal(&p->th_cv);
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   if (p && s->s_ops.poll_break) s->s_ops.poll_break(s->s_ctx);
 }
 
@@ -359,10 +359,10 @@ static void stop_spinning(braid_sched_t *s, braid_sthread_t *th) {
 /* Parks th (which holds a slot) until there is work: as the poller if
  * nobody polls, else on its condition variable. */
 static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   if (s->s_head != NULL || atomic_load_explicit(&s->s_stopping, memory_order_relaxed) ||
       !atomic_load_explicit(&th->th_has_slot, memory_order_relaxed)) {
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     return;
   }
   if (s->s_poller == NULL) {
@@ -372,15 +372,15 @@ static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
     atomic_fetch_add_explicit(&s->s_polls, 1, memory_order_relaxed);
     int64_t deadline = s->s_cfg.timers ? braid_timerq_next(s->s_cfg.timers) : BRAID_FOREVER;
     if (s->s_ops.poll) {
-      pthread_mutex_unlock(&s->s_mtx);
+      BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
       s->s_ops.poll(s->s_ctx, deadline);
-      pthread_mutex_lock(&s->s_mtx);
+      BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
     } else if (!s->s_poll_woken) {
       cond_wait_until(&th->th_cv, &s->s_mtx, deadline);
     }
     s->s_poller = NULL;
     atomic_store_explicit(&s->s_polling, false, memory_order_seq_cst);
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     braid__sched_run_timers(s);
     return;
   }
@@ -389,7 +389,7 @@ static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
   s->s_idle = th;
   atomic_fetch_add_explicit(&s->s_nidle, 1, memory_order_relaxed);
   while (th->th_parked && !atomic_load_explicit(&s->s_stopping, memory_order_relaxed))
-    pthread_cond_wait(&th->th_cv, &s->s_mtx);
+    BRAID_PCHECK(pthread_cond_wait(&th->th_cv, &s->s_mtx));
   if (th->th_parked) {                /* stopping: take it off the list */
     braid_sthread_t **pp = &s->s_idle;
     while (*pp && *pp != th) pp = &(*pp)->th_pnext;
@@ -397,19 +397,19 @@ static void park_idle(braid_sched_t *s, braid_sthread_t *th) {
     th->th_parked = false;
     atomic_fetch_sub_explicit(&s->s_nidle, 1, memory_order_relaxed);
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
 }
 
 /* Parks a thread without a slot until sysmon gives it one. */
 static void park_spare(braid_sched_t *s, braid_sthread_t *th) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   if (!atomic_load_explicit(&th->th_has_slot, memory_order_relaxed) &&
       !atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
     th->th_parked = true;
     th->th_pnext = s->s_spares;
     s->s_spares = th;
     while (th->th_parked && !atomic_load_explicit(&s->s_stopping, memory_order_relaxed))
-      pthread_cond_wait(&th->th_cv, &s->s_mtx);
+      BRAID_PCHECK(pthread_cond_wait(&th->th_cv, &s->s_mtx));
     if (th->th_parked) {
       braid_sthread_t **pp = &s->s_spares;
       while (*pp && *pp != th) pp = &(*pp)->th_pnext;
@@ -417,7 +417,7 @@ static void park_spare(braid_sched_t *s, braid_sthread_t *th) {
       th->th_parked = false;
     }
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -432,9 +432,9 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
    * s_nrunning: either sysmon sees us running or we see it asleep. */
   atomic_fetch_add_explicit(&s->s_nrunning, 1, memory_order_seq_cst);
   if (atomic_load_explicit(&s->s_mon_sleeping, memory_order_seq_cst)) {
-    pthread_mutex_lock(&s->s_mtx);
-    pthread_cond_signal(&s->s_mon_cv);
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
+    BRAID_PCHECK(pthread_cond_signal(&s->s_mon_cv));
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   }
   bool more = s->s_ops.run(s->s_ctx, u, braid_now_ns() + s->s_cfg.preempt_ns);
   atomic_fetch_sub_explicit(&s->s_nrunning, 1, memory_order_relaxed);
@@ -462,10 +462,10 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
 /* After a run: a thread that was handed off gives up (its slot is gone). */
 static void after_handoff(braid_sched_t *s, braid_sthread_t *th) {
   if (!atomic_load_explicit(&th->th_in_c, memory_order_acquire)) return;
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   atomic_store_explicit(&th->th_in_c, false, memory_order_release);
   atomic_fetch_sub_explicit(&s->s_nin_c, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   /* Its runnext belongs to a thread with a slot now. */
   braid_unit_t *u = atomic_exchange_explicit(&th->th_runnext, NULL, memory_order_acq_rel);
   if (u) {
@@ -479,7 +479,7 @@ static void *thread_main(void *arg) {
   tls_thread = th;
   sigset_t all;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);   /* signals are the host's */
+  BRAID_PCHECK(pthread_sigmask(SIG_BLOCK, &all, NULL));   /* signals are the host's */
   if (s->s_ops.thread_start) s->s_ops.thread_start(s->s_ctx);
   while (!atomic_load_explicit(&s->s_stopping, memory_order_acquire)) {
     if (!atomic_load_explicit(&th->th_has_slot, memory_order_acquire)) {
@@ -554,7 +554,7 @@ braid_sthread_t *braid__sched_spawn_locked(braid_sched_t *s, bool has_slot) {
   if (pthread_create(&th->th_pth, NULL, thread_main, th) != 0) {
     atomic_store_explicit(&s->s_nthreads, n, memory_order_release);
     s->s_threads[n] = NULL;
-    pthread_cond_destroy(&th->th_cv);
+    BRAID_PCHECK(pthread_cond_destroy(&th->th_cv));
     free(th);
     return NULL;
   }
@@ -592,7 +592,7 @@ braid_sched_t *braid_sched_new(const braid_sched_config_t *cfg,
   atomic_init(&s->s_mon_sleeping, false);
   return s;
 error3:
-  pthread_mutex_destroy(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_destroy(&s->s_mtx));
 error2:
   free(s->s_threads);
 error1:
@@ -601,35 +601,35 @@ error1:
 }
 
 int braid_sched_start(braid_sched_t *s) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   for (int i = 0; i < s->s_cfg.workers; i++) {
     if (braid__sched_spawn_locked(s, true) == NULL) {
-      pthread_mutex_unlock(&s->s_mtx);
+      BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
       braid_sched_stop(s, BRAID_FOREVER);
       return BRAID_ENOMEM;
     }
   }
   if (pthread_create(&s->s_sysmon, NULL, braid__sysmon_main, s) != 0) {
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     braid_sched_stop(s, BRAID_FOREVER);
     return BRAID_ENOMEM;
   }
   s->s_sysmon_started = true;
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   return 0;
 }
 
 bool braid_sched_stop(braid_sched_t *s, int64_t grace_ns) {
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   atomic_store_explicit(&s->s_stopping, true, memory_order_seq_cst);
   int n = atomic_load_explicit(&s->s_nthreads, memory_order_relaxed);
   for (int i = 0; i < n; i++) pthread_cond_signal(&s->s_threads[i]->th_cv);
-  pthread_cond_signal(&s->s_mon_cv);
+  BRAID_PCHECK(pthread_cond_signal(&s->s_mon_cv));
   bool polling = s->s_poller != NULL;
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   if (polling && s->s_ops.poll_break) s->s_ops.poll_break(s->s_ctx);
   if (s->s_sysmon_started) {
-    pthread_join(s->s_sysmon, NULL);
+    BRAID_PCHECK(pthread_join(s->s_sysmon, NULL));
     s->s_sysmon_started = false;
   }
   /* Sysmon is gone: the thread count no longer changes. */
@@ -640,7 +640,7 @@ bool braid_sched_stop(braid_sched_t *s, int64_t grace_ns) {
     braid_sthread_t *th = s->s_threads[i];
     if (th->th_joined) continue;
     if (until == BRAID_FOREVER) {
-      pthread_join(th->th_pth, NULL);
+      BRAID_PCHECK(pthread_join(th->th_pth, NULL));
       th->th_joined = true;
       continue;
     }
@@ -662,7 +662,7 @@ bool braid_sched_stop(braid_sched_t *s, int64_t grace_ns) {
       if (braid_now_ns() >= until) break;
     }
     if (!th->th_joined) {
-      pthread_detach(th->th_pth);
+      BRAID_PCHECK(pthread_detach(th->th_pth));
       th->th_joined = true;           /* never join it again */
       all = false;
     }
@@ -674,12 +674,12 @@ void braid_sched_free(braid_sched_t *s) {
   if (s == NULL) return;
   int n = atomic_load_explicit(&s->s_nthreads, memory_order_relaxed);
   for (int i = 0; i < n; i++) {
-    pthread_cond_destroy(&s->s_threads[i]->th_cv);
+    BRAID_PCHECK(pthread_cond_destroy(&s->s_threads[i]->th_cv));
     free(s->s_threads[i]);
   }
   free(s->s_threads);
-  pthread_cond_destroy(&s->s_mon_cv);
-  pthread_mutex_destroy(&s->s_mtx);
+  BRAID_PCHECK(pthread_cond_destroy(&s->s_mon_cv));
+  BRAID_PCHECK(pthread_mutex_destroy(&s->s_mtx));
   free(s);
 }
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 
 #include "clock.h"
+#include "refcnt.h"
 #include "sched_internal.h"
 
 static int64_t tick_ns(const braid_sched_t *s) {
@@ -47,7 +48,7 @@ static void handoff_locked(braid_sched_t *s, braid_sthread_t *th, int64_t now) {
     s->s_spares = spare->th_pnext;
     spare->th_parked = false;
     atomic_store_explicit(&spare->th_has_slot, true, memory_order_release);
-    pthread_cond_signal(&spare->th_cv);
+    BRAID_PCHECK(pthread_cond_signal(&spare->th_cv));
   } else if (braid__sched_spawn_locked(s, true) == NULL) {
     return;                           /* at the bound: th keeps its slot */
   }
@@ -96,14 +97,14 @@ static void check_thread(braid_sched_t *s, braid_sthread_t *th, int64_t now, int
   }
   if (th->th_mon_preempted != 0 && now - th->th_mon_preempted >= 2 * tick &&
       !atomic_load_explicit(&th->th_in_c, memory_order_acquire)) {
-    pthread_mutex_lock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
     /* Still in the same resume (it cannot have moved on: the counter is
      * bumped before a new one starts, and we hold no lock it needs). */
     if (atomic_load_explicit(&th->th_unit, memory_order_acquire) == u &&
         atomic_load_explicit(&th->th_progress, memory_order_relaxed) == p &&
         atomic_load_explicit(&th->th_has_slot, memory_order_relaxed))
       handoff_locked(s, th, now);
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   }
 }
 
@@ -111,16 +112,16 @@ void *braid__sysmon_main(void *arg) {
   braid_sched_t *s = arg;
   sigset_t all;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  BRAID_PCHECK(pthread_sigmask(SIG_BLOCK, &all, NULL));
   int64_t tick = tick_ns(s);
-  pthread_mutex_lock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   while (!atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
     /* Sleep while nothing runs.  seq_cst: the Dekker pair with run_unit
      * (it bumps s_nrunning, then reads s_mon_sleeping). */
     atomic_store_explicit(&s->s_mon_sleeping, true, memory_order_seq_cst);
     if (atomic_load_explicit(&s->s_nrunning, memory_order_seq_cst) == 0 &&
         atomic_load_explicit(&s->s_nin_c, memory_order_relaxed) == 0) {
-      pthread_cond_wait(&s->s_mon_cv, &s->s_mtx);
+      BRAID_PCHECK(pthread_cond_wait(&s->s_mon_cv, &s->s_mtx));
       atomic_store_explicit(&s->s_mon_sleeping, false, memory_order_relaxed);
       continue;
     }
@@ -129,10 +130,10 @@ void *braid__sysmon_main(void *arg) {
     int64_t wake = braid_now_ns() + tick;
     ts.tv_sec = (time_t)(wake / 1000000000);
     ts.tv_nsec = (long)(wake % 1000000000);
-    pthread_cond_timedwait(&s->s_mon_cv, &s->s_mtx, &ts);
+    BRAID_PCHECK_TIMED(pthread_cond_timedwait(&s->s_mon_cv, &s->s_mtx, &ts));
     if (atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) break;
     bool poller = s->s_poller != NULL;
-    pthread_mutex_unlock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     int64_t now = braid_now_ns();
     int n = atomic_load_explicit(&s->s_nthreads, memory_order_acquire);
     for (int i = 0; i < n; i++) check_thread(s, s->s_threads[i], now, tick);
@@ -143,8 +144,8 @@ void *braid__sysmon_main(void *arg) {
       braid__sched_run_timers(s);
       if (s->s_ops.poll) s->s_ops.poll(s->s_ctx, 0);
     }
-    pthread_mutex_lock(&s->s_mtx);
+    BRAID_PCHECK(pthread_mutex_lock(&s->s_mtx));
   }
-  pthread_mutex_unlock(&s->s_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   return NULL;
 }

@@ -28,6 +28,7 @@
 
 #include "clock.h"
 #include "err.h"
+#include "refcnt.h"
 #include "waiter.h"
 
 enum { W_IDLE = 0, W_SLEEPING = 1, W_WOKEN = 2 };
@@ -55,7 +56,7 @@ void braid_waiter_init(braid_waiter_t *w, braid_wake_fn wake, void *data) {
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&w->w_cv, &ca);
-  pthread_condattr_destroy(&ca);
+  BRAID_PCHECK(pthread_condattr_destroy(&ca));
 #endif
 }
 
@@ -63,8 +64,8 @@ void braid_waiter_fini(braid_waiter_t *w) {
   braid_msg_release(w->w_msg);
   w->w_msg = NULL;
 #ifndef __linux__
-  pthread_cond_destroy(&w->w_cv);
-  pthread_mutex_destroy(&w->w_mtx);
+  BRAID_PCHECK(pthread_cond_destroy(&w->w_cv));
+  BRAID_PCHECK(pthread_mutex_destroy(&w->w_mtx));
 #endif
 }
 
@@ -108,10 +109,10 @@ void braid_waiter_wake(braid_waiter_t *w) {
   if (atomic_compare_exchange_strong_explicit(&w->w_state, &idle, W_WOKEN,
                                               memory_order_acq_rel, memory_order_acquire))
     return;
-  pthread_mutex_lock(&w->w_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&w->w_mtx));
   atomic_store_explicit(&w->w_state, W_WOKEN, memory_order_release);
-  pthread_cond_signal(&w->w_cv);
-  pthread_mutex_unlock(&w->w_mtx);
+  BRAID_PCHECK(pthread_cond_signal(&w->w_cv));
+  BRAID_PCHECK(pthread_mutex_unlock(&w->w_mtx));
   return;
 #endif
   /* acq_rel: release publishes w_err/w_msg to the parked thread (paired with
@@ -173,14 +174,14 @@ int braid_waiter_park_until(braid_waiter_t *w, int64_t deadline) {
     ts.tv_nsec = deadline % 1000000000;
   }
   int rc = 0;
-  pthread_mutex_lock(&w->w_mtx);
+  BRAID_PCHECK(pthread_mutex_lock(&w->w_mtx));
   int idle = W_IDLE;
   /* Acquire on failure: the state is WOKEN and the result is visible. */
   if (atomic_compare_exchange_strong_explicit(&w->w_state, &idle, W_SLEEPING,
                                               memory_order_acq_rel, memory_order_acquire)) {
     while (atomic_load_explicit(&w->w_state, memory_order_acquire) != W_WOKEN) {
       if (deadline == BRAID_FOREVER) {
-        pthread_cond_wait(&w->w_cv, &w->w_mtx);
+        BRAID_PCHECK(pthread_cond_wait(&w->w_cv, &w->w_mtx));
       } else if (pthread_cond_timedwait(&w->w_cv, &w->w_mtx, &ts) != 0 &&
                  braid_now_ns() >= deadline) {
         int sleeping = W_SLEEPING;
@@ -192,7 +193,7 @@ int braid_waiter_park_until(braid_waiter_t *w, int64_t deadline) {
       }
     }
   }
-  pthread_mutex_unlock(&w->w_mtx);
+  BRAID_PCHECK(pthread_mutex_unlock(&w->w_mtx));
   return rc;
 #endif
 }
