@@ -78,7 +78,9 @@ function M.connect(url, opts)
   return braid.blocking(connect_blocking, url, name, mr, num("reconnect_wait"), num("timeout")):await()
 end
 
-function conn.publish(nc, subject, v, reply)
+-- nc:publish is bindings/lnats.c's (a string goes straight to nats.c);
+-- it calls this for any other value.
+function conn._publish(nc, subject, v, reply)
   checksubject(subject, 1, "nc:publish")
   if reply ~= nil then checksubject(reply, 3, "nc:publish") end
   local data, json = encode(v, 2, "nc:publish")
