@@ -428,9 +428,25 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
   if (f) {
     braid_value_t vals[2];
     size_t n = 1;
+    const char *herr = NULL;
     if (natsMsg_IsNoResponders(m)) {
       braid_value_init_nil(&vals[0]);
       braid_value_init_cstring(&vals[1], "no responders");
+      n = 2;
+    } else if (natsMsgHeader_Get(m, "Nats-Service-Error", &herr) == NATS_OK && herr) {
+      /* The NATS micro services' error reply (nc:serve sends it when its
+       * handler raises; so do Go's and nats.c's micro services). */
+      size_t len = strlen(herr);
+      char *e = malloc(len + 16);
+      braid_value_init_nil(&vals[0]);
+      if (e) {
+        memcpy(e, "handler error: ", 15);
+        memcpy(e + 15, herr, len + 1);
+        braid_value_init_string(&vals[1], e, len + 15);
+        free(e);
+      } else {
+        braid_value_init_cstring(&vals[1], "handler error");
+      }
       n = 2;
     } else if (data_value(&s->s_json, m, &vals[0]) != 0) {
       braid_value_init_nil(&vals[0]);

@@ -143,18 +143,30 @@ end
 
 -- serve: opts.workers tasks read one queue-group subscription (policy
 -- "block": requests wait in the channel, and beyond it in nats.c's pending
--- queue, rather than being dropped).  A handler that raises gets no reply
--- sent (the requester times out); the error is written to stderr.
+-- queue, rather than being dropped).  A handler that raises answers with
+-- the NATS micro services' error reply (headers Nats-Service-Error: the
+-- message, Nats-Service-Error-Code: 500; an empty payload), which
+-- nc:request returns as nil, "handler error: <message>"; the error is also
+-- written to stderr.
+local function error_reply(nc, reply, msg)
+  -- a header value is one line
+  msg = tostring(msg):gsub("[\r\n]+", " "):sub(1, 1024)
+  return pcall(nc._pub, nc, reply, "", nil, false,
+    { ["Nats-Service-Error"] = msg, ["Nats-Service-Error-Code"] = "500" })
+end
+
 local function serve_worker(nc, ch, handler, subject)
   for m in ch:iter() do
     local ok, r = pcall(handler, m.data, m)
     if not ok then
       io.stderr:write(("braid.nats: serve '%s': handler error: %s\n"):format(subject, tostring(r)))
+      if m.reply then error_reply(nc, m.reply, r) end
     elseif m.reply then
       if r == nil then r = "" end
       local sent, e = pcall(nc.publish, nc, m.reply, r)
       if not sent then
         io.stderr:write(("braid.nats: serve '%s': reply: %s\n"):format(subject, tostring(e)))
+        error_reply(nc, m.reply, e)
       end
     end
   end

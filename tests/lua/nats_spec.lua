@@ -165,6 +165,31 @@ describe("braid.nats", function()
     nc:close()
   end)
 
+  it("a handler that raises answers with an error reply, not a timeout", function()
+    local nc = connect()
+    local svc = nc:serve("fragile", function(d)
+      if d == "boom" then error("boom\nsecond line", 0) end
+      return d
+    end, { workers = 1 })
+    nc:flush()
+    -- a 60 s timeout: only an error reply can end this call with "handler error"
+    local r, err = nc:request("fragile", "boom", 60)
+    assert.is_nil(r)
+    assert.equals("handler error: boom second line", err)
+    -- the service goes on
+    assert.equals("fine", nc:request("fragile", "fine", 10))
+    -- on the wire: the NATS micro services' error headers, empty payload
+    local inbox = nc:subscribe("my.reply.box")
+    nc:flush()
+    nc:publish("fragile", "boom", "my.reply.box")
+    local m = assert(inbox:recv(10))
+    assert.equals("", m.data)
+    assert.equals("boom second line", m.headers["nats-service-error"])
+    assert.equals("500", m.headers["nats-service-error-code"])
+    assert.is_true(svc:stop(5))
+    nc:close()
+  end)
+
   it("a request parks only its task; the connection works from tasks on any worker", function()
     local nc = connect()
     local svc = nc:serve("slow", function(d) braid.sleep(0.3) return d end, { workers = 1 })
