@@ -41,6 +41,11 @@
  * on that future with its timeout, so a request parks only that task;
  * on a timeout Lua forgets the token (_forget).
  *
+ * The main thread's deadlock check (lruntime.c) cannot see nats.c's
+ * threads, so each open subscription (until its on-complete callback),
+ * each pending request and each JetStream fetch thread counts as a runtime
+ * job (braid__rt_job), as a native call in flight does.
+ *
  * Lifetime: a subscription record is referenced by the connection's list
  * and by nats.c's delivery (released in the on-complete callback).  close()
  * closes the subscription channels (waking a blocked "block" callback),
@@ -143,8 +148,16 @@ static void nsub_release(nsub_t *s) {
   free(s);
 }
 
-/* nats.c: the subscription's delivery has ended (after its last callback). */
+/* nats.c: the subscription's delivery has ended (after its last callback).
+ * Each open subscription counts as a runtime job (braid__rt_job), as a
+ * native call in flight does: the main thread's deadlock check must allow
+ * for a message that nats.c's threads may still deliver. */
 static void on_complete(void *closure) {
+  braid__rt_job(-1);
+  nsub_release(closure);
+}
+
+static void on_complete_mux(void *closure) {
   nsub_release(closure);
 }
 
@@ -421,6 +434,7 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
       *pp = r->r_next;
       f = r->r_fut;
       free(r);
+      braid__rt_job(-1);                /* l_req's */
       break;
     }
   }
@@ -550,6 +564,7 @@ static void *pull_main(void *arg) {
       nanosleep(&ts, NULL);
     }
   }
+  braid__rt_job(-1);                  /* l_js_pull's: fetching has ended */
   return NULL;
 }
 
@@ -605,6 +620,7 @@ static void nconn_shutdown(nconn_t *nc) {
       braid_value_clear(&vals[1]);
       braid_future_unref(r->r_fut);
       free(r);
+      braid__rt_job(-1);                /* l_req's */
     }
   }
   if (nc->n_conn) natsConnection_Close(nc->n_conn);
@@ -808,8 +824,12 @@ static nsub_t *subscribe(lua_State *L, nconn_t *nc, const char *subject, const c
     /* An unbounded channel asks for no loss: no limit in nats.c either. */
     if (unbounded) natsSubscription_SetPendingLimits(sub, -1, -1);
     else natsSubscription_SetPendingLimits(sub, 65536, 64 * 1024 * 1024);
+    braid__rt_job(1);                 /* before any on_complete can run */
     st = natsSubscription_SetOnCompleteCB(sub, on_complete, s);
-    if (st != NATS_OK) natsSubscription_Unsubscribe(sub);
+    if (st != NATS_OK) {
+      braid__rt_job(-1);
+      natsSubscription_Unsubscribe(sub);
+    }
   }
   if (st != NATS_OK) {
     /* No delivery will release its reference: s is ours alone. */
@@ -890,7 +910,8 @@ static int l_req(lua_State *L) {
       atomic_init(&mux->s_rc, 2);
       mux->s_nc = nc;
       st = natsConnection_Subscribe(&sub, nc->n_conn, prefix, on_reply, mux);
-      if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(sub, on_complete, mux);
+      /* Not a job itself: each pending request is one. */
+      if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(sub, on_complete_mux, mux);
     }
     if (inbox) natsInbox_Destroy(inbox);
     if (st != NATS_OK) {
@@ -929,6 +950,9 @@ static int l_req(lua_State *L) {
   braid_obj_lock(&nc->n_obj);
   r->r_next = nc->n_reqs[token % NBUCKETS];
   nc->n_reqs[token % NBUCKETS] = r;
+  /* A pending request is a runtime job until its reply, _forget or close
+   * takes it out (the deadlock check must wait for nats.c's reply). */
+  braid__rt_job(1);
   braid_obj_unlock(&nc->n_obj);
   natsStatus st = natsConn_publish ? natsConn_publish(nc->n_conn, m, reply, true)
                                    : natsConnection_PublishMsg(nc->n_conn, m);
@@ -957,6 +981,7 @@ static int l_forget(lua_State *L) {
       *pp = r->r_next;
       f = r->r_fut;
       free(r);
+      braid__rt_job(-1);                /* l_req's */
       break;
     }
   }
@@ -1086,7 +1111,9 @@ static int l_js_pull(lua_State *L) {
     p->p_sub = sub;
     p->p_ch = ch;
     atomic_init(&p->p_stop, false);
+    braid__rt_job(1);                 /* a fetch thread may deliver */
     if (pthread_create(&p->p_th, NULL, pull_main, p) != 0) {
+      braid__rt_job(-1);
       pthread_mutex_destroy(&p->p_mtx);
       st = NATS_NO_MEMORY;
     }

@@ -190,6 +190,25 @@ describe("braid.nats", function()
     nc:close()
   end)
 
+  it("the main thread waiting on a subscription is not a deadlock (nats.c's threads count)", function()
+    local nc = connect()
+    local ch = nc:subscribe("late.news")
+    nc:flush()
+    -- another process publishes 200 ms from now; no task, no timer here
+    local build = os.getenv("BRAID_BUILD") or "build"
+    os.execute(("(sleep 0.2; env -u LD_PRELOAD %s/nats_peer %s publish late.news hello) >/dev/null 2>&1 &")
+      :format(build, srv.url))
+    local ok, m = pcall(ch.recv, ch)        -- no timeout
+    assert.is_true(ok, tostring(m))
+    assert.equals("hello", m.data)
+    nc:close()
+    -- closed: nothing can deliver any more, and the check sees it
+    local quiet = braid.chan()
+    local ok2, err = pcall(quiet.recv, quiet)
+    assert.is_false(ok2)
+    assert.matches("deadlock", err)
+  end)
+
   it("a request parks only its task; the connection works from tasks on any worker", function()
     local nc = connect()
     local svc = nc:serve("slow", function(d) braid.sleep(0.3) return d end, { workers = 1 })
