@@ -123,8 +123,8 @@ function conn.request(nc, subject, v, timeout)
     nc:_forget(token)
     return nil, err
   end
-  -- No timeout: waited in slices, because the runtime's deadlock check
-  -- (main thread) cannot see nats.c's threads, which settle f.
+  -- No timeout: waited in slices of 60 s (a pending request counts as a
+  -- runtime job, so the main thread's deadlock check waits for it anyway).
   local ok, settled, e
   repeat
     ok, settled, e = pcall(f.wait, f, timeout or 60)
