@@ -41,6 +41,11 @@
  * on that future with its timeout, so a request parks only that task;
  * on a timeout Lua forgets the token (_forget).
  *
+ * The main thread's deadlock check (lruntime.c) cannot see nats.c's
+ * threads, so each open subscription (until its on-complete callback),
+ * each pending request and each JetStream fetch thread counts as a runtime
+ * job (braid__rt_job), as a native call in flight does.
+ *
  * Lifetime: a subscription record is referenced by the connection's list
  * and by nats.c's delivery (released in the on-complete callback).  close()
  * closes the subscription channels (waking a blocked "block" callback),
@@ -64,8 +69,24 @@
 #include "chan.h"
 #include "lbraid.h"
 #include "lembed.h"
+#include "lruntime.h"
 
 #define NBUCKETS 64
+#define BATCH 64                /* messages a delivery gathers before a send */
+
+/* nats.c's own publish (src/pub.c; exported by libnats, declared in its
+ * private conn.h, the same signature from 3.0 to today's 3.x).  With
+ * directFlush it writes the socket at once, as natsConnection_Request does
+ * for its request, instead of kicking the flusher thread, which gathers
+ * for 1 ms before it writes: on a request that 1 ms is the round trip's
+ * largest part.  Weak: a libnats without it leaves requests on the
+ * flusher's path (PublishMsg). */
+#if NATS_VERSION_MAJOR == 3
+extern natsStatus natsConn_publish(natsConnection *nc, natsMsg *msg, const char *reply,
+                                   bool directFlush) __attribute__((weak));
+#else
+static natsStatus (*const natsConn_publish)(natsConnection *, natsMsg *, const char *, bool) = NULL;
+#endif
 
 typedef struct nsub nsub_t;
 typedef struct npull npull_t;
@@ -89,6 +110,9 @@ typedef struct nconn {
   char *n_inbox;                /* its prefix, "<inbox>." */
   uint64_t n_next_token;
   bool n_closed;
+  /* Release/acquire: a lock-free copy of n_closed (set under o_mtx, after
+   * it), read by the publish fast path instead of taking the lock. */
+  _Atomic bool n_closed_hint;
   /* Relaxed counters: statistics only, read without ordering. */
   _Atomic uint64_t n_dropped;   /* values a "block" subscription lost */
 } nconn_t;
@@ -100,6 +124,11 @@ struct nsub {
   braid_chan_t *s_ch;           /* one reference; NULL for the mux */
   bool s_block;                 /* policy "block": wait for room */
   lua_State *s_json;            /* the private decoder; delivery only */
+  /* Delivery only (nats.c runs one callback of a subscription at a time):
+   * messages encoded but not yet sent, while nats.c holds more behind
+   * them (see on_msg). */
+  braid_msg_t *s_batch[BATCH];
+  int s_nbatch;
   nsub_t *s_next;               /* the connection's list (its mutex) */
 };
 
@@ -113,13 +142,22 @@ static void nsub_release(nsub_t *s) {
   /* acq_rel: the last releaser sees every write made through the other. */
   if (atomic_fetch_sub_explicit(&s->s_rc, 1, memory_order_acq_rel) != 1) return;
   if (s->s_json) lua_close(s->s_json);
+  for (int i = 0; i < s->s_nbatch; i++) braid_msg_release(s->s_batch[i]);
   if (s->s_sub) natsSubscription_Destroy(s->s_sub);
   if (s->s_ch) braid_chan_unref(s->s_ch);
   free(s);
 }
 
-/* nats.c: the subscription's delivery has ended (after its last callback). */
+/* nats.c: the subscription's delivery has ended (after its last callback).
+ * Each open subscription counts as a runtime job (braid__rt_job), as a
+ * native call in flight does: the main thread's deadlock check must allow
+ * for a message that nats.c's threads may still deliver. */
 static void on_complete(void *closure) {
+  braid__rt_job(-1);
+  nsub_release(closure);
+}
+
+static void on_complete_mux(void *closure) {
   nsub_release(closure);
 }
 
@@ -240,29 +278,6 @@ static int json_to_value(lua_State **Jp, const char *data, size_t len, braid_val
 /* ---------------------------------------------------------------------- */
 /* natsMsg -> braid_value_t                                               */
 
-static int map_set_str(braid_value_t *map, const char *k, const char *v, size_t len) {
-  braid_value_t key, val;
-  int rc = braid_value_init_cstring(&key, k);
-  if (rc != 0) return rc;
-  if ((rc = braid_value_init_string(&val, v, len)) != 0) {
-    braid_value_clear(&key);
-    return rc;
-  }
-  if ((rc = braid_map_set(map, &key, &val)) != 0) {
-    braid_value_clear(&key);
-    braid_value_clear(&val);
-  }
-  return rc;
-}
-
-static int map_set(braid_value_t *map, const char *k, braid_value_t *val) {
-  braid_value_t key;
-  int rc = braid_value_init_cstring(&key, k);
-  if (rc != 0) return rc;
-  if ((rc = braid_map_set(map, &key, val)) != 0) braid_value_clear(&key);
-  return rc;
-}
-
 static bool is_json(natsMsg *m) {
   const char *ct = NULL;
   return natsMsgHeader_Get(m, "content-type", &ct) == NATS_OK && ct &&
@@ -277,57 +292,131 @@ static int data_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
   return braid_value_init_string(out, d, len);
 }
 
-/* {subject=, data=, reply=, headers=} */
-static int msg_value(lua_State **Jp, natsMsg *m, braid_value_t *out) {
-  braid_value_init_map(out);
+/* A string value that borrows s (encoded, never cleared). */
+static braid_value_t borrowed(const char *s, size_t len) {
+  braid_value_t v;
+  v.type = BRAID_TSTRING;
+  v.u.string.ptr = (char *)s;
+  v.u.string.len = len;
+  return v;
+}
+
+/* m as the message of a value {subject=, data=, reply=, headers=} plus
+ * nextra integer fields (JetStream's id, seq, delivered).  The value is
+ * built on the stack with strings that borrow m's bytes and encoded at
+ * once: one allocation for the message (and the encoder's buffer), none
+ * per field; only a JSON payload's decoded tree and the headers' pairs
+ * are allocated. */
+static int msg_encode(lua_State **Jp, natsMsg *m, const char *const *xkeys,
+                      const int64_t *xvals, int nextra, braid_msg_t **out) {
+  braid_pair_t pairs[8];
+  size_t n = 0;
   const char *subj = natsMsg_GetSubject(m), *reply = natsMsg_GetReply(m);
-  int rc = map_set_str(out, "subject", subj, strlen(subj));
-  if (rc == 0 && reply && *reply) rc = map_set_str(out, "reply", reply, strlen(reply));
-  if (rc == 0) {
-    braid_value_t data;
-    if ((rc = data_value(Jp, m, &data)) == 0 && (rc = map_set(out, "data", &data)) != 0)
-      braid_value_clear(&data);
+  pairs[n].key = borrowed("subject", 7);
+  pairs[n++].val = borrowed(subj, strlen(subj));
+  if (reply && *reply) {
+    pairs[n].key = borrowed("reply", 5);
+    pairs[n++].val = borrowed(reply, strlen(reply));
   }
+  const char *d = natsMsg_GetData(m);
+  size_t dlen = (size_t)natsMsg_GetDataLength(m);
   const char **keys = NULL;
   int nkeys = 0;
-  if (rc == 0 && natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
-    braid_value_t h;
-    braid_value_init_map(&h);
+  /* Headers: lower-case names (as braid.http's), first value of each. */
+  braid_pair_t *hp = NULL;
+  char *names = NULL;
+  size_t nh = 0;
+  bool json = false;
+  int rc = 0;
+  if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK && nkeys > 0) {
+    size_t room = 0;
+    for (int i = 0; i < nkeys; i++) room += strlen(keys[i]) + 1;
+    hp = malloc((size_t)nkeys * sizeof *hp);
+    names = malloc(room);
+    if (hp == NULL || names == NULL) rc = BRAID_ENOMEM;
+    char *w = names;
     for (int i = 0; i < nkeys && rc == 0; i++) {
       const char *v = NULL;
-      if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK && v) {
-        /* Lower-case names, as braid.http's headers. */
-        char name[256];
-        size_t n = strlen(keys[i]);
-        if (n >= sizeof name) continue;
-        for (size_t j = 0; j <= n; j++)
-          name[j] = (char)((keys[i][j] >= 'A' && keys[i][j] <= 'Z') ? keys[i][j] + 32 : keys[i][j]);
-        rc = map_set_str(&h, name, v, strlen(v));
-      }
+      if (natsMsgHeader_Get(m, keys[i], &v) != NATS_OK || v == NULL) continue;
+      size_t kl = strlen(keys[i]);
+      for (size_t j = 0; j < kl; j++)
+        w[j] = (char)((keys[i][j] >= 'A' && keys[i][j] <= 'Z') ? keys[i][j] + 32 : keys[i][j]);
+      w[kl] = '\0';
+      if (kl == 12 && memcmp(w, "content-type", 12) == 0 && strncmp(v, "application/json", 16) == 0)
+        json = true;
+      hp[nh].key = borrowed(w, kl);
+      hp[nh++].val = borrowed(v, strlen(v));
+      w += kl + 1;
     }
-    free((void *)keys);
-    if (rc == 0 && (rc = map_set(out, "headers", &h)) != 0) braid_value_clear(&h);
-    else if (rc != 0) braid_value_clear(&h);
   }
-  if (rc != 0) braid_value_clear(out);
+  braid_value_t data;
+  if (rc == 0) {
+    if (json) rc = json_to_value(Jp, d ? d : "", dlen, &data);
+    else data = borrowed(d ? d : "", dlen);
+  }
+  if (rc == 0) {
+    pairs[n].key = borrowed("data", 4);
+    pairs[n++].val = data;
+    if (nh > 0) {
+      pairs[n].key = borrowed("headers", 7);
+      braid_value_t *h = &pairs[n++].val;
+      h->type = BRAID_TMAP;
+      h->u.map.pairs = hp;
+      h->u.map.len = h->u.map.cap = nh;
+    }
+    for (int i = 0; i < nextra && n < 8; i++) {
+      pairs[n].key = borrowed(xkeys[i], strlen(xkeys[i]));
+      braid_value_init_integer(&pairs[n++].val, xvals[i]);
+    }
+    braid_value_t v;
+    v.type = BRAID_TMAP;
+    v.u.map.pairs = pairs;
+    v.u.map.len = v.u.map.cap = n;
+    rc = braid__value_encode(&v, 1, out);
+    if (json) braid_value_clear(&data);
+  }
+  free(hp);
+  free(names);
+  free((void *)keys);
+  return rc;
+}
+
+/* Sends a message built by msg_encode (taken: released on failure). */
+static int chan_send_msg(braid_chan_t *ch, braid_msg_t *bm, int64_t deadline) {
+  int rc = braid_chan_send_until(ch, bm, deadline);
+  if (rc != 0) braid_msg_release(bm);
+  else braid__count_message();
   return rc;
 }
 
 /* nats.c: a message for a subscription. */
 static void on_msg(natsConnection *conn, natsSubscription *sub, natsMsg *m, void *closure) {
   nsub_t *s = closure;
-  braid_value_t v;
-  if (msg_value(&s->s_json, m, &v) == 0) {
-    int rc = braid_chan_send_value(s->s_ch, &v, s->s_block ? BRAID_FOREVER : 0);
+  braid_msg_t *bm = NULL;
+  if (msg_encode(&s->s_json, m, NULL, NULL, 0, &bm) == 0) s->s_batch[s->s_nbatch++] = bm;
+  natsMsg_Destroy(m);
+  /* Batching: while nats.c holds more messages for this subscription, the
+   * encoded ones wait here (up to BATCH), then go to the channel in one
+   * burst.  The reader is woken by the first send and finds the rest
+   * waiting, instead of parking and being woken again for each message;
+   * with nothing behind it a message is sent at once. */
+  int pending = 0;
+  if (s->s_nbatch < BATCH && s->s_nbatch > 0 &&
+      natsSubscription_GetPending(sub, &pending, NULL) == NATS_OK && pending > 0)
+    return;
+  int n = s->s_nbatch;
+  s->s_nbatch = 0;
+  for (int i = 0; i < n; i++) {
+    int rc = chan_send_msg(s->s_ch, s->s_batch[i], s->s_block ? BRAID_FOREVER : 0);
     if (rc == BRAID_ECLOSED) {
       /* The channel was closed by its reader: that unsubscribes. */
+      for (int j = i + 1; j < n; j++) braid_msg_release(s->s_batch[j]);
       natsSubscription_Unsubscribe(sub);
+      break;
     } else if (rc != 0) {
       atomic_fetch_add_explicit(&s->s_nc->n_dropped, 1, memory_order_relaxed);
     }
-    braid_value_clear(&v);
   }
-  natsMsg_Destroy(m);
 }
 
 /* nats.c: a reply for the response mux. */
@@ -345,6 +434,7 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
       *pp = r->r_next;
       f = r->r_fut;
       free(r);
+      braid__rt_job(-1);                /* l_req's */
       break;
     }
   }
@@ -352,9 +442,25 @@ static void on_reply(natsConnection *conn, natsSubscription *sub, natsMsg *m, vo
   if (f) {
     braid_value_t vals[2];
     size_t n = 1;
+    const char *herr = NULL;
     if (natsMsg_IsNoResponders(m)) {
       braid_value_init_nil(&vals[0]);
       braid_value_init_cstring(&vals[1], "no responders");
+      n = 2;
+    } else if (natsMsgHeader_Get(m, "Nats-Service-Error", &herr) == NATS_OK && herr) {
+      /* The NATS micro services' error reply (nc:serve sends it when its
+       * handler raises; so do Go's and nats.c's micro services). */
+      size_t len = strlen(herr);
+      char *e = malloc(len + 16);
+      braid_value_init_nil(&vals[0]);
+      if (e) {
+        memcpy(e, "handler error: ", 15);
+        memcpy(e + 15, herr, len + 1);
+        braid_value_init_string(&vals[1], e, len + 15);
+        free(e);
+      } else {
+        braid_value_init_cstring(&vals[1], "handler error");
+      }
       n = 2;
     } else if (data_value(&s->s_json, m, &vals[0]) != 0) {
       braid_value_init_nil(&vals[0]);
@@ -405,7 +511,6 @@ static void pull_deliver(npull_t *p, natsMsg *m) {
     return;
   }
   nheld_t *h = malloc(sizeof *h);
-  braid_value_t v, x;
   if (h == NULL) {
     jsMsgMetaData_Destroy(meta);
     natsMsg_Nak(m, NULL);
@@ -418,19 +523,12 @@ static void pull_deliver(npull_t *p, natsMsg *m) {
   h->h_next = p->p_held[h->h_id % NBUCKETS];
   p->p_held[h->h_id % NBUCKETS] = h;
   pthread_mutex_unlock(&p->p_mtx);
-  int rc = msg_value(&p->p_json, m, &v);
-  if (rc == 0) {
-    braid_value_init_integer(&x, (int64_t)h->h_id);
-    if ((rc = map_set(&v, "id", &x)) == 0) {
-      braid_value_init_integer(&x, (int64_t)meta->Sequence.Stream);
-      if ((rc = map_set(&v, "seq", &x)) == 0) {
-        braid_value_init_integer(&x, (int64_t)meta->NumDelivered);
-        rc = map_set(&v, "delivered", &x);
-      }
-    }
-    if (rc == 0) rc = braid_chan_send_value(p->p_ch, &v, BRAID_FOREVER);
-    braid_value_clear(&v);
-  }
+  static const char *const xkeys[3] = { "id", "seq", "delivered" };
+  int64_t xvals[3] = { (int64_t)h->h_id, (int64_t)meta->Sequence.Stream,
+                       (int64_t)meta->NumDelivered };
+  braid_msg_t *bm = NULL;
+  int rc = msg_encode(&p->p_json, m, xkeys, xvals, 3, &bm);
+  if (rc == 0) rc = chan_send_msg(p->p_ch, bm, BRAID_FOREVER);
   jsMsgMetaData_Destroy(meta);
   if (rc != 0) {
     /* Closed (stopping) or out of memory: give it back at once. */
@@ -466,6 +564,7 @@ static void *pull_main(void *arg) {
       nanosleep(&ts, NULL);
     }
   }
+  braid__rt_job(-1);                  /* l_js_pull's: fetching has ended */
   return NULL;
 }
 
@@ -499,6 +598,7 @@ static void nconn_shutdown(nconn_t *nc) {
   braid_obj_lock(&nc->n_obj);
   bool was = nc->n_closed;
   nc->n_closed = true;
+  atomic_store_explicit(&nc->n_closed_hint, true, memory_order_release);
   nreq_t *reqs[NBUCKETS];
   memcpy(reqs, nc->n_reqs, sizeof reqs);
   memset(nc->n_reqs, 0, sizeof nc->n_reqs);
@@ -520,6 +620,7 @@ static void nconn_shutdown(nconn_t *nc) {
       braid_value_clear(&vals[1]);
       braid_future_unref(r->r_fut);
       free(r);
+      braid__rt_job(-1);                /* l_req's */
     }
   }
   if (nc->n_conn) natsConnection_Close(nc->n_conn);
@@ -551,10 +652,9 @@ static nconn_t *checknc(lua_State *L, int idx) {
 
 static nconn_t *checkopen(lua_State *L, int idx) {
   nconn_t *nc = checknc(L, idx);
-  braid_obj_lock(&nc->n_obj);
-  bool closed = nc->n_closed;
-  braid_obj_unlock(&nc->n_obj);
-  if (closed) luaL_error(L, "braid: braid.nats#%I is closed", (lua_Integer)nc->n_obj.o_id);
+  /* acquire: pairs with nconn_shutdown's release; a publish racing with
+   * close gets nats.c's own "Connection Closed" instead. */
+  if (atomic_load_explicit(&nc->n_closed_hint, memory_order_acquire)) luaL_error(L, "braid: braid.nats#%I is closed", (lua_Integer)nc->n_obj.o_id);
   return nc;
 }
 
@@ -595,6 +695,7 @@ static int l_connect(lua_State *L) {
     natsConnection_Destroy(conn);
     return luaL_error(L, "braid: out of memory");
   }
+  atomic_init(&nc->n_closed_hint, false);
   nc->n_conn = conn;
   braid__pushhandle(L, &nc->n_obj);
   braid_obj_release(&nc->n_obj);
@@ -643,8 +744,75 @@ static int l_pub(lua_State *L) {
   return 1;
 }
 
+/* Pushes lua/braid/nats.lua's connection method name (or nil).  The
+ * methods table is looked up once per Lua state and kept in the registry. */
+static const char LUA_METHODS_KEY[] = "braid.nats: Lua methods";
+static void push_lua_method(lua_State *L, const char *name) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_METHODS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "braid.nats");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "_conn_methods");
+    lua_remove(L, -2);
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      return;
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LUA_METHODS_KEY);
+  }
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+}
+
+/* A subject as lua/braid/nats.lua's checksubject wants it: a non-empty
+ * string without white space. */
+static const char *checksubject(lua_State *L, int idx, const char *fname) {
+  size_t len;
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+  bool ok = s && len > 0;
+  for (size_t i = 0; ok && i < len; i++)
+    if (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r')) ok = false;
+  if (!ok) {
+    if (s) lua_pushfstring(L, "'%s'", s);
+    else lua_pushstring(L, luaL_typename(L, idx));
+    luaL_error(L, "bad argument #%d to '%s' (subject must be a non-empty string without spaces, got %s)",
+               idx - 1, fname, lua_tostring(L, -1));
+  }
+  return s;
+}
+
+/* nc:publish(subject, v [, reply]).  A string goes straight into nats.c's
+ * write buffer (natsConnection_Publish copies it there; its flusher thread
+ * writes, so a publish neither waits nor wakes anyone but, at most, that
+ * flusher); any other value is lua/braid/nats.lua's _publish (JSON). */
+static int l_publish(lua_State *L) {
+  if (lua_type(L, 3) != LUA_TSTRING || lua_gettop(L) > 4) {
+    push_lua_method(L, "_publish");
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  nconn_t *nc = checkopen(L, 1);
+  const char *subject = checksubject(L, 2, "nc:publish");
+  const char *reply = lua_isnoneornil(L, 4) ? NULL : checksubject(L, 4, "nc:publish");
+  size_t len;
+  const char *data = lua_tolstring(L, 3, &len);
+  natsStatus st = reply ? natsConnection_PublishRequest(nc->n_conn, subject, reply, data, (int)len)
+                        : natsConnection_Publish(nc->n_conn, subject, data, (int)len);
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, natsStatus_GetText(st));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static nsub_t *subscribe(lua_State *L, nconn_t *nc, const char *subject, const char *queue,
-                         braid_chan_t *ch, bool block, natsMsgHandler cb) {
+                         braid_chan_t *ch, bool block, bool unbounded, natsMsgHandler cb) {
   nsub_t *s = calloc(1, sizeof *s);
   if (s == NULL) {
     luaL_error(L, "braid: out of memory");
@@ -657,9 +825,15 @@ static nsub_t *subscribe(lua_State *L, nconn_t *nc, const char *subject, const c
   natsStatus st = queue ? natsConnection_QueueSubscribe(&sub, nc->n_conn, subject, queue, cb, s)
                         : natsConnection_Subscribe(&sub, nc->n_conn, subject, cb, s);
   if (st == NATS_OK) {
-    natsSubscription_SetPendingLimits(sub, 65536, 64 * 1024 * 1024);
+    /* An unbounded channel asks for no loss: no limit in nats.c either. */
+    if (unbounded) natsSubscription_SetPendingLimits(sub, -1, -1);
+    else natsSubscription_SetPendingLimits(sub, 65536, 64 * 1024 * 1024);
+    braid__rt_job(1);                 /* before any on_complete can run */
     st = natsSubscription_SetOnCompleteCB(sub, on_complete, s);
-    if (st != NATS_OK) natsSubscription_Unsubscribe(sub);
+    if (st != NATS_OK) {
+      braid__rt_job(-1);
+      natsSubscription_Unsubscribe(sub);
+    }
   }
   if (st != NATS_OK) {
     /* No delivery will release its reference: s is ours alone. */
@@ -696,7 +870,7 @@ static int l_sub(lua_State *L) {
   /* Pushed first, so that an error below leaves it to the GC. */
   braid_push_chan(L, ch);
   braid_chan_unref(ch);
-  subscribe(L, nc, subject, queue, ch, policy == BRAID_CHAN_BLOCK, on_msg);
+  subscribe(L, nc, subject, queue, ch, policy == BRAID_CHAN_BLOCK, cap == BRAID_UNBOUNDED, on_msg);
   return 1;
 }
 
@@ -740,7 +914,8 @@ static int l_req(lua_State *L) {
       atomic_init(&mux->s_rc, 2);
       mux->s_nc = nc;
       st = natsConnection_Subscribe(&sub, nc->n_conn, prefix, on_reply, mux);
-      if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(sub, on_complete, mux);
+      /* Not a job itself: each pending request is one. */
+      if (st == NATS_OK) st = natsSubscription_SetOnCompleteCB(sub, on_complete_mux, mux);
     }
     if (inbox) natsInbox_Destroy(inbox);
     if (st != NATS_OK) {
@@ -779,8 +954,12 @@ static int l_req(lua_State *L) {
   braid_obj_lock(&nc->n_obj);
   r->r_next = nc->n_reqs[token % NBUCKETS];
   nc->n_reqs[token % NBUCKETS] = r;
+  /* A pending request is a runtime job until its reply, _forget or close
+   * takes it out (the deadlock check must wait for nats.c's reply). */
+  braid__rt_job(1);
   braid_obj_unlock(&nc->n_obj);
-  natsStatus st = natsConnection_PublishMsg(nc->n_conn, m);
+  natsStatus st = natsConn_publish ? natsConn_publish(nc->n_conn, m, reply, true)
+                                   : natsConnection_PublishMsg(nc->n_conn, m);
   natsMsg_Destroy(m);
   if (st != NATS_OK) {
     lua_pop(L, 1);
@@ -806,6 +985,7 @@ static int l_forget(lua_State *L) {
       *pp = r->r_next;
       f = r->r_fut;
       free(r);
+      braid__rt_job(-1);                /* l_req's */
       break;
     }
   }
@@ -935,7 +1115,9 @@ static int l_js_pull(lua_State *L) {
     p->p_sub = sub;
     p->p_ch = ch;
     atomic_init(&p->p_stop, false);
+    braid__rt_job(1);                 /* a fetch thread may deliver */
     if (pthread_create(&p->p_th, NULL, pull_main, p) != 0) {
+      braid__rt_job(-1);
       pthread_mutex_destroy(&p->p_mtx);
       st = NATS_NO_MEMORY;
     }
@@ -1043,12 +1225,8 @@ static int l_index(lua_State *L) {
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   lua_pop(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "braid.nats");
-  lua_call(L, 1, 1);
-  if (lua_getfield(L, -1, "_conn_methods") != LUA_TTABLE) return 0;
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  push_lua_method(L, lua_tostring(L, 2));
   return 1;
 }
 
@@ -1056,7 +1234,7 @@ void braid__open_nats(lua_State *L) {
   static const luaL_Reg meta[] = { { "__tostring", l_tostring }, { NULL, NULL } };
   braid__newtype(L, &braid_nats_type, meta);
   static const luaL_Reg methods[] = {
-    { "_pub", l_pub }, { "_sub", l_sub }, { "_unsub", l_unsub }, { "_req", l_req },
+    { "publish", l_publish }, { "_pub", l_pub }, { "_sub", l_sub }, { "_unsub", l_unsub }, { "_req", l_req },
     { "_forget", l_forget }, { "flush", l_flush }, { "close", l_close },
     { "stats", l_stats }, { "_js_pull", l_js_pull }, { "_js_ack", l_js_ack },
     { "_js_stop", l_js_stop }, { "_js_delete", l_js_delete }, { NULL, NULL } };

@@ -5,13 +5,18 @@
 # for the pages, a queue-group service for the token pool.  Then the same
 # again while one helper is killed (SIGKILL) halfway: the same answer.
 #
-# usage: scripts/demo_cluster.sh [build-dir]       (default: build)
+# usage: scripts/demo_cluster.sh [build-dir [times [reps]]]   (default: build)
+#   times: instead, the crawl's time with 1, 2 and 3 processes (each with
+#   its own tokens), the median of reps runs (default 3) each: the table of
+#   README's NATS section.
 # nats-server listens on 127.0.0.1, on a port it picks (-p -1), with
 # JetStream in a temp dir; it is stopped by its PID on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-build}
+mode=${2:-demo}
+reps=${3:-3}
 case "$build" in /*) ;; *) build="$root/$build" ;; esac
 cd "$root"
 export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;${LUA_PATH:-;}"
@@ -62,6 +67,29 @@ run() {  # run NAME KILL_AFTER(s or "") -> prints the coordinator's output
   wait "${pids[1]}" 2>/dev/null || true
   wait "${pids[0]}" 2>/dev/null || true
 }
+
+if [ "$mode" = times ]; then
+  echo "processes  crawl time (s, median of $reps)  runs"
+  for procs in 1 2 3; do
+    runs=()
+    for r in $(seq "$reps"); do
+      name="t${procs}r${r}"
+      pids=()
+      for _ in $(seq 2 "$procs"); do
+        "$lua" examples/twitter_cluster.lua "$url" helper --name "$name" 2> /dev/null &
+        pids+=($!)
+      done
+      [ "$procs" -gt 1 ] && sleep 0.3
+      t=$(DEMO_PROCESSES=$procs timeout 120 "$lua" examples/twitter_cluster.lua "$url" coordinator --name "$name" \
+          | sed -n 's/^elapsed: \([0-9.]*\) s$/\1/p')
+      for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+      runs+=("${t:-?}")
+    done
+    med=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (reps + 1) / 2 ))p")
+    printf '%9d  %28s  %s\n' "$procs" "$med" "${runs[*]}"
+  done
+  exit 0
+fi
 
 echo "== 1 coordinator + 2 helpers"
 run first ""

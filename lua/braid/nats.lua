@@ -78,7 +78,9 @@ function M.connect(url, opts)
   return braid.blocking(connect_blocking, url, name, mr, num("reconnect_wait"), num("timeout")):await()
 end
 
-function conn.publish(nc, subject, v, reply)
+-- nc:publish is bindings/lnats.c's (a string goes straight to nats.c);
+-- it calls this for any other value.
+function conn._publish(nc, subject, v, reply)
   checksubject(subject, 1, "nc:publish")
   if reply ~= nil then checksubject(reply, 3, "nc:publish") end
   local data, json = encode(v, 2, "nc:publish")
@@ -121,8 +123,8 @@ function conn.request(nc, subject, v, timeout)
     nc:_forget(token)
     return nil, err
   end
-  -- No timeout: waited in slices, because the runtime's deadlock check
-  -- (main thread) cannot see nats.c's threads, which settle f.
+  -- No timeout: waited in slices of 60 s (a pending request counts as a
+  -- runtime job, so the main thread's deadlock check waits for it anyway).
   local ok, settled, e
   repeat
     ok, settled, e = pcall(f.wait, f, timeout or 60)
@@ -141,18 +143,30 @@ end
 
 -- serve: opts.workers tasks read one queue-group subscription (policy
 -- "block": requests wait in the channel, and beyond it in nats.c's pending
--- queue, rather than being dropped).  A handler that raises gets no reply
--- sent (the requester times out); the error is written to stderr.
+-- queue, rather than being dropped).  A handler that raises answers with
+-- the NATS micro services' error reply (headers Nats-Service-Error: the
+-- message, Nats-Service-Error-Code: 500; an empty payload), which
+-- nc:request returns as nil, "handler error: <message>"; the error is also
+-- written to stderr.
+local function error_reply(nc, reply, msg)
+  -- a header value is one line
+  msg = tostring(msg):gsub("[\r\n]+", " "):sub(1, 1024)
+  return pcall(nc._pub, nc, reply, "", nil, false,
+    { ["Nats-Service-Error"] = msg, ["Nats-Service-Error-Code"] = "500" })
+end
+
 local function serve_worker(nc, ch, handler, subject)
   for m in ch:iter() do
     local ok, r = pcall(handler, m.data, m)
     if not ok then
       io.stderr:write(("braid.nats: serve '%s': handler error: %s\n"):format(subject, tostring(r)))
+      if m.reply then error_reply(nc, m.reply, r) end
     elseif m.reply then
       if r == nil then r = "" end
       local sent, e = pcall(nc.publish, nc, m.reply, r)
       if not sent then
         io.stderr:write(("braid.nats: serve '%s': reply: %s\n"):format(subject, tostring(e)))
+        error_reply(nc, m.reply, e)
       end
     end
   end

@@ -73,7 +73,35 @@ local function launch(self, port)
   error("nats-server did not come up: " .. text)
 end
 
+-- Whether this process can start others (io.popen): not under a
+-- sanitizer's preloaded runtime, where the shell it runs dies.
+function M.can_spawn()
+  local ok, p = pcall(io.popen, "echo ok")
+  if not ok or not p then return false end
+  local out = p:read("a")
+  p:close()
+  return out == "ok\n"
+end
+
+-- A server started for us (scripts/nats_fixture.sh, a sanitizer pass's
+-- ctest fixture: $BRAID_NATS_FIXTURE/url): not ours to stop or restart.
+local function fixture()
+  local dir = os.getenv("BRAID_NATS_FIXTURE")
+  if not dir or dir == "" then return nil end
+  local f = io.open(dir .. "/url", "r")
+  if not f then return nil end
+  local url = f:read("l")
+  f:close()
+  local port = url and tonumber(url:match(":(%d+)$"))
+  if not port then return nil end
+  return { url = url, port = port, external = true,
+           stop = function() end,
+           restart = function() error("nats_helpers: the fixture's server cannot restart") end }
+end
+
 function M.start()
+  local fx = fixture()
+  if fx and not M.can_spawn() then return fx end
   if not M.available() then return nil, M.BIN .. " not found" end
   local dir = sh("mktemp -d /tmp/braid-nats-XXXXXX"):gsub("%s+$", "")
   return launch(setmetatable({ dir = dir }, Server), -1)
