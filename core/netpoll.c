@@ -222,9 +222,11 @@ bool braid_pollfd_close(braid_pollfd_t *p) {
     fd = p->p_fd;
     p->p_fd = -1;
   }
-  braid_obj_unlock(&p->p_obj);
-  braid__wl_wake(&wl);
-
+  /* Deregistered while p's lock is held: a task still inside a call on the
+   * fd closes it in braid_pollfd_leave, which needs this lock, so the fd
+   * number cannot have been closed (and reused by a new socket, whose
+   * registration EPOLL_CTL_DEL would then remove) yet.  g.mtx is a leaf
+   * after object locks (LOCKING.md). */
   bool drop = false;
   BRAID_PCHECK(pthread_mutex_lock(&g.mtx));
   slot_t *s = p->p_slot < g.nslots ? &g.slots[p->p_slot] : NULL;
@@ -237,6 +239,8 @@ bool braid_pollfd_close(braid_pollfd_t *p) {
     drop = true;
   }
   BRAID_PCHECK(pthread_mutex_unlock(&g.mtx));
+  braid_obj_unlock(&p->p_obj);
+  braid__wl_wake(&wl);
   if (fd >= 0) close(fd);
   if (drop) braid_obj_release(&p->p_obj);
   return true;
