@@ -180,8 +180,12 @@ local function head(first, headers, extra)
   return concat(t), have
 end
 
+-- The Date header, formatted once a second (per state), not per response.
+local date_t, date_s
 local function httpdate()
-  return os.date("!%a, %d %b %Y %H:%M:%S GMT")
+  local t = os.time()
+  if t ~= date_t then date_t, date_s = t, os.date("!%a, %d %b %Y %H:%M:%S GMT", t) end
+  return date_s
 end
 
 -- ---------------------------------------------------------------------------
@@ -426,7 +430,7 @@ local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
   if m.upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
     req._keep = false     -- an upgrade we do not speak: answer, then close
   end
-  ctl:cast({ "begin", id })
+  ctl:cast(id)                  -- "begin": a bare integer, the cheapest message
   local r = run_handler(handler, req)
   local is_head = m.method == "HEAD"
   if r[1] and not req._responded then
@@ -460,7 +464,7 @@ local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
     req._w:close()
   end
   if req._ws then req._ws:close() end
-  ctl:cast({ "end", id })
+  ctl:cast(-id)                 -- "end"
   return req._keep and not req._upgraded
 end
 
@@ -525,6 +529,20 @@ local ctl_spec = {
              conns = {}, busy = {}, closing = false, open = 0 }
   end,
   cast = function(s, msg)
+    -- A request's begin and end come as id and -id (one per request each:
+    -- integers travel far cheaper than tables); the rest as {op, id, ...}.
+    if math.type(msg) == "integer" then
+      if msg > 0 then
+        s.requests = s.requests + 1
+        s.active = s.active + 1
+        s.busy[msg] = true
+      else
+        s.active = s.active - 1
+        s.busy[-msg] = nil
+        if s.closing and s.conns[-msg] then s.conns[-msg]:close() end
+      end
+      return s
+    end
     local op, id = msg[1], msg[2]
     if op == "open" then
       s.connections = s.connections + 1
@@ -534,14 +552,6 @@ local ctl_spec = {
     elseif op == "gone" then
       if s.conns[id] then s.open = s.open - 1 end
       s.conns[id], s.busy[id] = nil, nil
-    elseif op == "begin" then
-      s.requests = s.requests + 1
-      s.active = s.active + 1
-      s.busy[id] = true
-    elseif op == "end" then
-      s.active = s.active - 1
-      s.busy[id] = nil
-      if s.closing and s.conns[id] then s.conns[id]:close() end
     elseif op == "error" then
       s.errors = s.errors + 1
     elseif op == "bad" then
