@@ -153,12 +153,14 @@ end
 
 -- The head of a response: status line, the handler's headers, then the
 -- defaults in `extra` ({name, value} pairs) that the handler did not set.
+local function by_name(a, b) return tostring(a) < tostring(b) end
+
 local function head(first, headers, extra)
   local t, have = { first }, {}
   if headers then
     local names = {}
     for k in pairs(headers) do names[#names + 1] = k end
-    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    if #names > 1 then table.sort(names, by_name) end
     for _, k in ipairs(names) do
       local v = headers[k]
       if type(v) == "table" then
@@ -394,6 +396,8 @@ function M.upgrade(req)
   return ws
 end
 
+local STATUS_LINES = {}      -- "HTTP/1.1 200 OK\r\n" by status, made once
+
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
   local extra = { { "Date", httpdate() } }
@@ -404,7 +408,12 @@ local function simple(conn, status, keep, version, headers, body, is_head)
   end
   if not keep then extra[#extra + 1] = { "Connection", "close" }
   elseif version == "1.0" then extra[#extra + 1] = { "Connection", "keep-alive" } end
-  local h = head(fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status"), headers, extra)
+  local line = STATUS_LINES[status]
+  if line == nil then
+    line = fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status")
+    if REASONS[status] then STATUS_LINES[status] = line end
+  end
+  local h = head(line, headers, extra)
   return conn:write(is_head and h or h .. body)
 end
 
@@ -413,10 +422,12 @@ local function log_error(msg)
   io.stderr:flush()
 end
 
+local function handler_traceback(e)
+  return debug.traceback(H.errtext(e), 2)
+end
+
 local function run_handler(handler, req)
-  return table.pack(xpcall(handler, function(e)
-    return debug.traceback(H.errtext(e), 2)
-  end, req))
+  return table.pack(xpcall(handler, handler_traceback, req))
 end
 
 -- Serves one parsed request; returns whether the connection stays open.
