@@ -105,15 +105,15 @@ describe("braid.server message order", function()
     s:stop(nil, 10)
   end)
 
-  -- Flaky (about 1 run in 8, seen with the old and the new scheduler):
-  -- sometimes both callers finish before they are seen blocked, so the
-  -- ordering below is never reached.  Left pending until fixed.
-  pending("still serves a high-priority call before queued normal messages", function()
-    local gate = braid.chan()
+  -- The callers are spawned only once the server is inside the "block"
+  -- cast: a high-priority call sent before the server took "block" would
+  -- rightly overtake it (it was flaky that way, about 1 run in 8).
+  it("still serves a high-priority call before queued normal messages", function()
+    local gate, inside = braid.chan(), braid.chan(1)
     local s = braid.server({
       init = function() return {} end,
       cast = function(log, m)
-        if m == "block" then gate:recv(10) end
+        if m == "block" then inside:send(true); gate:recv(10) end
         log[#log + 1] = m
         return log
       end,
@@ -124,6 +124,7 @@ describe("braid.server message order", function()
       end,
     })
     s:cast("block")                -- the server waits on gate inside this cast
+    assert.is_true(inside:recv(10))
     s:cast("c1")
     local normal = braid.spawn({ name = "caller-n1" },
       function() return s:call("n1", { timeout = 10 }) end)
