@@ -22,14 +22,8 @@ local braid = require "braid"
 local rounds = tonumber(arg and arg[1]) or 15
 local SUBS, PUBS = 100, 5000
 
-local function median(t)
-  local c = {}
-  for i = 1, #t do c[i] = t[i] end
-  table.sort(c)
-  local n = #c
-  if n % 2 == 1 then return c[(n + 1) // 2] end
-  return (c[n // 2] + c[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 local function spread(t)
   local lo, hi = math.huge, 0

@@ -71,12 +71,8 @@ end
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 local function time(cmd)
   local t0 = braid.now()

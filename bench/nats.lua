@@ -14,13 +14,8 @@ local build = arg[1] or "build"
 local REPS = tonumber(arg[2] or 3)
 local ROUNDS, MSGS = 3000, 200000
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 local function c_phase(url)
   local ref = N.sh(("env -u LD_PRELOAD %s/bench_nats_ref %s %d %d"):format(build, url, ROUNDS, MSGS))

@@ -22,15 +22,8 @@ local CONNS, BYTES = 100, 64
 
 local function sh_ok(cmd) return os.execute(cmd .. " >/dev/null 2>&1") == true end
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 -- Starts cmd (which prints its address first), returns addr, pid, pipe.
 local function start(cmd)

@@ -17,12 +17,8 @@ local REPS = tonumber(os.getenv("BRAID_BENCH_REPS") or "3")
 local QUICK = os.getenv("BRAID_BENCH_QUICK") ~= nil
 local case = arg and arg[1]
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 local SCALE = QUICK and 10 or 1
 local N_INT, N_TAB, N_RT, N_SPAWN, N_MEM = 200000 // SCALE, 100000 // SCALE, 50000 // SCALE,

@@ -18,12 +18,8 @@
 local REPS = tonumber(os.getenv("BRAID_BENCH_REPS") or "3")
 local case = arg and arg[1]
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 local function spin(n)
   local x = 0

@@ -11,12 +11,8 @@ local braid = require "braid"
 local rounds = tonumber(arg and arg[1]) or 9
 local CLIENTS, CALLS = 4, 2000
 
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
-end
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local median = require("benchlib").median
 
 -- Starts CLIENTS tasks running client(target, CALLS); returns calls/s.
 local function drive(target, client)

@@ -25,24 +25,23 @@ void braid__pushhandle(lua_State *L, braid_obj_t *o) {
   h->h_obj = o;
 }
 
-braid_obj_t *braid__tohandle(lua_State *L, int idx) {
+/* The handle at idx, or NULL: a full userdata of a handle's size that
+ * starts with the magic word is one of ours (two API calls, no metatable
+ * lookup: this runs at every channel operation and every handle encoded). */
+static braid_handle_t *handle_at(lua_State *L, int idx) {
   braid_handle_t *h = lua_touserdata(L, idx);
-  if (h == NULL || lua_islightuserdata(L, idx) || !lua_getmetatable(L, idx)) return NULL;
-  lua_pushliteral(L, "__braid");
-  int is = lua_rawget(L, -2) == LUA_TBOOLEAN && lua_toboolean(L, -1);  /* no metamethods */
-  lua_pop(L, 2);  /* remove __braid and the metatable */
-  return is ? h->h_obj : NULL;
+  if (h == NULL || lua_rawlen(L, idx) != sizeof *h || h->h_magic != HANDLE_MAGIC) return NULL;
+  return h;
+}
+
+braid_obj_t *braid__tohandle(lua_State *L, int idx) {
+  braid_handle_t *h = handle_at(L, idx);
+  return h ? h->h_obj : NULL;
 }
 
 braid_obj_t *braid__checkhandle(lua_State *L, int arg, braid_objtype_t *type) {
-  /* Fast path: a full userdata of a handle's size that starts with the
-   * magic word is one of ours (two API calls, no metatable lookup: this
-   * runs at every channel operation). */
-  braid_handle_t *h = lua_touserdata(L, arg);
-  if (h && lua_rawlen(L, arg) == sizeof *h && h->h_magic == HANDLE_MAGIC && h->h_obj &&
-      h->h_obj->o_type == type)
-    return h->h_obj;
-  braid_obj_t *o = braid__tohandle(L, arg);
+  braid_handle_t *h = handle_at(L, arg);
+  braid_obj_t *o = h ? h->h_obj : NULL;
   if (o == NULL || o->o_type != type) {
     const char *got = luaL_typename(L, arg);
     if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING) got = lua_tostring(L, -1);
@@ -87,10 +86,8 @@ void braid__newtype(lua_State *L, braid_objtype_t *type, const luaL_Reg *l) {
     { "__tostring", handle_tostring }, { "__eq", handle_eq }, { NULL, NULL } };
   luaL_setfuncs(L, base, 0);
   if (l) luaL_setfuncs(L, l, 0);    /* may override the base entries */
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "__braid");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, type);  /* for braid__checkhandle */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, type);  /* for braid__pushhandle */
   if (lua_getfield(L, -1, "__index") == LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushvalue(L, -1);

@@ -222,13 +222,19 @@ void braid_unit_init(braid_unit_t *u, int id, void *data) {
   atomic_init(&u->u_thread, NULL);
 }
 
+/* Puts u in th's runnext (th is the calling thread), stamped for the
+ * thieves' age check; returns the unit it displaced, or NULL. */
+static braid_unit_t *runnext_put(braid_sthread_t *th, braid_unit_t *u) {
+  atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
+  return atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
+}
+
 /* Queues a unit that the caller just moved to QUEUED. */
 static void enqueue(braid_sched_t *s, braid_unit_t *u) {
   braid_sthread_t *th = tls_thread;
   if (th && th->th_s == s && atomic_load_explicit(&th->th_unit, memory_order_relaxed) != NULL &&
       !atomic_load_explicit(&s->s_stopping, memory_order_relaxed)) {
-    atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
-    braid_unit_t *old = atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
+    braid_unit_t *old = runnext_put(th, u);
     if (old == NULL) {
       /* Our own thread runs it next, unless we keep running: a parked
        * thread wakes up spinning and takes it once it has waited
@@ -447,8 +453,7 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
       return;
     /* NOTIFIED: work arrived while it ran; look again, here, next. */
     atomic_store_explicit(&u->u_state, BRAID_UNIT_QUEUED, memory_order_relaxed);
-    atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
-    braid_unit_t *old = atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
+    braid_unit_t *old = runnext_put(th, u);
     if (old) {
       braid__sched_push(s, old);
     }

@@ -147,6 +147,17 @@ end
 -- Writing messages
 -- ---------------------------------------------------------------------------
 
+local STATUS_LINES = {}      -- "HTTP/1.1 200 OK\r\n" by known status, made once
+
+local function status_line(status)
+  local line = STATUS_LINES[status]
+  if line == nil then
+    line = fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status")
+    if REASONS[status] then STATUS_LINES[status] = line end
+  end
+  return line
+end
+
 local function bad_header(k, v)
   return tostring(k):find("[\r\n:]") or tostring(v):find("[\r\n]")
 end
@@ -364,7 +375,7 @@ function REQ.stream(req, status, headers)
   local extra = { { "Date", httpdate() } }
   if chunked then extra[#extra + 1] = { "Transfer-Encoding", "chunked" } end
   if not req._keep then extra[#extra + 1] = { "Connection", "close" } end
-  local ok, h = pcall(head, fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status"), headers, extra)
+  local ok, h = pcall(head, status_line(status), headers, extra)
   if not ok then error(h, 2) end
   local w = setmetatable({ _conn = req._conn, _chunked = chunked }, W)
   req._w = w
@@ -396,8 +407,6 @@ function M.upgrade(req)
   return ws
 end
 
-local STATUS_LINES = {}      -- "HTTP/1.1 200 OK\r\n" by status, made once
-
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
   local extra = { { "Date", httpdate() } }
@@ -408,12 +417,7 @@ local function simple(conn, status, keep, version, headers, body, is_head)
   end
   if not keep then extra[#extra + 1] = { "Connection", "close" }
   elseif version == "1.0" then extra[#extra + 1] = { "Connection", "keep-alive" } end
-  local line = STATUS_LINES[status]
-  if line == nil then
-    line = fmt("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status")
-    if REASONS[status] then STATUS_LINES[status] = line end
-  end
-  local h = head(line, headers, extra)
+  local h = head(status_line(status), headers, extra)
   return conn:write(is_head and h or h .. body)
 end
 

@@ -752,9 +752,11 @@ TEST(test_codec_finalizers_encode_during_encode) {
 }
 
 TEST(test_codec_nested_encode_from_lua_code) {
-  /* braid__tohandle reads __braid with lua_getfield, so an __index on a
-   * userdata's metatable runs Lua code in the middle of an encode: a nested
-   * encode there must use its own scratch and leave the outer one intact. */
+  /* An __index on a foreign userdata's metatable must not run in the
+   * middle of an encode (braid__tohandle recognises handles by their magic
+   * word, and the transfer error reads __name raw); if Lua code ever runs
+   * there, a nested encode must use its own scratch and leave the outer
+   * one intact. */
   lua_State *A = newstate();
   run(A,
       "local nested = 0\n"
@@ -765,7 +767,7 @@ TEST(test_codec_nested_encode_from_lua_code) {
       "    nested = nested + 1\n"
       "  end end})\n"
       "local ok, err = pcall(roundtrip, {('x'):rep(500), {3, 4}, io.stdout})\n"
-      "-- nested is 1 while braid__tohandle reads __braid with lua_getfield.\n"
+      "-- nested stays 0: nothing reads __braid through __index any more.\n"
       "assert(nested <= 1 and err == 'braid: cannot transfer userdata (FILE*) at value[3]: open it inside the task, or pass a braid handle', err)\n"
       "local c = roundtrip({('y'):rep(500), {5}}) assert(c[2][1] == 5)\n"
       "setmetatable(getmetatable(io.stdout), nil)\n", 0);
