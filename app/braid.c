@@ -497,7 +497,7 @@ void app_flush_reports(void) {
 
 int main(int argc, char **argv) {
   braid_future_unobserved = app_unobserved;
-  lua_State *L = luaL_newstate();
+  lua_State *L = braid__new_state();  /* luaL_newstate's, with braid's allocator */
   if (L == NULL) {
     app_message(argv[0], "cannot create state: not enough memory");
     return EXIT_FAILURE;
@@ -511,7 +511,7 @@ int main(int argc, char **argv) {
   app_report(L, status);
   /* Closing the state runs the braid module's __gc: live tasks are
    * cancelled and every runtime thread is joined. */
-  lua_close(L);
+  braid__close_state(L);
   if (atomic_load_explicit(&unobserved_seen, memory_order_relaxed)) return EXIT_FAILURE;
   return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

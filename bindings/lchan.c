@@ -98,7 +98,7 @@ static int finish_send(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  int64_t deadline = braid__optdeadline(L, 3, "chan:send");
+  lua_Number timeout = braid__opttimeout(L, 3, "chan:send");
   braid_msg_t *m = checkvalue(L, 2, "chan:send");
   /* Fast path: room in the buffer or a receiver waiting. */
   int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_send(ch, m);
@@ -109,7 +109,7 @@ static int l_send(lua_State *L) {
     return finish_send(L, &c, 1, &r);
   }
   braid_case_t c = { .c_op = BRAID_OP_SEND, .c_obj = ch, .c_msg = m };
-  return braid__wait(L, &c, 1, deadline, finish_send, "send", (braid_obj_t *)ch);
+  return braid__wait(L, &c, 1, braid__timeout_deadline(timeout), finish_send, "send", (braid_obj_t *)ch);
 }
 
 static int finish_recv(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
@@ -130,12 +130,12 @@ static int finish_recv(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_recv(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  int64_t deadline = braid__optdeadline(L, 2, "chan:recv");
+  lua_Number timeout = braid__opttimeout(L, 2, "chan:recv");
   braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
   braid_selres_t r = { 0, BRAID_EAGAIN, NULL };
   if (!braid__cancel_pending(L)) r.s_err = braid_chan_try_recv(ch, &r.s_msg);  /* fast path */
   if (r.s_err != BRAID_EAGAIN) return finish_recv(L, &c, 1, &r);
-  return braid__wait(L, &c, 1, deadline, finish_recv, "recv", (braid_obj_t *)ch);
+  return braid__wait(L, &c, 1, braid__timeout_deadline(timeout), finish_recv, "recv", (braid_obj_t *)ch);
 }
 
 static int l_try_send(lua_State *L) {

@@ -70,6 +70,7 @@
 #include "lbraid.h"
 #include "lembed.h"
 #include "lruntime.h"
+#include "wire.h"
 
 #define NBUCKETS 64
 #define BATCH 64                /* messages a delivery gathers before a send */
@@ -301,6 +302,64 @@ static braid_value_t borrowed(const char *s, size_t len) {
   return v;
 }
 
+/* The wire size of a value of a message's map: a string, an integer, or
+ * a map of strings (the headers); 0 for any other (a decoded JSON tree). */
+static size_t flat_size(const braid_value_t *v) {
+  switch (v->type) {
+    case BRAID_TSTRING: return braid__wstr_size(v->u.string.len);
+    case BRAID_TINTEGER: return 9;
+    case BRAID_TMAP: {
+      size_t n = W_TABLE_SIZE;
+      for (size_t i = 0; i < v->u.map.len; i++) {
+        const braid_pair_t *p = &v->u.map.pairs[i];
+        if (p->key.type != BRAID_TSTRING || p->val.type != BRAID_TSTRING) return 0;
+        n += braid__wstr_size(p->key.u.string.len) + braid__wstr_size(p->val.u.string.len);
+      }
+      return n;
+    }
+    default: return 0;
+  }
+}
+
+static unsigned char *flat_put(unsigned char *w, const braid_value_t *v) {
+  switch (v->type) {
+    case BRAID_TSTRING: return braid__wput_str(w, v->u.string.ptr, v->u.string.len);
+    case BRAID_TINTEGER: return braid__wput_int(w, v->u.integer);
+    default:                                          /* BRAID_TMAP, checked by flat_size */
+      w = braid__wput_table(w, 0, (uint32_t)v->u.map.len);
+      for (size_t i = 0; i < v->u.map.len; i++) {
+        w = flat_put(w, &v->u.map.pairs[i].key);
+        w = flat_put(w, &v->u.map.pairs[i].val);
+      }
+      return w;
+  }
+}
+
+/* The message of the map pairs[0..n) when every value is flat (see
+ * flat_size): sized first, then written straight into one allocation,
+ * without braid__value_encode's growing buffer and copy.  Per message on
+ * the delivery thread this is most of the encoding (bench/nats.lua's
+ * publish row).  Returns 1 when some value is not flat (the caller
+ * encodes it the general way), else 0 or BRAID_ENOMEM. */
+static int flat_encode(const braid_pair_t *pairs, size_t n, braid_msg_t **out) {
+  size_t len = 1 + W_TABLE_SIZE;                      /* one value: the map */
+  for (size_t i = 0; i < n; i++) {
+    size_t v = flat_size(&pairs[i].val);
+    if (v == 0) return 1;
+    len += braid__wstr_size(pairs[i].key.u.string.len) + v;
+  }
+  braid_msg_t *m = braid_msg_alloc(len, 0);
+  if (m == NULL) return BRAID_ENOMEM;
+  m->m_tag = CODEC_MAGIC | braid__wdepth_flags(2);
+  unsigned char *w = braid__wput_table(braid__wput_varint(m->m_data, 1), 0, (uint32_t)n);
+  for (size_t i = 0; i < n; i++) {
+    w = flat_put(w, &pairs[i].key);
+    w = flat_put(w, &pairs[i].val);
+  }
+  *out = m;
+  return 0;
+}
+
 /* m as the message of a value {subject=, data=, reply=, headers=} plus
  * nextra integer fields (JetStream's id, seq, delivered).  The value is
  * built on the stack with strings that borrow m's bytes and encoded at
@@ -368,11 +427,14 @@ static int msg_encode(lua_State **Jp, natsMsg *m, const char *const *xkeys,
       pairs[n].key = borrowed(xkeys[i], strlen(xkeys[i]));
       braid_value_init_integer(&pairs[n++].val, xvals[i]);
     }
-    braid_value_t v;
-    v.type = BRAID_TMAP;
-    v.u.map.pairs = pairs;
-    v.u.map.len = v.u.map.cap = n;
-    rc = braid__value_encode(&v, 1, out);
+    rc = flat_encode(pairs, n, out);
+    if (rc == 1) {
+      braid_value_t v;
+      v.type = BRAID_TMAP;
+      v.u.map.pairs = pairs;
+      v.u.map.len = v.u.map.cap = n;
+      rc = braid__value_encode(&v, 1, out);
+    }
     if (json) braid_value_clear(&data);
   }
   free(hp);
@@ -1220,11 +1282,11 @@ static int l_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: the C methods, then lua/braid/nats.lua's connection methods. */
+/* The methods table's __index: lua/braid/nats.lua's connection methods.
+ * The connection's __index is the table of C methods itself, so that
+ * nc:publish is found by the VM without a C call (bench/nats.lua's
+ * publish loop); only the Lua methods come through here. */
 static int l_index(lua_State *L) {
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  lua_pop(L, 1);
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   push_lua_method(L, lua_tostring(L, 2));
   return 1;
@@ -1240,7 +1302,10 @@ void braid__open_nats(lua_State *L) {
     { "_js_stop", l_js_stop }, { "_js_delete", l_js_delete }, { NULL, NULL } };
   luaL_getmetatable(L, "braid.nats");
   luaL_newlib(L, methods);
-  lua_pushcclosure(L, l_index, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_createtable(L, 0, 1);

@@ -221,12 +221,16 @@ void braid__count_message(void) {
   atomic_fetch_add_explicit(&rt.messages, 1, memory_order_relaxed);
 }
 
-int64_t braid__optdeadline(lua_State *L, int arg, const char *fname) {
-  if (lua_isnoneornil(L, arg)) return BRAID_FOREVER;
+lua_Number braid__opttimeout(lua_State *L, int arg, const char *fname) {
+  if (lua_isnoneornil(L, arg)) return -1;
   lua_Number s = braid__checknumber(L, arg, fname);
   if (s != s) braid__argerror(L, arg, fname, "timeout is NaN");
   if (s < 0) braid__argerror(L, arg, fname, "timeout must be >= 0");
-  return braid_deadline_after(s);
+  return s;
+}
+
+int64_t braid__optdeadline(lua_State *L, int arg, const char *fname) {
+  return braid__timeout_deadline(braid__opttimeout(L, arg, fname));
 }
 
 static task_t *current_task(lua_State *L) {
@@ -679,7 +683,7 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
 static _Thread_local bool opening_private_state;
 
 static lua_State *new_private_state(void) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = braid__new_state();
   if (L == NULL) return NULL;
   luaL_openlibs(L);
   lua_getglobal(L, "package");
@@ -722,7 +726,7 @@ static void rt_free_parts(void) {
   if (rt.shards) {
     for (int i = 0; i < rt.nshards; i++) {
       shard_t *sh = &rt.shards[i];
-      if (sh->sh_L) lua_close(sh->sh_L);
+      if (sh->sh_L) braid__close_state(sh->sh_L);
       BRAID_PCHECK(pthread_mutex_destroy(&sh->sh_mtx));
     }
     free(rt.shards);
@@ -1192,7 +1196,7 @@ void braid_interrupt_clear(void) {
 static _Thread_local lua_State *tls_pool_L;
 
 static void pool_thread_exit(void) {
-  if (tls_pool_L) lua_close(tls_pool_L);
+  if (tls_pool_L) braid__close_state(tls_pool_L);
   tls_pool_L = NULL;
 }
 
