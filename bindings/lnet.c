@@ -98,6 +98,11 @@ typedef struct sock {
   char *s_unlink;             /* listener on a unix path it created */
   SSL *s_ssl;                 /* TLS connection, under o_mtx; immutable ptr */
   SSL_CTX *s_ctx;             /* TLS listener's server context, immutable */
+  /* braid.http: a request is being served on this connection (between its
+   * task's begin and end), read by the server's graceful close to leave
+   * it open.  Relaxed: a hint ordered by nothing else; a request that
+   * begins just as the close looks is cut, as with a close message. */
+  _Atomic bool s_busy;
 } sock_t;
 
 static void sock_destroy(braid_obj_t *o);
@@ -489,6 +494,16 @@ static int step_read(lua_State *L) {
 
 static sock_t *checkconn(lua_State *L) {
   return (sock_t *)braid__checkhandle(L, 1, &conn_type);
+}
+
+/* conn:_busy([flag]) -> whether braid.http is serving a request on it;
+ * with flag, marks it first. */
+static int l_conn_busy(lua_State *L) {
+  sock_t *s = checkconn(L);
+  if (!lua_isnoneornil(L, 2))
+    atomic_store_explicit(&s->s_busy, lua_toboolean(L, 2), memory_order_relaxed);
+  lua_pushboolean(L, atomic_load_explicit(&s->s_busy, memory_order_relaxed));
+  return 1;
 }
 
 static int l_read(lua_State *L) {
@@ -1243,7 +1258,7 @@ void braid__open_net(lua_State *L) {
   static const luaL_Reg conn_m[] = {
     { "read", l_read }, { "read_some", l_read_some }, { "write", l_write },
     { "shutdown", l_conn_shutdown }, { "close", l_conn_close },
-    { "peer", l_conn_peer }, { "addr", l_conn_addr },
+    { "peer", l_conn_peer }, { "addr", l_conn_addr }, { "_busy", l_conn_busy },
     { "__tostring", l_conn_tostring }, { NULL, NULL } };
   static const luaL_Reg listener_m[] = {
     { "accept", l_accept }, { "addr", l_listener_addr }, { "close", l_listener_close },

@@ -11,10 +11,13 @@
 -- alive.  Timers: header_timeout runs from a request's first byte (for the
 -- first request, from the accept) to the end of its head; idle_timeout
 -- bounds every other wait for the client.  max_connections is a channel
--- used as a semaphore by the accept loop.  The counters of stats(), the
--- table of open connections and the "closing" flag live in one
--- braid.server task (ctl) that connection tasks cast to; graceful close
--- closes idle connections at once and busy ones when their request ends.
+-- used as a semaphore by the accept loop.  The request counters of
+-- stats() are C counters (braid._http.stats) that every connection task
+-- adds to without a message; the table of open connections and the
+-- "closing" flag live in one braid.server task (ctl) that connection
+-- tasks cast to once when they open and once when they end.  Graceful
+-- close closes idle connections at once (conn:_busy() tells them), and
+-- busy ones close themselves when their request is answered.
 -- The server handle is a box (braid.handle), so it can be passed to and
 -- used from any task.
 --
@@ -435,7 +438,7 @@ local function run_handler(handler, req)
 end
 
 -- Serves one parsed request; returns whether the connection stays open.
-local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
+local function serve_one(conn, m, handler, cfg, remote, rest)
   local req = setmetatable({
     method = m.method, path = m.path, query = M.decode_query(m.rawquery),
     rawquery = m.rawquery, target = m.target, headers = m.headers, body = m.body,
@@ -445,7 +448,8 @@ local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
   if m.upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
     req._keep = false     -- an upgrade we do not speak: answer, then close
   end
-  ctl:cast(id)                  -- "begin": a bare integer, the cheapest message
+  conn:_busy(true)               -- for a graceful close
+  cfg.stats:begin()              -- counted in C: no message per request
   local r = run_handler(handler, req)
   local is_head = m.method == "HEAD"
   if r[1] and not req._responded then
@@ -467,7 +471,7 @@ local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
   end
   if not r[1] then
     log_error(r[2])
-    ctl:cast({ "error" })
+    cfg.stats:error()
     if req._responded then
       req._keep = false          -- a streamed response cut short
     else
@@ -479,8 +483,11 @@ local function serve_one(conn, m, handler, cfg, ctl, id, remote, rest)
     req._w:close()
   end
   if req._ws then req._ws:close() end
-  ctl:cast(-id)                 -- "end"
-  return req._keep and not req._upgraded
+  cfg.stats:finish()
+  conn:_busy(false)
+  -- A graceful close leaves busy connections open: each closes itself
+  -- once its request is answered.
+  return req._keep and not req._upgraded and not cfg.closing:is_closed()
 end
 
 -- The task of one connection.
@@ -518,14 +525,14 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         queue[qi] = nil
         qi = qi + 1
         head_deadline = nil
-        if not serve_one(conn, m, handler, cfg, ctl, id, remote, m.upgrade and rest or nil) then
+        if not serve_one(conn, m, handler, cfg, remote, m.upgrade and rest or nil) then
           return
         end
         if p:state() == "head" then head_deadline = braid.now() + cfg.header_timeout end
       else
         simple(conn, failed, false, "1.1", { ["content-type"] = "text/plain" },
           (REASONS[failed] or "Error") .. "\n")
-        ctl:cast({ "bad" })
+        cfg.stats:bad()
         return
       end
     end
@@ -537,27 +544,14 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
 end
 M._serve_conn = serve_conn
 
--- The ctl server: counters, open connections, graceful close.
+-- The ctl server: open connections, graceful close.  Request counts live
+-- in cfg.stats (C counters every connection task adds to), and whether a
+-- connection is serving a request in its conn (conn:_busy()).
 local ctl_spec = {
   init = function()
-    return { requests = 0, connections = 0, active = 0, errors = 0, bad = 0,
-             conns = {}, busy = {}, closing = false, open = 0 }
+    return { connections = 0, conns = {}, closing = false, open = 0 }
   end,
   cast = function(s, msg)
-    -- A request's begin and end come as id and -id (one per request each:
-    -- integers travel far cheaper than tables); the rest as {op, id, ...}.
-    if math.type(msg) == "integer" then
-      if msg > 0 then
-        s.requests = s.requests + 1
-        s.active = s.active + 1
-        s.busy[msg] = true
-      else
-        s.active = s.active - 1
-        s.busy[-msg] = nil
-        if s.closing and s.conns[-msg] then s.conns[-msg]:close() end
-      end
-      return s
-    end
     local op, id = msg[1], msg[2]
     if op == "open" then
       s.connections = s.connections + 1
@@ -566,26 +560,19 @@ local ctl_spec = {
       if s.closing then msg[3]:close() end
     elseif op == "gone" then
       if s.conns[id] then s.open = s.open - 1 end
-      s.conns[id], s.busy[id] = nil, nil
-    elseif op == "error" then
-      s.errors = s.errors + 1
-    elseif op == "bad" then
-      s.bad = s.bad + 1
+      s.conns[id] = nil
     end
     return s
   end,
   call = function(s, req)
     if req == "stats" then
-      return { requests = s.requests, connections = s.connections, active = s.active,
-               errors = s.errors, bad_requests = s.bad, open = s.open }, s
+      return { connections = s.connections, open = s.open }, s
     elseif req == "closing" then
       s.closing = true
-      for id, c in pairs(s.conns) do
-        if not s.busy[id] then c:close() end
+      for _, c in pairs(s.conns) do
+        if not c:_busy() then c:close() end
       end
-      return s.active, s
-    elseif req == "active" then
-      return s.active, s
+      return true, s
     elseif req == "closeall" then
       for _, c in pairs(s.conns) do c:close() end
       return s.open, s
@@ -612,6 +599,7 @@ local function config(opts, fname)
     idle_timeout = opts.idle_timeout or 60,
     max_connections = opts.max_connections,
     closing = braid.chan(),
+    stats = C.stats(),
   }
 end
 
@@ -653,7 +641,7 @@ function M.serve(addr, handler, opts)
   local task = braid.spawn({ name = "braid.http accept " .. l:addr() }, function(...)
     return require("braid.http")._accept_loop(...)
   end, l, handler, cfg, ctl, slots)
-  return H.new(M, { ctl = ctl, listener = l, closing = cfg.closing, slots = slots,
+  return H.new(M, { ctl = ctl, listener = l, closing = cfg.closing, slots = slots, counters = cfg.stats,
                     task = task, addr_s = l:addr() }, H.id(cfg.closing))
 end
 
@@ -664,7 +652,9 @@ end
 
 function M.stats(s)
   s = H.check(M, s, "stats")
-  return s.ctl:call("stats")
+  local t = s.ctl:call("stats")
+  t.requests, t.active, t.errors, t.bad_requests = s.counters:get()
+  return t
 end
 
 -- server:close([timeout]): stop accepting, wait up to timeout (default 5 s)
@@ -678,10 +668,11 @@ function M.close(s, timeout)
   if s.slots then s.slots:close() end
   s.listener:close()
   local deadline = braid.now() + (timeout or 5)
-  local active = s.ctl:call("closing")
+  s.ctl:call("closing")
+  local _, active = s.counters:get()
   while active > 0 and braid.now() < deadline do
     braid.sleep(0.01)
-    active = s.ctl:call("active")
+    _, active = s.counters:get()
   end
   s.ctl:call("closeall")
   s.task:wait(1)

@@ -1,5 +1,5 @@
 -- tests/lua/fakenet.lua: an in-memory transport with braid.net's surface
--- (listen/accept/connect, conn:read_some/write/close/peer), built on
+-- (listen/accept/connect, conn:read_some/write/close/peer/_busy), built on
 -- channels, for testing braid.http's protocol logic without sockets:
 --   braid.http._net = require("tests.lua.fakenet").new()
 -- Every object is a plain table of closures over channels, so copies sent
@@ -10,7 +10,15 @@ local M = {}
 
 local function mkconn(inch, outch, peer, me)
   local buf = { s = "" }
+  local busy = braid.chan(1)    -- conn:_busy: shared by every copy
   local c = {}
+  function c._busy(_, flag)
+    if flag == true then busy:try_send(true) return true end
+    if flag == false then busy:try_recv() return false end
+    local v = busy:try_recv()               -- a look: take it and put it back
+    if v then busy:try_send(v) end
+    return v ~= nil
+  end
   function c.read_some(_, max, timeout)
     if buf.s == "" then
       local v, err = inch:recv(timeout)
