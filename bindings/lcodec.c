@@ -1092,18 +1092,82 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   return 1;
 }
 
+/* Pushes the next record if it is a string, a number or a boolean, and
+ * returns its type; else returns 0 with the reader back where it was (the
+ * record is read again the general way). */
+static unsigned dec_scalar(dec_t *d) {
+  lua_State *L = d->L;
+  const unsigned char *at = d->r.wr_p;
+  unsigned type;
+  bool shared;
+  if (!braid__wrd_tag(&d->r, &type, &shared)) corrupt(d);
+  switch (type) {
+    case T_STR: {
+      const char *s;
+      size_t len;
+      if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
+      lua_pushlstring(L, s, len);
+      return T_STR;
+    }
+    case T_INT: {
+      int64_t i;
+      if (!braid__wrd_int(&d->r, &i)) corrupt(d);
+      lua_pushinteger(L, (lua_Integer)i);
+      return T_INT;
+    }
+    case T_FLT: {
+      double n;
+      if (!braid__wrd_flt(&d->r, &n)) corrupt(d);
+      lua_pushnumber(L, (lua_Number)n);
+      return T_FLT;
+    }
+    case T_TRUE: case T_FALSE:
+      lua_pushboolean(L, type == T_TRUE);
+      return type;
+    default:
+      d->r.wr_p = at;
+      return 0;
+  }
+}
+
+/* Opens a table: its leading scalar entries go straight in (most tables
+ * sent are records of strings and numbers: no frame, no dec_deliver per
+ * field); from the first entry that is anything else, a frame takes the
+ * rest. */
 static int dec_table(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
   uint32_t narr = t->wt_narr, nhash = t->wt_nhash;     /* <= INT32_MAX (wire.h) */
   if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
   lua_createtable(L, (int)narr, (int)nhash);           /* presized: the counts are exact */
   dec_register(d, t->wt_shared);
+  uint32_t i = 1;
+  for (; narr > 0; narr--, i++) {
+    if (!dec_scalar(d)) break;
+    lua_rawseti(L, -2, (lua_Integer)i);
+  }
+  if (narr == 0) {
+    for (; nhash > 0; nhash--) {
+      const unsigned char *at = d->r.wr_p;
+      unsigned kt = dec_scalar(d);
+      if (!kt) break;
+      if (kt == T_FLT) {
+        lua_Number k = lua_tonumber(L, -1);
+        if (k != k) corrupt(d);                       /* NaN key */
+      }
+      if (!dec_scalar(d)) {                           /* the pair goes the general way */
+        lua_pop(L, 1);
+        d->r.wr_p = at;
+        break;
+      }
+      lua_rawset(L, -3);
+    }
+  }
   if (narr == 0 && nhash == 0) return 0;
   dframe_t *f = dec_push_frame(d);
   f->df_func = 0;
   f->df_arr = narr;
   f->df_hash = nhash;
-  f->df_i = 1;
+  f->df_i = i;
   f->df_valnext = 0;
   return 1;
 }

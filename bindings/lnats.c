@@ -835,8 +835,10 @@ static const char *checksubject(lua_State *L, int idx, const char *fname) {
   size_t len;
   const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
   bool ok = s && len > 0;
-  for (size_t i = 0; ok && i < len; i++)
-    if (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r')) ok = false;
+  for (size_t i = 0; ok && i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c <= ' ' && (c == ' ' || (c >= '\t' && c <= '\r'))) ok = false;   /* one compare per byte */
+  }
   if (!ok) {
     if (s) lua_pushfstring(L, "'%s'", s);
     else lua_pushstring(L, luaL_typename(L, idx));
