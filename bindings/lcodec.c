@@ -1092,9 +1092,9 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   return 1;
 }
 
-/* Pushes the next record if it is a string, a number or a boolean, and
- * returns its type; else returns 0 with the reader back where it was (the
- * record is read again the general way). */
+/* Pushes the next record if it is a scalar (nil, a boolean, a number, a
+ * string) and returns its type; else returns 0 with the reader back where
+ * it was (the record is read again the general way). */
 static unsigned dec_scalar(dec_t *d) {
   lua_State *L = d->L;
   const unsigned char *at = d->r.wr_p;
@@ -1124,6 +1124,9 @@ static unsigned dec_scalar(dec_t *d) {
     case T_TRUE: case T_FALSE:
       lua_pushboolean(L, type == T_TRUE);
       return type;
+    case T_NIL:
+      lua_pushnil(L);
+      return T_NIL;
     default:
       d->r.wr_p = at;
       return 0;
@@ -1150,6 +1153,7 @@ static int dec_table(dec_t *d, const braid_wtok_t *t) {
       const unsigned char *at = d->r.wr_p;
       unsigned kt = dec_scalar(d);
       if (!kt) break;
+      if (kt == T_NIL) corrupt(d);                    /* a nil key */
       if (kt == T_FLT) {
         lua_Number k = lua_tonumber(L, -1);
         if (k != k) corrupt(d);                       /* NaN key */
@@ -1209,34 +1213,11 @@ static void dec_deliver(dec_t *d, unsigned t) {
 /* Reads one record: pushes a value and delivers it, or opens a frame. */
 static void dec_record(dec_t *d) {
   lua_State *L = d->L;
-  unsigned type;
+  /* Scalars (most records) without a token. */
+  unsigned type = dec_scalar(d);
+  if (type) goto deliver;
   bool shared;
   if (!braid__wrd_tag(&d->r, &type, &shared)) corrupt(d);
-  /* Scalars (most records) without a token. */
-  switch (type) {
-    case T_NIL: lua_pushnil(L); goto deliver;
-    case T_FALSE: lua_pushboolean(L, 0); goto deliver;
-    case T_TRUE: lua_pushboolean(L, 1); goto deliver;
-    case T_INT: {
-      int64_t i;
-      if (!braid__wrd_int(&d->r, &i)) corrupt(d);
-      lua_pushinteger(L, (lua_Integer)i);
-      goto deliver;
-    }
-    case T_FLT: {
-      double n;
-      if (!braid__wrd_flt(&d->r, &n)) corrupt(d);
-      lua_pushnumber(L, (lua_Number)n);
-      goto deliver;
-    }
-    case T_STR: {
-      const char *s;
-      size_t len;
-      if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
-      lua_pushlstring(L, s, len);
-      goto deliver;
-    }
-  }
   braid_wtok_t t;
   if (!braid__wrd_body(&d->r, type, shared, &t)) corrupt(d);
   dframe_t *f = d->depth ? &d->frames[d->depth - 1] : NULL;
