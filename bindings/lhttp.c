@@ -217,7 +217,10 @@ static int on_headers_complete(http_parser *p) {
     lua_pushlstring(L, hp->p_url.b_data ? hp->p_url.b_data : "", hp->p_url.b_len);
     lua_setfield(L, m, "reason");
   }
-  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  if (p->http_major == 1 && p->http_minor <= 1)         /* no formatting for the usual two */
+    lua_pushstring(L, p->http_minor ? "1.1" : "1.0");
+  else
+    lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_setfield(L, m, "version");
   lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
   lua_setfield(L, m, "chunked");

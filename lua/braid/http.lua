@@ -161,8 +161,34 @@ local function status_line(status)
   return line
 end
 
-local function bad_header(k, v)
-  return tostring(k):find("[\r\n:]") or tostring(v):find("[\r\n]")
+-- Header lines already checked, per state: name -> value -> the line
+-- ("Name: value\r\n"), so that a handler answering with the same headers
+-- every time (the common case) pays two table lookups per header, not two
+-- pattern searches and the tostring calls.  Emptied when it grows past
+-- HEADER_CACHE_MAX lines (headers that vary, such as an ETag).
+local HEADER_CACHE_MAX = 512
+local header_lines, header_nlines = {}, 0
+local lower_names = {}                 -- name -> name:lower(), same bound
+
+local function header_line(k, v)
+  local byname = header_lines[k]
+  local line = byname and byname[v]
+  if line then return line end
+  local ks, vs = tostring(k), tostring(v)
+  if ks:find("[\r\n:]") or vs:find("[\r\n]") then error("braid.http: bad header " .. ks, 0) end
+  line = ks .. ": " .. vs .. "\r\n"
+  if v ~= v then return line end       -- NaN: not a table key
+  if header_nlines >= HEADER_CACHE_MAX then header_lines, header_nlines, lower_names = {}, 0, {} end
+  if not byname then byname = {}; header_lines[k] = byname end
+  byname[v] = line
+  header_nlines = header_nlines + 1
+  return line
+end
+
+local function lower_name(k)
+  local l = lower_names[k]
+  if not l then l = tostring(k):lower(); lower_names[k] = l end
+  return l
 end
 
 -- The head of a response: status line, the handler's headers, then the
@@ -172,21 +198,20 @@ local function by_name(a, b) return tostring(a) < tostring(b) end
 local function head(first, headers, extra)
   local t, have = { first }, {}
   if headers then
-    local names = {}
-    for k in pairs(headers) do names[#names + 1] = k end
-    if #names > 1 then table.sort(names, by_name) end
+    local names, strings = {}, true
+    for k in pairs(headers) do
+      names[#names + 1] = k
+      if type(k) ~= "string" then strings = false end
+    end
+    if #names > 1 then table.sort(names, not strings and by_name or nil) end
     for _, k in ipairs(names) do
       local v = headers[k]
       if type(v) == "table" then
-        for _, x in ipairs(v) do
-          if bad_header(k, x) then error("braid.http: bad header " .. tostring(k), 0) end
-          t[#t + 1] = k .. ": " .. tostring(x) .. "\r\n"
-        end
+        for _, x in ipairs(v) do t[#t + 1] = header_line(k, x) end
       else
-        if bad_header(k, v) then error("braid.http: bad header " .. tostring(k), 0) end
-        t[#t + 1] = k .. ": " .. tostring(v) .. "\r\n"
+        t[#t + 1] = header_line(k, v)
       end
-      have[tostring(k):lower()] = true
+      have[lower_name(k)] = true
     end
   end
   for _, kv in ipairs(extra) do
