@@ -882,8 +882,15 @@ static void rt_stop(void) {
   braid__netpoll_shutdown();
   /* A blocking job gets the same grace (one stuck in a C call keeps its
    * thread, detached): exit never waits seconds for it. */
-  bool pool_done = braid_jobpool_stop(rt.jobs, SHUTDOWN_GRACE_NS);
-  rt.jobs = NULL;                       /* freed, or left to its last thread */
+  /* Out of rt.jobs under the lock first: a detached worker still running
+   * a task may call braid.stats() (l_stats reads the pool under rt.mtx)
+   * while the pool is stopped and freed.  tests/app/shutdown/pcall_braid.lua
+   * crashed in braid_jobpool_stats(NULL) in about 1 run in 6. */
+  BRAID_PCHECK(pthread_mutex_lock(&rt.mtx));
+  braid_jobpool_t *jobs = rt.jobs;
+  rt.jobs = NULL;
+  BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
+  bool pool_done = braid_jobpool_stop(jobs, SHUTDOWN_GRACE_NS);  /* freed, or left to its last thread */
   if (!joined) {
     /* Leave the shards, the tasks and the scheduler to the detached
      * threads; start afresh if the host opens braid again. */
@@ -1353,7 +1360,8 @@ static int l_blocking(lua_State *L) {
   j->j_job.j_data = j;
   braid__pushhandle(L, (braid_obj_t *)f);
   atomic_fetch_add_explicit(&rt.binflight, 1, memory_order_seq_cst);
-  int rc = braid_jobpool_submit(rt.jobs, &j->j_job);
+  braid_jobpool_t *jobs = braid__rt_jobpool();         /* NULL: the runtime is stopping */
+  int rc = jobs ? braid_jobpool_submit(jobs, &j->j_job) : BRAID_ECLOSED;
   if (rc != 0) {
     bjob_done(j, BRAID_FUTURE_CANCELLED, NULL);
     return luaL_error(L, "braid: cannot run a blocking job (%s)", braid_strerror(rc));
@@ -1492,8 +1500,8 @@ static int l_stats(lua_State *L) {
   braid_sched_stats_t ss = { 0 };
   braid_jobpool_stats_t js = { 0 };
   if (started) {
-    braid_sched_stats(rt.sched, &ss);
-    braid_jobpool_stats(rt.jobs, &js);
+    if (rt.sched) braid_sched_stats(rt.sched, &ss);
+    if (rt.jobs) braid_jobpool_stats(rt.jobs, &js);     /* NULL once rt_stop took it */
   }
   BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
   lua_createtable(L, 0, 20);

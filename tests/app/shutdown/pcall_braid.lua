@@ -1,4 +1,5 @@
 -- expect: 0
+-- repeat: 12
 -- A task that swallows its cancellation in pcall while calling braid's own
 -- C functions in a loop: its worker, left running at exit, must not crash
 -- the process on its way out (lua5.4 dlcloses braid.so after the runtime
