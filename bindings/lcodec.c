@@ -1133,6 +1133,16 @@ static unsigned dec_scalar(dec_t *d) {
   }
 }
 
+/* The key just pushed (its record's tag is t) must be a valid table key:
+ * not nil, not NaN. */
+static void dec_check_key(dec_t *d, unsigned t) {
+  if (t == T_NIL) corrupt(d);
+  if (t == T_FLT) {
+    lua_Number k = lua_tonumber(d->L, -1);
+    if (k != k) corrupt(d);                           /* NaN key */
+  }
+}
+
 /* Opens a table: its leading scalar entries go straight in (most tables
  * sent are records of strings and numbers: no frame, no dec_deliver per
  * field); from the first entry that is anything else, a frame takes the
@@ -1153,11 +1163,7 @@ static int dec_table(dec_t *d, const braid_wtok_t *t) {
       const unsigned char *at = d->r.wr_p;
       unsigned kt = dec_scalar(d);
       if (!kt) break;
-      if (kt == T_NIL) corrupt(d);                    /* a nil key */
-      if (kt == T_FLT) {
-        lua_Number k = lua_tonumber(L, -1);
-        if (k != k) corrupt(d);                       /* NaN key */
-      }
+      dec_check_key(d, kt);
       if (!dec_scalar(d)) {                           /* the pair goes the general way */
         lua_pop(L, 1);
         d->r.wr_p = at;
@@ -1192,11 +1198,7 @@ static void dec_deliver(dec_t *d, unsigned t) {
       f->df_i++;
       if (--f->df_arr || f->df_hash) return;
     } else if (!f->df_valnext) {                      /* a key */
-      if (t == T_NIL) corrupt(d);
-      if (t == T_FLT) {
-        lua_Number k = lua_tonumber(L, -1);
-        if (k != k) corrupt(d);                       /* NaN key */
-      }
+      dec_check_key(d, t);
       f->df_valnext = 1;
       return;
     } else {

@@ -789,6 +789,17 @@ static natsMsg *newmsg(lua_State *L, const char *subject, const char *reply, int
   return m;
 }
 
+/* What nc:publish and nc:_pub return: true, or nil and nats.c's error. */
+static int pub_result(lua_State *L, natsStatus st) {
+  if (st != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, natsStatus_GetText(st));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* nc:_pub(subject, data, reply|nil, json [, headers]) -> true | nil, err */
 static int l_pub(lua_State *L) {
   nconn_t *nc = checkopen(L, 1);
@@ -797,13 +808,7 @@ static int l_pub(lua_State *L) {
   natsMsg *m = newmsg(L, subject, reply, 3, 5);
   natsStatus st = natsConnection_PublishMsg(nc->n_conn, m);
   natsMsg_Destroy(m);
-  if (st != NATS_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, natsStatus_GetText(st));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return pub_result(L, st);
 }
 
 /* Pushes lua/braid/nats.lua's connection method name (or nil).  The
@@ -866,13 +871,7 @@ static int l_publish(lua_State *L) {
   const char *data = lua_tolstring(L, 3, &len);
   natsStatus st = reply ? natsConnection_PublishRequest(nc->n_conn, subject, reply, data, (int)len)
                         : natsConnection_Publish(nc->n_conn, subject, data, (int)len);
-  if (st != NATS_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, natsStatus_GetText(st));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return pub_result(L, st);
 }
 
 static nsub_t *subscribe(lua_State *L, nconn_t *nc, const char *subject, const char *queue,

@@ -1500,6 +1500,8 @@ static int l_stats(lua_State *L) {
   braid_sched_stats_t ss = { 0 };
   braid_jobpool_stats_t js = { 0 };
   if (started) {
+    /* Both can be NULL while started: rt_stop takes the pool first, and
+     * rt_free_parts frees the scheduler before started is cleared. */
     if (rt.sched) braid_sched_stats(rt.sched, &ss);
     if (rt.jobs) braid_jobpool_stats(rt.jobs, &js);     /* NULL once rt_stop took it */
   }

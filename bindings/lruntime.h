@@ -63,12 +63,6 @@ void braid__open_net(lua_State *L);   /* lnet.c: braid.net */
  * ("chan:recv", see braid__argerror). */
 int64_t braid__optdeadline(lua_State *L, int arg, const char *fname);
 
-/* lalloc.c: a Lua state as luaL_newstate makes it (panic function,
- * warnings off) but with braid's per-state size-class allocator; NULL when
- * out of memory.  Closed with braid__close_state only. */
-lua_State *braid__new_state(void);
-void braid__close_state(lua_State *L);
-
 /* The same checks, but the timeout in seconds (< 0: none), for a fast
  * path that reads the clock only when it has to wait
  * (braid__timeout_deadline): chan:recv and chan:send. */
@@ -76,6 +70,12 @@ lua_Number braid__opttimeout(lua_State *L, int arg, const char *fname);
 static inline int64_t braid__timeout_deadline(lua_Number s) {
   return s < 0 ? BRAID_FOREVER : braid_deadline_after(s);
 }
+
+/* lalloc.c: a Lua state as luaL_newstate makes it (panic function,
+ * warnings off) but with braid's per-state size-class allocator; NULL when
+ * out of memory.  Closed with braid__close_state only. */
+lua_State *braid__new_state(void);
+void braid__close_state(lua_State *L);
 
 /* Raises a Lua error whose value is exactly the string s (no position). */
 int braid__raise(lua_State *L, const char *s);
