@@ -899,6 +899,10 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
   idx = lua_absindex(L, idx);
   if (root == NULL) root = "value";
   if (n < 0) n = 0;
+  if (n == 1 && lua_isinteger(L, idx)) {             /* the commonest value */
+    lua_Integer i = lua_tointeger(L, idx);
+    if (i >= BRAID_MSG_IMM_MIN && i <= BRAID_MSG_IMM_MAX) return braid_msg_imm(i);
+  }
   if (n <= 8) {
     braid_msg_t *m = encode_scalars(L, idx, n);
     if (m) return m;
@@ -1285,6 +1289,11 @@ deliver:
 
 /* Decodes up to max values (all when max < 0); returns how many. */
 static int decode(lua_State *L, braid_msg_t *m, int max) {
+  if (m != NULL && braid_msg_is_imm(m)) {             /* one integer */
+    if (max == 0) return 0;
+    lua_pushinteger(L, braid_msg_imm_value(m));
+    return 1;
+  }
   dframe_t local[DEC_LOCAL_FRAMES];
   dec_t d;
   d.L = L;

@@ -253,6 +253,7 @@ braid_msg_t *braid__wmsg(const braid_wbuf_t *b, braid_obj_t *const *hv, size_t n
 typedef struct braid_wrd {
   const unsigned char *wr_p, *wr_end;
   braid_msg_t *wr_m;            /* for T_HANDLE indices */
+  unsigned char wr_imm[10];     /* an immediate message's encoding */
 } braid_wrd_t;
 
 /* One record's header, as braid__wnext read it.  Strings point into the
@@ -316,6 +317,12 @@ static inline bool braid__wrd_fixed(braid_wrd_t *r, void *to, size_t n) {
 /* Starts reading m: checks its tag, sets *n to its count of values.  False
  * when m is not a message of this format. */
 static inline bool braid__wopen(braid_wrd_t *r, braid_msg_t *m, size_t *n) {
+  if (m != NULL && braid_msg_is_imm(m)) {          /* one integer (msg.h) */
+    r->wr_m = m;
+    r->wr_p = r->wr_imm;
+    r->wr_end = braid__wput_int(braid__wput_varint(r->wr_imm, 1), braid_msg_imm_value(m));
+    return braid__wrd_count(r, n);
+  }
   if (m == NULL || (m->m_tag & CODEC_MAGIC_MASK) != CODEC_MAGIC) return false;
   r->wr_m = m;
   r->wr_p = m->m_data;

@@ -38,7 +38,7 @@ braid_msg_t *braid_msg_new(const void *data, size_t len,
 }
 
 void braid_msg_release(braid_msg_t *m) {
-  if (m == NULL) return;
+  if (m == NULL || braid_msg_is_imm(m)) return;
   /* acq_rel: see braid_obj_release. */
   if (atomic_fetch_sub_explicit(&m->m_rc, 1, memory_order_acq_rel) != 1) return;
   for (uint32_t i = 0; i < m->m_nhandles; i++)

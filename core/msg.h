@@ -17,6 +17,7 @@
 #define BRAID_MSG_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,13 +50,40 @@ static inline void braid_msg_set_handle(braid_msg_t *m, size_t i, braid_obj_t *h
   m->m_handles[i] = h;
 }
 
+/* Immediate messages.  The commonest value sent, one small integer (an id,
+ * a counter, a job number), travels in the pointer itself, as Go's channels
+ * carry an int in the buffer slot: the low bit set (no message is at an odd
+ * address), the integer in the other bits.  It is never allocated, retain
+ * and release do nothing, and the codec's reader opens it as the encoding
+ * of that one integer, so nothing but the codec's two ends tells it apart.
+ * Integers outside [BRAID_MSG_IMM_MIN, BRAID_MSG_IMM_MAX] take a real
+ * message. */
+#define BRAID_MSG_IMM_MAX ((int64_t)(UINTPTR_MAX >> 2))
+#define BRAID_MSG_IMM_MIN (-BRAID_MSG_IMM_MAX - 1)
+
+static inline bool braid_msg_is_imm(const braid_msg_t *m) {
+  return ((uintptr_t)m & 1u) != 0;
+}
+
+/* The immediate message holding i, which must be within the bounds above. */
+static inline braid_msg_t *braid_msg_imm(int64_t i) {
+  return (braid_msg_t *)(((uintptr_t)(intptr_t)i << 1) | 1u);
+}
+
+/* The integer an immediate message holds (an arithmetic shift: gcc and
+ * clang define >> of a negative number so). */
+static inline int64_t braid_msg_imm_value(const braid_msg_t *m) {
+  return (int64_t)((intptr_t)(uintptr_t)m >> 1);
+}
+
 static inline void braid_msg_retain(braid_msg_t *m) {
+  if (braid_msg_is_imm(m)) return;
   /* Relaxed: see braid_obj_retain. */
   atomic_fetch_add_explicit(&m->m_rc, 1, memory_order_relaxed);
 }
 
 /* Drops a reference; the last one releases every handle and frees the
- * message.  NULL is accepted and ignored. */
+ * message.  NULL and immediate messages are accepted and ignored. */
 void braid_msg_release(braid_msg_t *m);
 
 #endif

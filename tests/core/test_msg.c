@@ -279,12 +279,34 @@ TEST(test_clock_deadline_after) {
   ASSERT_GE_INT(braid_now_ns(), before);   /* monotonic */
 }
 
+/* Immediate messages: the integer comes back at both bounds and at zero,
+ * retain and release leave it alone, and none is NULL or a real address. */
+TEST(test_msg_immediates) {
+  const int64_t vals[] = { 0, 1, -1, 42, -42, BRAID_MSG_IMM_MAX, BRAID_MSG_IMM_MIN,
+                           BRAID_MSG_IMM_MAX - 1, BRAID_MSG_IMM_MIN + 1 };
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+    braid_msg_t *m = braid_msg_imm(vals[i]);
+    ASSERT(m != NULL);
+    ASSERT(braid_msg_is_imm(m));
+    ASSERT_EQ_INT(braid_msg_imm_value(m), vals[i]);
+    braid_msg_retain(m);
+    braid_msg_release(m);
+    braid_msg_release(m);
+    ASSERT_EQ_INT(braid_msg_imm_value(m), vals[i]);
+  }
+  ASSERT_EQ_INT(BRAID_MSG_IMM_MAX, (int64_t)(UINTPTR_MAX >> 2));
+  braid_msg_t *real = braid_msg_new("x", 1, NULL, 0);
+  ASSERT(!braid_msg_is_imm(real));
+  braid_msg_release(real);
+}
+
 TEST_LIST {
   RUN(test_msg_new_copies_bytes);
   RUN(test_msg_new_empty);
   RUN(test_msg_int_roundtrip);
   RUN(test_msg_retain_release);
   RUN(test_msg_release_null);
+  RUN(test_msg_immediates);
   RUN(test_msg_new_retains_handles);
   RUN(test_msg_last_handle_reference);
   RUN(test_msg_alloc_set_handle);
