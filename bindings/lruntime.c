@@ -135,16 +135,18 @@ struct shard {
    * a state): it does not queue behind tasks that compute for whole
    * slices.  The one it displaces goes to the tail, and every
    * SHARD_FAIR_TICK-th pop takes the head first, so a ping-pong pair that
-   * keeps waking each other cannot starve the queue.  Under sh_mtx. */
-  task_t *sh_next;
+   * keeps waking each other cannot starve the queue.  A slot swapped
+   * without the lock (Go's runnext is a CAS'd slot too): a wake on the
+   * same worker takes no lock to put, the pop none to take. */
+  task_t *_Atomic sh_next;
   unsigned sh_tick;           /* pops so far; the running thread only */
   /* Length of the ready queue: written under sh_mtx, read lock-free as a
    * hint (relaxed) by the spinning await and by shard_run's slice check. */
   _Atomic int sh_nready;
   /* The task being resumed, for sysmon's preemption and the canceller:
-   * written by the running thread (seq_cst, see run_task); cleared under
-   * sh_mtx before the task is freed, and only read under sh_mtx to set a
-   * hook, so a task seen there is alive. */
+   * written by the running thread (seq_cst, see run_task), and only read
+   * under sh_mtx to set a hook; task_end takes sh_mtx once before it frees
+   * the task, so a task seen there is alive. */
   task_t *_Atomic sh_current;
   _Atomic bool sh_stop;       /* shutdown: run no more tasks (never cleared) */
   _Atomic int sh_ntasks;      /* live tasks placed here (relaxed: placement) */
@@ -372,18 +374,21 @@ static void report_unobserved(braid_future_t *f, braid_msg_t *err) {
 static void push_ready(task_t *t, bool next) {
   shard_t *sh = t->t_home;
   t->t_next = NULL;
-  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
-  if (next) {
-    task_t *old = sh->sh_next;
-    sh->sh_next = t;
-    t = old;
-  }
+  /* acq_rel: the task's fields written before its wake are visible to the
+   * thread that swaps it out; the displaced one's likewise to us. */
+  if (next) t = atomic_exchange_explicit(&sh->sh_next, t, memory_order_acq_rel);
   if (t) {
+    BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
     if (sh->sh_rtail) sh->sh_rtail->t_next = t; else sh->sh_rhead = t;
     sh->sh_rtail = t;
+    BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
   }
-  atomic_fetch_add_explicit(&sh->sh_nready, 1, memory_order_relaxed);
-  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
+  /* Counted after the put: a pop that sees the count finds a task (this
+   * one, or one whose count it borrows and which then waits for its own),
+   * so the count never goes below zero.  A pop that misses this one is
+   * followed by the braid_sched_ready below, or (on sh's own thread) by
+   * shard_run's next pop. */
+  atomic_fetch_add_explicit(&sh->sh_nready, 1, memory_order_release);
   /* The thread running sh pops its queue again before it gives sh back:
    * nothing to tell the scheduler. */
   if (tls_shard != sh) braid_sched_ready(rt.sched, &sh->sh_unit);
@@ -403,24 +408,29 @@ static void task_timer_cb(braid_timer_t *tm) {
   braid_waiter_fire(&t->t_waiter, BRAID_W_TIMEOUT, BRAID_ETIMEDOUT, NULL);
 }
 
-static task_t *pop_ready(shard_t *sh) {
-  if (atomic_load_explicit(&sh->sh_nready, memory_order_acquire) == 0) return NULL;
+static task_t *pop_queue(shard_t *sh) {
   BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
-  task_t *t = sh->sh_next;
-  if (t == NULL || (++sh->sh_tick % SHARD_FAIR_TICK == 0 && sh->sh_rhead != NULL)) {
-    t = sh->sh_rhead;
-    if (t) {
-      sh->sh_rhead = t->t_next;
-      if (sh->sh_rhead == NULL) sh->sh_rtail = NULL;
-    }
-  } else {
-    sh->sh_next = NULL;
+  task_t *t = sh->sh_rhead;
+  if (t) {
+    sh->sh_rhead = t->t_next;
+    if (sh->sh_rhead == NULL) sh->sh_rtail = NULL;
   }
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
+  return t;
+}
+
+static task_t *pop_ready(shard_t *sh) {
+  if (atomic_load_explicit(&sh->sh_nready, memory_order_acquire) <= 0) return NULL;
+  task_t *t = NULL;
+  bool fair = ++sh->sh_tick % SHARD_FAIR_TICK == 0;
+  if (fair) t = pop_queue(sh);
+  if (t == NULL && atomic_load_explicit(&sh->sh_next, memory_order_relaxed) != NULL)
+    t = atomic_exchange_explicit(&sh->sh_next, NULL, memory_order_acq_rel);
+  if (t == NULL && !fair) t = pop_queue(sh);
   if (t) {
     t->t_next = NULL;
     atomic_fetch_sub_explicit(&sh->sh_nready, 1, memory_order_relaxed);
   }
-  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
   return t;
 }
 
@@ -468,8 +478,13 @@ static void task_free(task_t *t) {
 /* Settles the task's future and frees it; the coroutine is recycled. */
 static void task_end(shard_t *sh, task_t *t, braid_fstate_t st, braid_msg_t *m) {
   lua_State *L = sh->sh_L;
-  /* t is not sh_current: run_task cleared it, under sh_mtx, when the
-   * resume returned (no hook setter can reach t any more). */
+  /* t is not sh_current: run_task cleared it when the resume returned.  A
+   * hook setter that read it before holds sh_mtx until its lua_sethook
+   * returned: once we have had the lock, none can reach t, and the hook it
+   * may have left is cleared before the coroutine is recycled. */
+  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
+  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
+  if (t->t_co) lua_sethook(t->t_co, NULL, 0, 0);
   atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
   if (st == BRAID_FUTURE_REJECTED && m && braid_future_unobserved &&
       atomic_load_explicit(&((braid_obj_t *)t->t_fut)->o_rc, memory_order_acquire) == 1 &&
@@ -577,11 +592,12 @@ static void run_task(shard_t *sh, task_t *t) {
   int status = lua_resume(co, L, t->t_nargs, &nres);
   tls_task = NULL;
   t->t_nargs = 0;
-  /* The resume is over: no hook setter may touch co's hook while we clear
-   * it (it would survive into the next resume otherwise). */
-  BRAID_PCHECK(pthread_mutex_lock(&sh->sh_mtx));
-  atomic_store_explicit(&sh->sh_current, NULL, memory_order_relaxed);
-  BRAID_PCHECK(pthread_mutex_unlock(&sh->sh_mtx));
+  /* The resume is over.  No lock: a hook setter that read t just before
+   * this store may still set its hook after the clear below; t then yields
+   * once at the start of its next resume (preempt_hook), which is what the
+   * setter asked for anyway.  task_end waits for such a setter before t
+   * and its coroutine are reused. */
+  atomic_store_explicit(&sh->sh_current, NULL, memory_order_seq_cst);
   lua_sethook(co, NULL, 0, 0);        /* a hook that did not fire */
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
@@ -783,6 +799,7 @@ static void rt_start(lua_State *L) {
     }
     atomic_init(&sh->sh_nready, 0);
     atomic_init(&sh->sh_current, NULL);
+    atomic_init(&sh->sh_next, NULL);
     atomic_init(&sh->sh_stop, false);
     atomic_init(&sh->sh_ntasks, 0);
     sh->sh_envmt = LUA_NOREF;
