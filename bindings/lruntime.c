@@ -179,19 +179,24 @@ static struct runtime {
   char *path, *cpath;         /* the host's package.path / cpath */
   pthread_t owner;            /* the thread that opened braid first */
   bool have_owner;
-  /* counters */
-  _Atomic unsigned next_shard;  /* placement cursor */
-  _Atomic long active;        /* tasks queued, ready or running (not blocked) */
+  /* Counters, on cache lines of their own: the fields above are read at
+   * every resume (sched, timers), and a counter written beside them pulls
+   * their line away from every other worker at each write (ints one-way
+   * across 2 workers: false sharing with rt.messages, bumped per send). */
+  _Alignas(64) _Atomic uint64_t messages;    /* per send */
+  _Alignas(64) _Atomic long active;  /* tasks queued, ready or running (not blocked) */
+  _Atomic uint64_t epoch;     /* bumped by every wake, spawn and end */
+  _Alignas(64) _Atomic unsigned next_shard;  /* placement cursor */
   _Atomic long nlive;
   _Atomic long binflight;     /* blocking jobs queued or running */
-  _Atomic uint64_t epoch;     /* bumped by every wake, spawn and end */
-  _Atomic uint64_t spawned, completed, failed, messages, next_id;
+  _Atomic uint64_t spawned, completed, failed, next_id;
   _Atomic int interrupt;      /* braid_interrupt() was called */
   /* The waiter the owner's thread parks on now, or NULL (braid_interrupt
    * fires it). */
   braid_waiter_t *_Atomic owner_waiter;
   _Atomic bool no_deadlock;   /* the deadlock check is off */
   _Atomic bool quiet_reports; /* shut down: no unobserved-error reports */
+  char pad_end[64];           /* nothing of another object on the last line */
 } rt = {
   .mtx = PTHREAD_MUTEX_INITIALIZER,
   .nworkers = 0,
