@@ -191,35 +191,77 @@ local function lower_name(k)
   return l
 end
 
--- The head of a response: status line, the handler's headers, then the
--- defaults in `extra` ({name, value} pairs) that the handler did not set.
+-- A message head: the first line, the caller's headers sorted by name,
+-- then the defaults (up to four name/value pairs, the names given with
+-- their lower-case forms in DEFAULT_LOWER, or one list of {name, value}
+-- pairs) that the caller did not set,
+-- the blank line and, when given, the body: one string.
+--
+-- head() gathers the lines in fresh arrays.  The server's answers
+-- (simple) use head_scratch(), which gathers them in arrays kept by this
+-- state, so a response allocates nothing but its string: nothing in here
+-- yields (user code reached from it, a __tostring, a __pairs or a sort
+-- comparator, runs inside a C call and cannot), so no other task can be
+-- using them meanwhile, and every use starts again from index 1, so what
+-- a call that raised left behind is overwritten.
 local function by_name(a, b) return tostring(a) < tostring(b) end
 
-local function head(first, headers, extra)
-  local t, have = { first }, {}
-  if headers then
-    local names, strings = {}, true
+local DEFAULT_LOWER = {
+  Date = "date", ["Content-Length"] = "content-length", Connection = "connection",
+  ["Transfer-Encoding"] = "transfer-encoding", Host = "host", ["User-Agent"] = "user-agent",
+  Accept = "accept",
+}
+local scratch_t, scratch_names, scratch_lower = {}, {}, {}
+
+local function has_lower(lnames, nh, name)
+  for i = 1, nh do if lnames[i] == name then return true end end
+  return false
+end
+
+local function head_in(t, names, lnames, first, headers, body, k1, v1, k2, v2, k3, v3, k4, v4)
+  local n, nh = 1, 0
+  t[1] = first
+  if headers and next(headers) ~= nil then
+    local strings = true
     for k in pairs(headers) do
-      names[#names + 1] = k
+      nh = nh + 1
+      names[nh] = k
       if type(k) ~= "string" then strings = false end
     end
-    if #names > 1 then table.sort(names, not strings and by_name or nil) end
-    for _, k in ipairs(names) do
+    for i = #names, nh + 1, -1 do names[i] = nil end   -- a longer list before
+    if nh > 1 then table.sort(names, not strings and by_name or nil) end
+    for i = 1, nh do
+      local k = names[i]
       local v = headers[k]
       if type(v) == "table" then
-        for _, x in ipairs(v) do t[#t + 1] = header_line(k, x) end
+        for _, x in ipairs(v) do n = n + 1; t[n] = header_line(k, x) end
       else
-        t[#t + 1] = header_line(k, v)
+        n = n + 1
+        t[n] = header_line(k, v)
       end
-      have[lower_name(k)] = true
+      lnames[i] = lower_name(k)
     end
   end
-  for _, kv in ipairs(extra) do
-    if not have[kv[1]:lower()] then t[#t + 1] = kv[1] .. ": " .. kv[2] .. "\r\n" end
+  if type(k1) == "table" then          -- a list of {name, value} defaults
+    for _, kv in ipairs(k1) do
+      if not has_lower(lnames, nh, kv[1]:lower()) then n = n + 1; t[n] = kv[1] .. ": " .. kv[2] .. "\r\n" end
+    end
+    k1 = nil
   end
-  t[#t + 1] = "\r\n"
-  return concat(t), have
+  if k1 and not has_lower(lnames, nh, DEFAULT_LOWER[k1]) then n = n + 1; t[n] = k1 .. ": " .. v1 .. "\r\n" end
+  if k2 and not has_lower(lnames, nh, DEFAULT_LOWER[k2]) then n = n + 1; t[n] = k2 .. ": " .. v2 .. "\r\n" end
+  if k3 and not has_lower(lnames, nh, DEFAULT_LOWER[k3]) then n = n + 1; t[n] = k3 .. ": " .. v3 .. "\r\n" end
+  if k4 and not has_lower(lnames, nh, DEFAULT_LOWER[k4]) then n = n + 1; t[n] = k4 .. ": " .. v4 .. "\r\n" end
+  n = n + 1
+  t[n] = "\r\n"
+  if body and body ~= "" then n = n + 1; t[n] = body end
+  local r = concat(t, "", 1, n)
+  if body then t[n] = nil end          -- a scratch array keeps no body alive
+  return r
 end
+
+local function head(...) return head_in({}, {}, {}, ...) end
+local function head_scratch(...) return head_in(scratch_t, scratch_names, scratch_lower, ...) end
 
 -- The Date header, formatted once a second (per state), not per response.
 local date_t, date_s
@@ -400,10 +442,15 @@ function REQ.stream(req, status, headers)
   req._responded = true
   local chunked = req.version ~= "1.0"
   if not chunked then req._keep = false end
-  local extra = { { "Date", httpdate() } }
-  if chunked then extra[#extra + 1] = { "Transfer-Encoding", "chunked" } end
-  if not req._keep then extra[#extra + 1] = { "Connection", "close" } end
-  local ok, h = pcall(head, status_line(status), headers, extra)
+  local te = chunked and "Transfer-Encoding" or nil
+  local cl = not req._keep and "Connection" or nil
+  local ok, h
+  if te then
+    ok, h = pcall(head, status_line(status), headers, nil, "Date", httpdate(), te, "chunked",
+                  cl, "close")
+  else
+    ok, h = pcall(head, status_line(status), headers, nil, "Date", httpdate(), cl, "close")
+  end
   if not ok then error(h, 2) end
   local w = setmetatable({ _conn = req._conn, _chunked = chunked }, W)
   req._w = w
@@ -437,16 +484,21 @@ end
 
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
-  local extra = { { "Date", httpdate() } }
+  local lenk, lenv
   if status == 204 or status == 304 or status < 200 then
     body = ""          -- RFC 9110: no body and no Content-Length for these
   else
-    extra[2] = { "Content-Length", tostring(#body) }
+    lenk, lenv = "Content-Length", tostring(#body)
   end
-  if not keep then extra[#extra + 1] = { "Connection", "close" }
-  elseif version == "1.0" then extra[#extra + 1] = { "Connection", "keep-alive" } end
-  local h = head(status_line(status), headers, extra)
-  return conn:write(is_head and h or h .. body)
+  local connv = not keep and "close" or version == "1.0" and "keep-alive" or nil
+  local connk = connv and "Connection"
+  -- The head and the body as one string: one write.
+  local b = not is_head and body or nil
+  if lenk then
+    return conn:write(head_scratch(status_line(status), headers, b, "Date", httpdate(),
+                                   lenk, lenv, connk, connv))
+  end
+  return conn:write(head_scratch(status_line(status), headers, b, "Date", httpdate(), connk, connv))
 end
 
 local function log_error(msg)
@@ -458,9 +510,6 @@ local function handler_traceback(e)
   return debug.traceback(H.errtext(e), 2)
 end
 
-local function run_handler(handler, req)
-  return table.pack(xpcall(handler, handler_traceback, req))
-end
 
 -- Serves one parsed request; returns whether the connection stays open.
 local function serve_one(conn, m, handler, cfg, remote, rest)
@@ -475,10 +524,12 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   end
   conn:_busy(true)               -- for a graceful close
   cfg.stats:begin()              -- counted in C: no message per request
-  local r = run_handler(handler, req)
+  -- The handler's first three results (status, headers, body), or false
+  -- and the error with its traceback.
+  local ok, status, headers, body = xpcall(handler, handler_traceback, req)
+  local err = not ok and status or nil
   local is_head = m.method == "HEAD"
-  if r[1] and not req._responded then
-    local status, headers, body = r[2], r[3], r[4]
+  if ok and not req._responded then
     local why
     if math.type(status) ~= "integer" or status < 100 or status > 999 then
       why = "handler returned " .. tostring(status) .. " as the status"
@@ -488,14 +539,14 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
       why = "handler returned a " .. type(body) .. " as the body"
     end
     if why then
-      r = { false, debug.traceback("braid.http: " .. why, 1) }
+      ok, err = false, debug.traceback("braid.http: " .. why, 1)
     else
-      local ok, err = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
-      if not ok then r = { false, err } elseif not err then req._keep = false end
+      local okw, werr = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
+      if not okw then ok, err = false, werr elseif not werr then req._keep = false end
     end
   end
-  if not r[1] then
-    log_error(r[2])
+  if not ok then
+    log_error(err)
     cfg.stats:error()
     if req._responded then
       req._keep = false          -- a streamed response cut short
@@ -738,10 +789,9 @@ local function connect(u, deadline, opts)
 end
 
 local function request_head(method, u, opts, body)
-  local extra = { { "Host", u.hosthdr }, { "User-Agent", "braid/" .. braid.version },
-                  { "Accept", "*/*" } }
-  if body then extra[#extra + 1] = { "Content-Length", tostring(#body) } end
-  return head(fmt("%s %s HTTP/1.1\r\n", method, u.target), opts.headers, extra)
+  return head(fmt("%s %s HTTP/1.1\r\n", method, u.target), opts.headers, nil,
+              "Host", u.hosthdr, "User-Agent", "braid/" .. braid.version, "Accept", "*/*",
+              body and "Content-Length", body and tostring(#body))
 end
 
 -- One exchange on one connection: -> resp | nil, err, retry?
@@ -865,7 +915,7 @@ function M.websocket(url, opts)
   local conn, err = connect(u, deadline, opts)
   if not conn then return nil, err end
   local key = C.ws_key()
-  local ok, h = pcall(head, fmt("GET %s HTTP/1.1\r\n", u.target), opts.headers, {
+  local ok, h = pcall(head, fmt("GET %s HTTP/1.1\r\n", u.target), opts.headers, nil, {
     { "Host", u.hosthdr }, { "Upgrade", "websocket" }, { "Connection", "Upgrade" },
     { "Sec-WebSocket-Key", key }, { "Sec-WebSocket-Version", "13" },
     { "User-Agent", "braid/" .. braid.version } })
