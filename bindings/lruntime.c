@@ -1137,8 +1137,8 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed))
       braid_waiter_fire(&t->t_waiter, BRAID_W_CANCEL, BRAID_ECANCELED, NULL);
-    atomic_store_explicit(&t->t_state, what[0] == 's' && what[1] == 'l' && strcmp(what, "sleep") == 0 ? T_SLEEPING : T_BLOCKED,
-                          memory_order_relaxed);
+    bool sleeping = what[0] == 's' && what[1] == 'l' && strcmp(what, "sleep") == 0;
+    atomic_store_explicit(&t->t_state, sleeping ? T_SLEEPING : T_BLOCKED, memory_order_relaxed);
     atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
     t->t_yield = Y_BLOCK;
     return lua_yieldk(L, 0, (lua_KContext)t, wait_k);
