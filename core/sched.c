@@ -183,18 +183,26 @@ static braid_unit_t *global_pop(braid_sched_t *s) {
 /* Takes a unit from another thread's runnext, if it has waited there
  * STEAL_AFTER_NS: a younger one is about to run on its owner (a ping-pong
  * between two units on one thread), and stealing it would split the pair
- * over two threads that then wake each other through the kernel. */
+ * over two threads that then wake each other through the kernel.  The age
+ * is the thief's to measure: it watches one fill (its generation) and
+ * takes it once it has seen that same fill for STEAL_AFTER_NS. */
 static braid_unit_t *steal(braid_sched_t *s, braid_sthread_t *self) {
   int n = atomic_load_explicit(&s->s_nthreads, memory_order_acquire);
-  int start = self ? self->th_id + 1 : 0;
+  int start = self->th_id + 1;
   int64_t now = 0;
   for (int k = 0; k < n; k++) {
     braid_sthread_t *v = s->s_threads[(start + k) % n];
     if (v == self) continue;
     if (atomic_load_explicit(&v->th_runnext, memory_order_relaxed) == NULL) continue;
+    uint64_t gen = atomic_load_explicit(&v->th_runnext_gen, memory_order_relaxed);
     if (now == 0) now = braid_now_ns();
-    if (now - atomic_load_explicit(&v->th_runnext_at, memory_order_relaxed) < STEAL_AFTER_NS)
+    if (self->th_watch != v || self->th_watch_gen != gen) {
+      self->th_watch = v;             /* a new fill: its age starts now */
+      self->th_watch_gen = gen;
+      self->th_watch_at = now;
       continue;
+    }
+    if (now - self->th_watch_at < STEAL_AFTER_NS) continue;
     braid_unit_t *u = atomic_exchange_explicit(&v->th_runnext, NULL, memory_order_acq_rel);
     if (u) {
       atomic_fetch_add_explicit(&s->s_steals, 1, memory_order_relaxed);
@@ -222,10 +230,11 @@ void braid_unit_init(braid_unit_t *u, int id, void *data) {
   atomic_init(&u->u_thread, NULL);
 }
 
-/* Puts u in th's runnext (th is the calling thread), stamped for the
- * thieves' age check; returns the unit it displaced, or NULL. */
+/* Puts u in th's runnext (th is the calling thread), a new generation
+ * for the thieves' age check; returns the unit it displaced, or NULL. */
 static braid_unit_t *runnext_put(braid_sthread_t *th, braid_unit_t *u) {
-  atomic_store_explicit(&th->th_runnext_at, braid_now_ns(), memory_order_relaxed);
+  uint64_t gen = atomic_load_explicit(&th->th_runnext_gen, memory_order_relaxed);
+  atomic_store_explicit(&th->th_runnext_gen, gen + 1, memory_order_relaxed);
   return atomic_exchange_explicit(&th->th_runnext, u, memory_order_acq_rel);
 }
 
@@ -442,7 +451,10 @@ static void run_unit(braid_sched_t *s, braid_sthread_t *th, braid_unit_t *u) {
     BRAID_PCHECK(pthread_cond_signal(&s->s_mon_cv));
     BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
   }
-  bool more = s->s_ops.run(s->s_ctx, u, braid_now_ns() + s->s_cfg.preempt_ns);
+  /* The coarse clock: one clock read per unit run is on every hand-over
+   * between units (a ping-pong across two shards); its lag shortens a
+   * slice by at most a timer tick, and only when others wait. */
+  bool more = s->s_ops.run(s->s_ctx, u, braid_coarse_ns() + s->s_cfg.preempt_ns);
   atomic_fetch_sub_explicit(&s->s_nrunning, 1, memory_order_relaxed);
   atomic_store_explicit(&th->th_unit, NULL, memory_order_release);
   atomic_store_explicit(&u->u_thread, NULL, memory_order_release);
@@ -549,7 +561,7 @@ braid_sthread_t *braid__sched_spawn_locked(braid_sched_t *s, bool has_slot) {
   th->th_id = n;
   atomic_init(&th->th_has_slot, has_slot);
   atomic_init(&th->th_runnext, NULL);
-  atomic_init(&th->th_runnext_at, 0);
+  atomic_init(&th->th_runnext_gen, 0);
   atomic_init(&th->th_unit, NULL);
   atomic_init(&th->th_progress, 0);
   atomic_init(&th->th_in_c, false);

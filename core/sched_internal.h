@@ -17,10 +17,15 @@ struct braid_sthread {
    * the owner (exchange), taken by the owner or a spinning thief
    * (exchange); acq_rel so that the taker sees the unit's queued state. */
   braid_unit_t *_Atomic th_runnext;
-  /* When th_runnext was last filled (relaxed: a thief only skips a unit
-   * younger than STEAL_AFTER_NS; a stale reading delays or hastens one
-   * steal, never loses a unit). */
-  _Atomic int64_t th_runnext_at;
+  /* Bumped by the owner at every fill of th_runnext (relaxed: a thief
+   * only skips a unit it has not seen sit there, the same fill, for
+   * STEAL_AFTER_NS; a stale reading delays or hastens one steal, never
+   * loses a unit).  A count, not a time: the owner reads no clock. */
+  _Atomic uint64_t th_runnext_gen;
+  /* The thief's side (this thread's own, plain): the fill it watches. */
+  struct braid_sthread *th_watch;
+  uint64_t th_watch_gen;
+  int64_t th_watch_at;
   /* The unit running here, NULL between units: release by the thread,
    * acquire by sysmon. */
   braid_unit_t *_Atomic th_unit;
