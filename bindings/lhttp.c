@@ -145,7 +145,10 @@ static int on_message_begin(http_parser *p) {
   hp->p_field_counted = 0;
   hp->p_url.b_len = hp->p_field.b_len = hp->p_value.b_len = hp->p_body.b_len = 0;
   if (hp->p_msg) lua_settop(L, hp->p_msg - 1);   /* an unfinished message */
-  lua_createtable(L, 0, 10);
+  /* 10 fields, and room for the 6 that braid.http's server adds when the
+   * message becomes the request (remote, _conn, _keep, _rest, query,
+   * _responded), so that it never rehashes. */
+  lua_createtable(L, 0, 16);
   hp->p_msg = lua_gettop(L);
   lua_newtable(L);
   lua_setfield(L, hp->p_msg, "headers");

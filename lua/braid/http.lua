@@ -407,8 +407,17 @@ end
 -- ---------------------------------------------------------------------------
 
 local REQ = {}
-REQ.__index = REQ
 REQ.__name = "braid.http_request"
+-- req.query is decoded on first read (most handlers never look at it),
+-- then kept in the request like any field.
+REQ.__index = function(req, k)
+  if k == "query" then
+    local q = M.decode_query(rawget(req, "rawquery"))
+    rawset(req, "query", q)
+    return q
+  end
+  return REQ[k]
+end
 
 local W = {}
 W.__index = W
@@ -513,13 +522,15 @@ end
 
 -- Serves one parsed request; returns whether the connection stays open.
 local function serve_one(conn, m, handler, cfg, remote, rest)
-  local req = setmetatable({
-    method = m.method, path = m.path, query = M.decode_query(m.rawquery),
-    rawquery = m.rawquery, target = m.target, headers = m.headers, body = m.body,
-    remote = remote, version = m.version,
-    _conn = conn, _keep = m.keep_alive and not cfg.closing:is_closed(), _rest = rest,
-  }, REQ)
-  if m.upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
+  -- The parser's message becomes the request (it has room for these
+  -- fields: lhttp.c presizes it): its method, path, rawquery, target,
+  -- headers, body and version stay, the parser's own flags go.
+  local keep, upgrade = m.keep_alive, m.upgrade
+  m.keep_alive, m.upgrade, m.chunked = nil, nil, nil
+  local req = setmetatable(m, REQ)
+  req.remote, req._conn, req._rest = remote, conn, rest
+  req._keep = keep and not cfg.closing:is_closed()
+  if upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
     req._keep = false     -- an upgrade we do not speak: answer, then close
   end
   conn:_busy(true)               -- for a graceful close
