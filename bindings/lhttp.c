@@ -702,6 +702,99 @@ static int l_stats_get(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------------- */
+/* Message heads                                                             */
+/* ------------------------------------------------------------------------- */
+
+/* The fast path of http.lua's head(): the same string, built in one
+ * buffer, for the common case of a headers table without a metatable
+ * whose names and values are all strings (at most HEAD_MAX of them).
+ * Anything else (numbers, lists of values, other keys) returns nothing and
+ * http.lua's own loop, which formats them with tostring, does the work.
+ * The strings are the table's own: no user code runs while they are read,
+ * so they stay put.
+ *
+ *   C.head(first, headers|nil, body|nil, k1, v1, ... k4, v4) -> string | nothing
+ *
+ * ki: a default header name, with vi its value, emitted unless headers
+ * has that name in any case; a false or nil ki is skipped. */
+enum { HEAD_MAX = 32 };
+typedef struct hline { const char *n, *v; size_t nl, vl; } hline_t;
+
+static int hline_less(const hline_t *a, const hline_t *b) {
+  size_t n = a->nl < b->nl ? a->nl : b->nl;
+  int c = memcmp(a->n, b->n, n);
+  return c < 0 || (c == 0 && a->nl < b->nl);
+}
+
+static int has_name(const hline_t *h, int nh, const char *k, size_t kl) {
+  for (int i = 0; i < nh; i++)
+    if (h[i].nl == kl && strncasecmp(h[i].n, k, kl) == 0) return 1;
+  return 0;
+}
+
+static int l_head(lua_State *L) {
+  size_t fl, bl = 0;
+  const char *first = luaL_checklstring(L, 1, &fl);
+  const char *body = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &bl);
+  lua_settop(L, 11);                  /* the buffer's slot comes after the arguments */
+  hline_t h[HEAD_MAX];
+  int nh = 0;
+  if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) != LUA_TTABLE || lua_getmetatable(L, 2)) return 0;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      if (nh == HEAD_MAX || lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 2);
+        return 0;
+      }
+      hline_t *e = &h[nh++];
+      e->n = lua_tolstring(L, -2, &e->nl);
+      e->v = lua_tolstring(L, -1, &e->vl);
+      lua_pop(L, 1);
+      if (e->nl == 0 || memchr(e->n, '\r', e->nl) || memchr(e->n, '\n', e->nl) ||
+          memchr(e->n, ':', e->nl) || memchr(e->v, '\r', e->vl) || memchr(e->v, '\n', e->vl)) {
+        if (e->nl == 0) return 0;       /* http.lua words that one */
+        lua_pushfstring(L, "braid.http: bad header %s", e->n);   /* as http.lua: no position */
+        return lua_error(L);
+      }
+      /* Insertion sort by name, as table.sort orders strings. */
+      for (int i = nh - 1; i > 0 && hline_less(&h[i], &h[i - 1]); i--) {
+        hline_t t = h[i];
+        h[i] = h[i - 1];
+        h[i - 1] = t;
+      }
+    }
+  }
+  for (int k = 4; k <= 10; k += 2)
+    if (lua_toboolean(L, k) && (lua_type(L, k) != LUA_TSTRING || lua_type(L, k + 1) != LUA_TSTRING))
+      return 0;                         /* a list of defaults, or a value to format */
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, first, fl);
+  for (int i = 0; i < nh; i++) {
+    luaL_addlstring(&b, h[i].n, h[i].nl);
+    luaL_addlstring(&b, ": ", 2);
+    luaL_addlstring(&b, h[i].v, h[i].vl);
+    luaL_addlstring(&b, "\r\n", 2);
+  }
+  for (int k = 4; k <= 10; k += 2) {
+    if (!lua_toboolean(L, k)) continue;
+    size_t kl, vl;
+    const char *kn = lua_tolstring(L, k, &kl);
+    const char *kv = lua_tolstring(L, k + 1, &vl);
+    if (has_name(h, nh, kn, kl)) continue;
+    luaL_addlstring(&b, kn, kl);
+    luaL_addlstring(&b, ": ", 2);
+    luaL_addlstring(&b, kv, vl);
+    luaL_addlstring(&b, "\r\n", 2);
+  }
+  luaL_addlstring(&b, "\r\n", 2);
+  if (body) luaL_addlstring(&b, body, bl);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* ------------------------------------------------------------------------- */
 
 static void newmeta(lua_State *L, const char *name, const luaL_Reg *l) {
   luaL_newmetatable(L, name);
@@ -749,7 +842,8 @@ void braid__open_http(lua_State *L) {
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
-    {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {NULL, NULL}};
+    {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"head", l_head},
+    {NULL, NULL}};
   static const luaL_Reg stats_m[] = {
     {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"error", l_stats_error},
     {"bad", l_stats_bad}, {"get", l_stats_get}, {NULL, NULL}};

@@ -261,7 +261,13 @@ local function head_in(t, names, lnames, first, headers, body, k1, v1, k2, v2, k
 end
 
 local function head(...) return head_in({}, {}, {}, ...) end
-local function head_scratch(...) return head_in(scratch_t, scratch_names, scratch_lower, ...) end
+-- C.head builds the common case (string names and values) in one buffer;
+-- it returns nothing for the rest, which head_in formats.
+local c_head = C.head
+local function head_scratch(...)
+  return c_head(...) or head_in(scratch_t, scratch_names, scratch_lower, ...)
+end
+M._heads = { c = c_head, lua = head }  -- for tests/lua/http_wire_spec.lua
 
 -- The Date header, formatted once a second (per state), not per response.
 local date_t, date_s

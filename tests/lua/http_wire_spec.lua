@@ -202,3 +202,49 @@ describe("braid._http websocket framer", function()
     assert.are.equal(1002, m[1].code)
   end)
 end)
+
+-- http.lua's head() has a C fast path (braid._http.head) for string
+-- names and values; both must write the same bytes, and the C one must
+-- step aside (return nothing) for everything it does not format.
+describe("braid._http.head", function()
+  local heads = require("braid.http")._heads
+  local first = "HTTP/1.1 200 OK\r\n"
+  local cases = {
+    { nil, nil },
+    { {}, "body" },
+    { { ["content-type"] = "text/plain" }, "hello" },
+    { { b = "2", a = "1", C = "3", ["x-long-name"] = ("v"):rep(300) }, ("z"):rep(5000) },
+    { { date = "mine", ["CONTENT-length"] = "7" }, "1234567" },   -- overrides, any case
+    { { connection = "upgrade" }, "" },
+  }
+  it("writes what the Lua loop writes, defaults skipped when set in any case", function()
+    for i, c in ipairs(cases) do
+      local args = { first, c[1], c[2], "Date", "Wed, 02 Dec 2026 20:00:00 GMT",
+                     "Content-Length", tostring(#(c[2] or "")), "Connection", "close" }
+      local fast = heads.c(table.unpack(args, 1, 9))
+      assert.is_string(fast, "case " .. i)
+      assert.are.equal(heads.lua(table.unpack(args, 1, 9)), fast, "case " .. i)
+    end
+    local fast = heads.c(first, { a = "1" }, nil, "Date", "D", false, nil, nil, nil)
+    assert.are.equal(first .. "a: 1\r\nDate: D\r\n\r\n", fast)
+  end)
+
+  it("steps aside for numbers, lists, non-string keys, metatables and list defaults", function()
+    assert.is_nil(heads.c(first, { n = 1 }, nil))
+    assert.is_nil(heads.c(first, { ["set-cookie"] = { "a=1", "b=2" } }, nil))
+    assert.is_nil(heads.c(first, { [1] = "x" }, nil))
+    assert.is_nil(heads.c(first, setmetatable({}, { __index = { a = "1" } }), nil))
+    assert.is_nil(heads.c(first, nil, nil, { { "Host", "h" } }))
+    assert.is_nil(heads.c(first, nil, nil, "Content-Length", 5))
+  end)
+
+  it("refuses a header that would split the message, in http.lua's words", function()
+    for _, h in ipairs({ { ["x\r\ny"] = "1" }, { ["a:b"] = "1" }, { a = "1\r\nInjected: yes" } }) do
+      local ok1, e1 = pcall(heads.c, first, h, nil)
+      local ok2, e2 = pcall(heads.lua, first, h, nil)
+      assert.is_false(ok1)
+      assert.is_false(ok2)
+      assert.are.equal(e2, e1)
+    end
+  end)
+end)
