@@ -77,7 +77,9 @@ typedef struct hparser {
   http_parser_settings p_settings;
   lua_State *p_L;             /* the state of the current feed, else NULL */
   int p_msgs;                 /* stack index of the result array during feed */
+  int p_keys;                 /* stack index of the key strings during feed */
   int p_msg;                  /* stack index of the message being built, 0 */
+  int p_hdrs;                 /* stack index of its headers table (p_msg + 1) */
   int p_nmsgs;
   int p_request;              /* 1: requests, 0: responses */
   size_t p_max_header, p_max_body;
@@ -93,6 +95,36 @@ typedef struct hparser {
   int p_expect;               /* the head asked for 100-continue (until taken) */
   hbuf_t p_url, p_field, p_value, p_body;
 } hparser_t;
+
+/* The strings the parser puts in every message, made once per state and
+ * pushed by index: lua_setfield with a C string pays a cache lookup and a
+ * strcmp per call (luaS_new), about 14 times per request. */
+enum {
+  K_HEADERS = 1, K_METHOD, K_TARGET, K_PATH, K_RAWQUERY, K_STATUS, K_REASON, K_VERSION,
+  K_CHUNKED, K_BODY, K_KEEP_ALIVE, K_UPGRADE, K_EXPECT, K_V10, K_V11, K_N
+};
+static const char *const key_names[K_N] = {
+  NULL, "headers", "method", "target", "path", "rawquery", "status", "reason", "version",
+  "chunked", "body", "keep_alive", "upgrade", "expect", "1.0", "1.1",
+};
+static const char KEYS_KEY = 'k';     /* registry key (its address) */
+
+/* Pushes the key table of L (made on first use). */
+static void push_keys(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &KEYS_KEY) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, K_N - 1, 0);
+  for (int k = 1; k < K_N; k++) {
+    lua_pushstring(L, key_names[k]);
+    lua_rawseti(L, -2, k);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &KEYS_KEY);
+}
+
+static inline void pushkey(lua_State *L, hparser_t *hp, int k) {
+  lua_rawgeti(L, hp->p_keys, k);
+}
 
 static void fail(hparser_t *hp, int status, const char *why) {
   if (!hp->p_status) {
@@ -119,10 +151,9 @@ static void commit_header(hparser_t *hp) {
     char c = hp->p_field.b_data[i];
     if (c >= 'A' && c <= 'Z') hp->p_field.b_data[i] = (char)(c + 32);
   }
-  lua_getfield(L, hp->p_msg, "headers");
   lua_pushlstring(L, hp->p_field.b_data ? hp->p_field.b_data : "", hp->p_field.b_len);
   lua_pushvalue(L, -1);
-  if (lua_rawget(L, -3) == LUA_TSTRING) {
+  if (lua_rawget(L, hp->p_hdrs) == LUA_TSTRING) {
     lua_pushliteral(L, ", ");   /* after the old value */
     lua_pushlstring(L, hp->p_value.b_data ? hp->p_value.b_data : "", hp->p_value.b_len);
     lua_concat(L, 3);
@@ -130,8 +161,7 @@ static void commit_header(hparser_t *hp) {
     lua_pop(L, 1);
     lua_pushlstring(L, hp->p_value.b_data ? hp->p_value.b_data : "", hp->p_value.b_len);
   }
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
+  lua_rawset(L, hp->p_hdrs);
   hp->p_field.b_len = hp->p_value.b_len = 0;
 }
 
@@ -151,7 +181,10 @@ static int on_message_begin(http_parser *p) {
   lua_createtable(L, 0, 16);
   hp->p_msg = lua_gettop(L);
   lua_newtable(L);
-  lua_setfield(L, hp->p_msg, "headers");
+  hp->p_hdrs = hp->p_msg + 1;
+  pushkey(L, hp, K_HEADERS);
+  lua_pushvalue(L, hp->p_hdrs);
+  lua_rawset(L, hp->p_msg);
   return 0;
 }
 
@@ -206,33 +239,41 @@ static int on_headers_complete(http_parser *p) {
       if (url[i] == '?' && q == n) q = i;
     }
     if (q > h) q = h;
+    pushkey(L, hp, K_METHOD);
     lua_pushstring(L, http_method_str((enum http_method)p->method));
-    lua_setfield(L, m, "method");
+    lua_rawset(L, m);
+    pushkey(L, hp, K_TARGET);
     lua_pushlstring(L, url, n);
-    lua_setfield(L, m, "target");
+    lua_rawset(L, m);
+    pushkey(L, hp, K_PATH);
     lua_pushlstring(L, url, q);
-    lua_setfield(L, m, "path");
+    lua_rawset(L, m);
+    pushkey(L, hp, K_RAWQUERY);
     lua_pushlstring(L, q < h ? url + q + 1 : "", q < h ? h - q - 1 : 0);
-    lua_setfield(L, m, "rawquery");
+    lua_rawset(L, m);
   } else {
+    pushkey(L, hp, K_STATUS);
     lua_pushinteger(L, p->status_code);
-    lua_setfield(L, m, "status");
+    lua_rawset(L, m);
+    pushkey(L, hp, K_REASON);
     lua_pushlstring(L, hp->p_url.b_data ? hp->p_url.b_data : "", hp->p_url.b_len);
-    lua_setfield(L, m, "reason");
+    lua_rawset(L, m);
   }
+  pushkey(L, hp, K_VERSION);
   if (p->http_major == 1 && p->http_minor <= 1)         /* no formatting for the usual two */
-    lua_pushstring(L, p->http_minor ? "1.1" : "1.0");
+    pushkey(L, hp, p->http_minor ? K_V11 : K_V10);
   else
     lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
-  lua_setfield(L, m, "version");
+  lua_rawset(L, m);
+  pushkey(L, hp, K_CHUNKED);
   lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
-  lua_setfield(L, m, "chunked");
+  lua_rawset(L, m);
   if (hp->p_request) {
-    lua_getfield(L, m, "headers");
-    lua_getfield(L, -1, "expect");
+    pushkey(L, hp, K_EXPECT);
+    lua_rawget(L, hp->p_hdrs);
     const char *e = lua_tostring(L, -1);
     hp->p_expect = e && strncasecmp(e, "100-continue", 12) == 0;
-    lua_pop(L, 2);
+    lua_pop(L, 1);
   }
   if (p->content_length != ULLONG_MAX && !(p->flags & F_CHUNKED) &&
       p->content_length > (uint64_t)hp->p_max_body) {
@@ -256,12 +297,16 @@ static int on_message_complete(http_parser *p) {
   hparser_t *hp = p->data;
   lua_State *L = hp->p_L;
   int m = hp->p_msg;
+  pushkey(L, hp, K_BODY);
   lua_pushlstring(L, hp->p_body.b_data ? hp->p_body.b_data : "", hp->p_body.b_len);
-  lua_setfield(L, m, "body");
+  lua_rawset(L, m);
+  pushkey(L, hp, K_KEEP_ALIVE);
   lua_pushboolean(L, http_should_keep_alive(p));
-  lua_setfield(L, m, "keep_alive");
+  lua_rawset(L, m);
+  pushkey(L, hp, K_UPGRADE);
   lua_pushboolean(L, p->upgrade);
-  lua_setfield(L, m, "upgrade");
+  lua_rawset(L, m);
+  lua_settop(L, m);                               /* the headers table goes */
   lua_rawseti(L, hp->p_msgs, ++hp->p_nmsgs);      /* pops the message */
   hp->p_msg = 0;
   hp->p_in_body = 0;
@@ -329,9 +374,18 @@ static int l_parser_feed(lua_State *L) {
   size_t used = 0;
   int was_upgraded = hp->p_upgraded;
   if (!hp->p_status && !hp->p_upgraded) {
-    /* 4: the message in progress, if any */
-    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) hp->p_msg = 4;
-    else { lua_pop(L, 1); hp->p_msg = 0; }
+    push_keys(L);                             /* 4: the key strings */
+    hp->p_keys = 4;
+    /* 5: the message in progress, if any, and 6: its headers */
+    if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+      hp->p_msg = 5;
+      hp->p_hdrs = 6;
+      pushkey(L, hp, K_HEADERS);
+      lua_rawget(L, hp->p_msg);
+    } else {
+      lua_pop(L, 1);
+      hp->p_msg = 0;
+    }
     hp->p_L = L;
     used = http_parser_execute(&hp->p_parser, &hp->p_settings, s, n);
     hp->p_L = NULL;
