@@ -315,8 +315,17 @@ static int on_message_complete(http_parser *p) {
   return 0;
 }
 
+/* The parser's methods share upvalues: 1 its metatable (a check by
+ * pointer, not luaL_checkudata's registry lookup by name at every call),
+ * then the names p:state() returns (made once, not interned per call). */
+enum { UV_MT = 1, UV_ERROR, UV_UPGRADED, UV_HEAD, UV_BODY, UV_IDLE, UV_N = UV_IDLE };
+
 static hparser_t *checkparser(lua_State *L) {
-  return luaL_checkudata(L, 1, PARSER_MT);
+  hparser_t *hp = lua_touserdata(L, 1);
+  if (hp == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(UV_MT)))
+    luaL_typeerror(L, 1, PARSER_MT);
+  lua_pop(L, 1);
+  return hp;
 }
 
 /* p:feed(bytes) -> msgs [, status, reason [, rest]]
@@ -327,11 +336,9 @@ static int l_parser_feed(lua_State *L);
 
 static int l_parser_state(lua_State *L) {
   hparser_t *hp = checkparser(L);
-  if (hp->p_status) lua_pushliteral(L, "error");
-  else if (hp->p_upgraded) lua_pushliteral(L, "upgraded");
-  else if (hp->p_in_head) lua_pushliteral(L, "head");
-  else if (hp->p_in_body) lua_pushliteral(L, "body");
-  else lua_pushliteral(L, "idle");
+  int k = hp->p_status ? UV_ERROR : hp->p_upgraded ? UV_UPGRADED : hp->p_in_head ? UV_HEAD
+        : hp->p_in_body ? UV_BODY : UV_IDLE;
+  lua_pushvalue(L, lua_upvalueindex(k));
   return 1;
 }
 
@@ -902,7 +909,17 @@ void braid__open_http(lua_State *L) {
     {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"error", l_stats_error},
     {"bad", l_stats_bad}, {"get", l_stats_get}, {NULL, NULL}};
   braid__newtype(L, &hstats_type, stats_m);
-  newmeta(L, PARSER_MT, parser_m);
+  luaL_newmetatable(L, PARSER_MT);       /* the methods' upvalues (UV_*) */
+  lua_pushvalue(L, -1);
+  lua_pushliteral(L, "error");
+  lua_pushliteral(L, "upgraded");
+  lua_pushliteral(L, "head");
+  lua_pushliteral(L, "body");
+  lua_pushliteral(L, "idle");
+  luaL_setfuncs(L, parser_m, UV_N);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   newmeta(L, WS_MT, ws_m);
   luaL_newlib(L, funcs);
   lua_setfield(L, -2, "_http");

@@ -145,7 +145,9 @@ static void fmt_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t
   }
 }
 
-static braid_msg_t *token_msg(void) { return braid__msg_number(1); }
+/* A token is the integer 1, an immediate message (msg.h): taking and
+ * giving one back allocates nothing. */
+static braid_msg_t *token_msg(void) { return braid_msg_imm(1); }
 
 /* Makes a socket object around a registered descriptor (stolen). */
 static sock_t *sock_new(braid_pollfd_t *pd, int fd, bool conn) {

@@ -608,7 +608,7 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         local data = conn:read_some(65536, timeout)
         if not data then return end           -- timeout, closed, error
         local msgs, st, _, r = p:feed(data)
-        for _, m in ipairs(msgs) do qn = qn + 1; queue[qn] = m end
+        for i = 1, #msgs do qn = qn + 1; queue[qn] = msgs[i] end
         if p:expect_continue() then conn:write("HTTP/1.1 100 Continue\r\n\r\n") end
         if st then failed = st end
         if r then rest = r end
