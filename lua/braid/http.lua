@@ -413,17 +413,11 @@ end
 -- ---------------------------------------------------------------------------
 
 local REQ = {}
+REQ.__index = REQ
 REQ.__name = "braid.http_request"
--- req.query is decoded on first read (most handlers never look at it),
--- then kept in the request like any field.
-REQ.__index = function(req, k)
-  if k == "query" then
-    local q = M.decode_query(rawget(req, "rawquery"))
-    rawset(req, "query", q)
-    return q
-  end
-  return REQ[k]
-end
+-- What the server reads back after the handler, false unless the handler
+-- streamed or upgraded (defaults here: no field to set per request).
+REQ._responded, REQ._upgraded, REQ._w, REQ._ws = false, false, false, false
 
 local W = {}
 W.__index = W
@@ -497,13 +491,22 @@ function M.upgrade(req)
   return ws
 end
 
+-- Content-Length values of bodies under 4 KiB, made once (tostring of an
+-- integer formats it with snprintf: a tenth of a hello-world response).
+local clen_strings = {}
+
 local function simple(conn, status, keep, version, headers, body, is_head)
   body = body or ""
   local lenk, lenv
   if status == 204 or status == 304 or status < 200 then
     body = ""          -- RFC 9110: no body and no Content-Length for these
   else
-    lenk, lenv = "Content-Length", tostring(#body)
+    local n = #body
+    lenk, lenv = "Content-Length", clen_strings[n]
+    if not lenv then
+      lenv = tostring(n)
+      if n < 4096 then clen_strings[n] = lenv end
+    end
   end
   local connv = not keep and "close" or version == "1.0" and "keep-alive" or nil
   local connk = connv and "Connection"
@@ -534,6 +537,8 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   local keep, upgrade = m.keep_alive, m.upgrade
   m.keep_alive, m.upgrade, m.chunked = nil, nil, nil
   local req = setmetatable(m, REQ)
+  local rq = m.rawquery
+  req.query = rq ~= "" and M.decode_query(rq) or {}
   req.remote, req._conn, req._rest = remote, conn, rest
   req._keep = keep and not cfg.closing:is_closed()
   if upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
