@@ -7,6 +7,11 @@
 #                2 worker processes (OpenResty's model)
 #   Go net/http  bench/peers/http_hello.go (GOMAXPROCS = the cores)
 #
+# and, each round, braid's weather service (examples/weather_server.lua,
+# its fake OpenWeatherMap in the same process, the per-IP limit lifted)
+# on GET /weather?q=CA with a warm memo, beside braid's hello-world of the
+# same round (issue 12's target: within 2x).
+#
 # Every server listens on a free 127.0.0.1 port, runs for bounded time and
 # is stopped by its PID.  Each figure is the median of ROUNDS runs; the
 # rounds go round the servers in turn.  A peer that is not installed
@@ -112,9 +117,9 @@ stop() {
   pids=("${keep[@]}")
 }
 
-# wrk against $1; prints "requests/s p99-in-ms".
+# wrk against $1 (path $2, default /); prints "requests/s p99-in-ms".
 run_wrk() {
-  wrk -t1 -c100 -d"${secs}s" --latency "http://$1/" 2>&1 | awk '
+  wrk -t1 -c100 -d"${secs}s" --latency "http://$1${2:-/}" 2>&1 | awk '
     /Requests\/sec:/ { rps = $2 }
     $1 == "99%" {
       v = $2
@@ -142,6 +147,7 @@ fi
 
 echo "http: wrk -t1 -c100 -d${secs}s, hello world (14-byte body), median of $rounds runs"
 declare -A ratios_go ratios_ngx
+weather_rps="" weather_p99="" weather_ratio=""
 for round in $(seq "$rounds"); do
   declare -A this=()
   for name in "${names[@]}"; do
@@ -168,6 +174,33 @@ for round in $(seq "$rounds"); do
     results_p99[$name]+="${r##* } "
     this[$name]=${r%% *}
   done
+  # The weather service, beside this round's braid hello-world.
+  wport=$(free_port)
+  if [ -n "$wport" ] && [ -n "${this[braid.http]:-}" ]; then
+    # It serves until its stdin closes: a FIFO this shell holds open.
+    [ -p "$tmp/weather.in" ] || { mkfifo "$tmp/weather.in"; exec 9<>"$tmp/weather.in"; }
+    "${braid[@]}" examples/weather_server.lua --port "$wport" --limit 1000000000 \
+      <"$tmp/weather.in" >"$tmp/weather.out" 2>"$tmp/weather.err" &
+    wpid=$!
+    pids+=("$wpid")
+    wok=0
+    for i in $(seq 100); do       # the first answer also warms the memo
+      curl -sf --max-time 2 "http://127.0.0.1:$wport/weather?q=CA" >/dev/null && { wok=1; break; }
+      sleep 0.1
+    done
+    w=""
+    [ "$wok" = 1 ] && w=$(run_wrk "127.0.0.1:$wport" "/weather?q=CA")
+    stop "$wpid"
+    if [ -n "$w" ]; then
+      echo "  round $round braid weather: $(echo "$w" | awk '{ printf "%.0f requests/s, p99 %.2f ms", $1, $2 }')"
+      weather_rps+="${w%% *} "
+      weather_p99+="${w##* } "
+      weather_ratio+="$(awk -v a="${w%% *}" -v b="${this[braid.http]}" 'BEGIN { print b / a }') "
+    else
+      echo "  round $round braid weather: failed to start or to measure"
+      tail -3 "$tmp/weather.err"
+    fi
+  fi
   # This round's ratios (the servers ran within a minute of each other).
   for name in "${names[@]}"; do
     [ -n "${this[$name]:-}" ] || continue
@@ -198,3 +231,11 @@ for name in "${names[@]}"; do
       (g != "" ? sprintf("%.2fx", r / g) : "-"), (x != "" ? sprintf("%.2fx", r / x) : "-"),
       (rg != "" ? sprintf("%.2fx", rg) : "-"), (rx != "" ? sprintf("%.2fx", rx) : "-") }'
 done
+if [ -n "$weather_rps" ]; then
+  wr=$(echo "$weather_rps" | tr ' ' '\n' | grep . | median)
+  wp=$(echo "$weather_p99" | tr ' ' '\n' | grep . | median)
+  wx=$(echo "$weather_ratio" | tr ' ' '\n' | grep . | median)
+  echo
+  awk -v r="$wr" -v p="$wp" -v x="$wx" 'BEGIN {
+    printf "braid weather service, GET /weather?q=CA (warm memo): %.0f requests/s, p99 %.2f ms; hello-world is %.2fx that (per-round median; target <= 2x)\n", r, p, x }'
+fi

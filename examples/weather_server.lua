@@ -111,8 +111,11 @@ function M.start(opts)
       error("OpenWeatherMap: still rate limited", 0)
     end, { workers = workers })
     updates:publish("weather." .. state, { state = state, cities = rows })
-    return rows
+    -- What GET /weather answers, encoded once per lookup: a hit hands
+    -- out one string (not the rows to decode and encode again).
+    return require("cjson").encode(rows)
   end, { ttl = opts.ttl or 600 })
+  local ok_headers = json_headers()       -- the same for every 200
 
   local function client_ip(req)
     local ip = (req.remote or ""):match("^%[?(.-)%]?:%d+$")
@@ -131,9 +134,9 @@ function M.start(opts)
         return 429, app.json_headers({ ["Retry-After"] = "86400" }),
           cj.encode({ error = "daily limit of " .. limit .. " requests reached" })
       end
-      local rows = memo:get(state)
-      if not rows then return 404, app.json_headers(), cj.encode({ error = "unknown state " .. state }) end
-      return 200, app.json_headers(), cj.encode(rows)
+      local body = memo:get(state)
+      if not body then return 404, app.json_headers(), cj.encode({ error = "unknown state " .. state }) end
+      return 200, ok_headers, body
     elseif req.path == "/updates" then
       local view = app.VIEWS[req.query.show or "all"]
       if not state or not view then
