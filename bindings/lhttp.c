@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <http_parser.h>
 #include <openssl/evp.h>
@@ -793,17 +794,16 @@ static int has_name(const hline_t *h, int nh, const char *k, size_t kl) {
   return 0;
 }
 
-static int l_head(lua_State *L) {
-  size_t fl, bl = 0;
-  const char *first = luaL_checklstring(L, 1, &fl);
-  const char *body = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &bl);
-  lua_settop(L, 11);                  /* the buffer's slot comes after the arguments */
-  hline_t h[HEAD_MAX];
+/* Reads the headers table at idx (nil: none) into h, sorted by name.
+ * Returns 0 when it is not the simple case (the caller steps aside);
+ * raises on a name or value that would split the message. */
+static int gather_headers(lua_State *L, int idx, hline_t *h, int *nhp) {
   int nh = 0;
-  if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TTABLE || lua_getmetatable(L, 2)) return 0;
+  *nhp = 0;
+  if (!lua_isnoneornil(L, idx)) {
+    if (lua_type(L, idx) != LUA_TTABLE || lua_getmetatable(L, idx)) return 0;
     lua_pushnil(L);
-    while (lua_next(L, 2)) {
+    while (lua_next(L, idx)) {
       if (nh == HEAD_MAX || lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
         lua_pop(L, 2);
         return 0;
@@ -826,31 +826,121 @@ static int l_head(lua_State *L) {
       }
     }
   }
+  *nhp = nh;
+  return 1;
+}
+
+static void put_line(luaL_Buffer *b, const char *n, size_t nl, const char *v, size_t vl) {
+  luaL_addlstring(b, n, nl);
+  luaL_addlstring(b, ": ", 2);
+  luaL_addlstring(b, v, vl);
+  luaL_addlstring(b, "\r\n", 2);
+}
+
+static int l_head(lua_State *L) {
+  size_t fl, bl = 0;
+  const char *first = luaL_checklstring(L, 1, &fl);
+  const char *body = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &bl);
+  lua_settop(L, 11);                  /* the buffer's slot comes after the arguments */
+  hline_t h[HEAD_MAX];
+  int nh;
+  if (!gather_headers(L, 2, h, &nh)) return 0;
   for (int k = 4; k <= 10; k += 2)
     if (lua_toboolean(L, k) && (lua_type(L, k) != LUA_TSTRING || lua_type(L, k + 1) != LUA_TSTRING))
       return 0;                         /* a list of defaults, or a value to format */
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addlstring(&b, first, fl);
-  for (int i = 0; i < nh; i++) {
-    luaL_addlstring(&b, h[i].n, h[i].nl);
-    luaL_addlstring(&b, ": ", 2);
-    luaL_addlstring(&b, h[i].v, h[i].vl);
-    luaL_addlstring(&b, "\r\n", 2);
-  }
+  for (int i = 0; i < nh; i++) put_line(&b, h[i].n, h[i].nl, h[i].v, h[i].vl);
   for (int k = 4; k <= 10; k += 2) {
     if (!lua_toboolean(L, k)) continue;
     size_t kl, vl;
     const char *kn = lua_tolstring(L, k, &kl);
     const char *kv = lua_tolstring(L, k + 1, &vl);
     if (has_name(h, nh, kn, kl)) continue;
-    luaL_addlstring(&b, kn, kl);
-    luaL_addlstring(&b, ": ", 2);
-    luaL_addlstring(&b, kv, vl);
-    luaL_addlstring(&b, "\r\n", 2);
+    put_line(&b, kn, kl, kv, vl);
   }
   luaL_addlstring(&b, "\r\n", 2);
   if (body) luaL_addlstring(&b, body, bl);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* The Date header's value, formatted once a second per thread (as
+ * http.lua's httpdate: os.date's strftime, in the C locale's names). */
+static const char *http_date(size_t *len) {
+  static _Thread_local time_t last = (time_t)-1;
+  static _Thread_local char buf[64];
+  static _Thread_local size_t n;
+  time_t t = time(NULL);
+  if (t != last) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    n = strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = t;
+  }
+  *len = n;
+  return buf;
+}
+
+/* A server's answer from a handler's results, the whole response in one
+ * string: http.lua's simple() for the common case.
+ *
+ *   C.answer(status, headers, body, is_head, keep, version, sline)
+ *     -> response | false, why | nothing
+ *
+ * why: a handler result of the wrong type, in http.lua's words.  Nothing:
+ * http.lua does it (sline, the cached status line, missing; headers with
+ * numbers, lists or a metatable).  Bodyless statuses (1xx, 204, 304) get
+ * neither body nor Content-Length; Date, Content-Length and Connection
+ * (close, or keep-alive for HTTP/1.0) unless the handler set them. */
+static int l_answer(lua_State *L) {
+  lua_settop(L, 7);
+  lua_Integer st = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : 0;
+  if (st < 100 || st > 999) {
+    const char *sv = luaL_tolstring(L, 1, NULL);     /* below the two results */
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "handler returned %s as the status", sv);
+    return 2;
+  }
+  if (!lua_isnil(L, 2) && !lua_istable(L, 2)) {
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "handler returned a %s as the headers", luaL_typename(L, 2));
+    return 2;
+  }
+  if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING) {
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "handler returned a %s as the body", luaL_typename(L, 3));
+    return 2;
+  }
+  if (lua_type(L, 7) != LUA_TSTRING) return 0;
+  hline_t h[HEAD_MAX];
+  int nh;
+  if (!gather_headers(L, 2, h, &nh)) return 0;
+  size_t sl, bl = 0, dl;
+  const char *sline = lua_tolstring(L, 7, &sl);
+  const char *body = lua_isnil(L, 3) ? "" : lua_tolstring(L, 3, &bl);
+  int nobody = st == 204 || st == 304 || st < 200;
+  if (nobody) bl = 0;
+  const char *date = http_date(&dl);
+  const char *connv = NULL;
+  if (!lua_toboolean(L, 5)) connv = "close";
+  else if (lua_type(L, 6) == LUA_TSTRING && strcmp(lua_tostring(L, 6), "1.0") == 0) connv = "keep-alive";
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, sline, sl);
+  for (int i = 0; i < nh; i++) put_line(&b, h[i].n, h[i].nl, h[i].v, h[i].vl);
+  if (!has_name(h, nh, "date", 4)) put_line(&b, "Date", 4, date, dl);
+  if (!nobody && !has_name(h, nh, "content-length", 14)) {
+    char num[24];
+    size_t k = sizeof num;
+    size_t v = bl;
+    do { num[--k] = (char)('0' + v % 10); v /= 10; } while (v);
+    put_line(&b, "Content-Length", 14, num + k, sizeof num - k);
+  }
+  if (connv && !has_name(h, nh, "connection", 10)) put_line(&b, "Connection", 10, connv, strlen(connv));
+  luaL_addlstring(&b, "\r\n", 2);
+  if (!lua_toboolean(L, 4)) luaL_addlstring(&b, body, bl);
   luaL_pushresult(&b);
   return 1;
 }
@@ -904,6 +994,7 @@ void braid__open_http(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
     {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"head", l_head},
+    {"answer", l_answer},
     {NULL, NULL}};
   static const luaL_Reg stats_m[] = {
     {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"error", l_stats_error},

@@ -160,6 +160,8 @@ local function status_line(status)
   end
   return line
 end
+for status in pairs(REASONS) do status_line(status) end   -- C.answer reads them
+local c_answer = C.answer
 
 -- Header lines already checked, per state: name -> value -> the line
 -- ("Name: value\r\n"), so that a handler answering with the same headers
@@ -551,7 +553,18 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   local ok, status, headers, body = xpcall(handler, handler_traceback, req)
   local err = not ok and status or nil
   local is_head = m.method == "HEAD"
+  -- The common answer in C (C.answer: checks the results, builds the
+  -- whole response); it returns nothing for what simple() formats.
+  local s, cwhy
   if ok and not req._responded then
+    s, cwhy = c_answer(status, headers, body, is_head, req._keep, req.version, STATUS_LINES[status])
+    if s then
+      if not conn:write(s) then req._keep = false end
+    elseif s == false then
+      ok, err = false, debug.traceback("braid.http: " .. cwhy, 1)
+    end
+  end
+  if ok and not req._responded and s == nil then
     local why
     if math.type(status) ~= "integer" or status < 100 or status > 999 then
       why = "handler returned " .. tostring(status) .. " as the status"

@@ -248,3 +248,56 @@ describe("braid._http.head", function()
     end
   end)
 end)
+
+-- braid._http.answer: the server's whole response from a handler's
+-- results (http.lua's simple() for string headers).
+describe("braid._http.answer", function()
+  local SL = "HTTP/1.1 200 OK\r\n"
+  local function split(s)                    -- head lines (after the status), body
+    local head, body = s:match("^(.-)\r\n\r\n(.*)$")
+    local lines = {}
+    for l in head:gmatch("[^\r\n]+") do lines[#lines + 1] = l end
+    return lines, body
+  end
+
+  it("adds Date, Content-Length and Connection unless the handler set them", function()
+    local lines, body = split(H.answer(200, { ["x-a"] = "1" }, "hello", false, true, "1.1", SL))
+    assert.are.equal("HTTP/1.1 200 OK", lines[1])
+    assert.are.equal("x-a: 1", lines[2])
+    assert.truthy(lines[3]:match("^Date: %a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$"))
+    assert.are.equal("Content-Length: 5", lines[4])
+    assert.is_nil(lines[5])                  -- keep-alive is HTTP/1.1's default
+    assert.are.equal("hello", body)
+    lines = split(H.answer(200, nil, "", false, false, "1.1", SL))
+    assert.are.equal("Content-Length: 0", lines[3])
+    assert.are.equal("Connection: close", lines[4])
+    lines = split(H.answer(200, nil, "x", false, true, "1.0", SL))
+    assert.are.equal("Connection: keep-alive", lines[4])
+    lines = split(H.answer(200, { DATE = "d", ["content-LENGTH"] = "9", connection = "x" }, "x",
+                           false, false, "1.1", SL))
+    assert.are.same({ "HTTP/1.1 200 OK", "DATE: d", "connection: x", "content-LENGTH: 9" }, lines)
+  end)
+
+  it("sends no body for HEAD, and neither body nor length for 1xx, 204 and 304", function()
+    local lines, body = split(H.answer(200, nil, "hello", true, true, "1.1", SL))
+    assert.are.equal("Content-Length: 5", lines[3])
+    assert.are.equal("", body)
+    for _, st in ipairs({ 101, 204, 304 }) do
+      local s = H.answer(st, nil, "hello", false, true, "1.1", "HTTP/1.1 " .. st .. " X\r\n")
+      assert.is_nil(s:find("Content-Length", 1, true))
+      assert.are.equal("", s:match("\r\n\r\n(.*)$"))
+    end
+  end)
+
+  it("names a handler result of the wrong type; steps aside for what http.lua formats", function()
+    assert.are.same({ false, "handler returned nil as the status" }, { H.answer(nil, nil, nil) })
+    assert.are.same({ false, "handler returned 200.0 as the status" }, { H.answer(200.0, nil, nil) })
+    assert.are.same({ false, "handler returned 99 as the status" }, { H.answer(99, nil, nil) })
+    assert.are.same({ false, "handler returned a string as the headers" }, { H.answer(200, "x", nil) })
+    assert.are.same({ false, "handler returned a number as the body" }, { H.answer(200, nil, 5) })
+    assert.are.equal(0, select("#", H.answer(200, nil, "x", false, true, "1.1", nil)))   -- no line
+    assert.are.equal(0, select("#", H.answer(200, { n = 1 }, "x", false, true, "1.1", SL)))
+    assert.has_error(function() H.answer(200, { ["a\r\nb"] = "1" }, "x", false, true, "1.1", SL) end,
+                     "braid.http: bad header a\r\nb")
+  end)
+end)
