@@ -329,17 +329,22 @@ static hparser_t *checkparser(lua_State *L) {
   return hp;
 }
 
-/* p:feed(bytes) -> msgs [, status, reason [, rest]]
+/* p:feed(bytes) -> msgs, status, reason, rest, expect, state
  *   msgs: array of complete messages; status/reason once the input is
- *   invalid (400/413/431); rest: the bytes after an upgrade request (once).
- *   p:feed(nil) tells the parser the input ended. */
+ *   invalid (400/413/431), else nil; rest: the bytes after an upgrade
+ *   request (once), else nil; expect and state: what p:expect_continue()
+ *   and p:state() return now.  p:feed(nil) tells the parser the input
+ *   ended. */
 static int l_parser_feed(lua_State *L);
+
+static int parser_state(const hparser_t *hp) {
+  return hp->p_status ? UV_ERROR : hp->p_upgraded ? UV_UPGRADED : hp->p_in_head ? UV_HEAD
+       : hp->p_in_body ? UV_BODY : UV_IDLE;
+}
 
 static int l_parser_state(lua_State *L) {
   hparser_t *hp = checkparser(L);
-  int k = hp->p_status ? UV_ERROR : hp->p_upgraded ? UV_UPGRADED : hp->p_in_head ? UV_HEAD
-        : hp->p_in_body ? UV_BODY : UV_IDLE;
-  lua_pushvalue(L, lua_upvalueindex(k));
+  lua_pushvalue(L, lua_upvalueindex(parser_state(hp)));
   return 1;
 }
 
@@ -412,19 +417,24 @@ static int l_parser_feed(lua_State *L) {
         hp->p_header_bytes > hp->p_max_header)
       fail(hp, 431, "header fields too large");
   }
-  int nret = 1;
   if (hp->p_status) {
     lua_pushinteger(L, hp->p_status);
     lua_pushstring(L, hp->p_error);
-    nret = 3;
-  } else if (hp->p_upgraded && !was_upgraded) {
+  } else {
     lua_pushnil(L);
     lua_pushnil(L);
-    lua_pushlstring(L, s + used, used < n ? n - used : 0);
-    nret = 4;
   }
+  if (!hp->p_status && hp->p_upgraded && !was_upgraded)
+    lua_pushlstring(L, s + used, used < n ? n - used : 0);
+  else
+    lua_pushnil(L);
+  /* What p:expect_continue() and p:state() would say now, without two
+   * more calls per request. */
+  lua_pushboolean(L, hp->p_expect && hp->p_in_body && !hp->p_status);
+  hp->p_expect = 0;
+  lua_pushvalue(L, lua_upvalueindex(parser_state(hp)));
   (void)eof;
-  return nret;
+  return 6;
 }
 
 /* ------------------------------------------------------------------------- */

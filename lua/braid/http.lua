@@ -609,10 +609,10 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
     local queue, qi, qn = {}, 1, 0
     local failed, rest
     local head_deadline = braid.now() + cfg.header_timeout
+    local state = "idle"                     -- the parser's, as of its last feed
     while true do
       -- Wait for a complete request (or a parse error).
       while queue[qi] == nil and not failed do
-        local state = p:state()
         local timeout
         if state == "head" then
           head_deadline = head_deadline or braid.now() + cfg.header_timeout
@@ -625,9 +625,10 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         if timeout <= 0 then return end
         local data = conn:read_some(65536, timeout)
         if not data then return end           -- timeout, closed, error
-        local msgs, st, _, r = p:feed(data)
+        local msgs, st, _, r, expect
+        msgs, st, _, r, expect, state = p:feed(data)
         for i = 1, #msgs do qn = qn + 1; queue[qn] = msgs[i] end
-        if p:expect_continue() then conn:write("HTTP/1.1 100 Continue\r\n\r\n") end
+        if expect then conn:write("HTTP/1.1 100 Continue\r\n\r\n") end
         if st then failed = st end
         if r then rest = r end
       end
@@ -639,7 +640,7 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         if not serve_one(conn, m, handler, cfg, remote, m.upgrade and rest or nil) then
           return
         end
-        if p:state() == "head" then head_deadline = braid.now() + cfg.header_timeout end
+        if state == "head" then head_deadline = braid.now() + cfg.header_timeout end
       else
         simple(conn, failed, false, "1.1", { ["content-type"] = "text/plain" },
           (REASONS[failed] or "Error") .. "\n")
