@@ -311,6 +311,7 @@ describe("braid._http.parser feed's last two results", function()
     assert.is_false(expect)
     assert.are.equal("idle", state)
     assert.are.equal(p:state(), state)
+    local _
     _, _, _, _, expect, state = p:feed("POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
     assert.is_true(expect)
     assert.are.equal("body", state)
