@@ -6,6 +6,8 @@
 #   nginx+Lua    nginx-light + libnginx-mod-http-lua, content_by_lua_block,
 #                2 worker processes (OpenResty's model)
 #   Go net/http  bench/peers/http_hello.go (GOMAXPROCS = the cores)
+#   lua-http     bench/peers/http_hello_luahttp.lua: lua-http (cqueues),
+#                one process, on Debian's 5.3/5.2 module paths
 #
 # and, each round, braid's weather service (examples/weather_server.lua,
 # its fake OpenWeatherMap in the same process, the per-IP limit lifted)
@@ -132,7 +134,7 @@ run_wrk() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-names=("braid.http" "nginx+Lua" "Go net/http")
+names=("braid.http" "nginx+Lua" "Go net/http" "lua-http")
 declare -A skip results_rps results_p99
 
 if [ -x "$build/braid" ]; then braid=("$build/braid")
@@ -141,6 +143,10 @@ else braid=(env LUA_CPATH="$build/?.so;;" lua5.4); fi
 goexe="$tmp/http_hello_go"
 if ! command -v go >/dev/null 2>&1; then skip["Go net/http"]="no go toolchain"
 elif ! go build -o "$goexe" bench/peers/http_hello.go 2>"$tmp/go.err"; then skip["Go net/http"]="go build failed"; fi
+luahttp_path="/usr/share/lua/5.3/?.lua;/usr/share/lua/5.3/?/init.lua;/usr/share/lua/5.2/?.lua;/usr/share/lua/5.2/?/init.lua;;"
+if ! LUA_PATH="$luahttp_path" lua5.4 -e 'require "http.server"' >/dev/null 2>&1; then
+  skip["lua-http"]="no lua-http (Debian lua-http + lua-cqueues)"
+fi
 if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
   skip["nginx+Lua"]="no nginx-light + libnginx-mod-http-lua"
 fi
@@ -157,6 +163,7 @@ for round in $(seq "$rounds"); do
       braid.http) start_printing "${braid[@]}" bench/http_hello.lua 127.0.0.1:0 && ok=1 ;;
       nginx+Lua) start_nginx && ok=1 ;;
       "Go net/http") start_printing "$goexe" 127.0.0.1:0 && ok=1 ;;
+      lua-http) start_printing env LUA_PATH="$luahttp_path" lua5.4 bench/peers/http_hello_luahttp.lua && ok=1 ;;
     esac
     if [ "$ok" = 1 ]; then
       r=$(run_wrk "$addr")

@@ -7,6 +7,7 @@
 #   wrk                           the HTTP load generator of bench/http.sh
 #   nginx-light libnginx-mod-http-lua   nginx + Lua (content_by_lua_block)
 #   lua-luv lua-socket            the luv and LuaSocket echo peers
+#   lua-http                      lua-http (cqueues), a Lua HTTP server peer
 #   hyperfine                     timing of whole commands
 #
 # Idempotent: when every package is present it runs one dpkg-query per
@@ -14,7 +15,7 @@
 # benchmark whose peer is missing says "skipped" instead of failing.
 set -euo pipefail
 
-PACKAGES="golang-go wrk nginx-light libnginx-mod-http-lua lua-luv lua-socket hyperfine"
+PACKAGES="golang-go wrk nginx-light libnginx-mod-http-lua lua-luv lua-socket lua-http hyperfine"
 
 [ "${BRAID_SKIP_BENCH_DEPS:-0}" = 1 ] && exit 0
 
