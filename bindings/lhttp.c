@@ -176,9 +176,9 @@ static int on_message_begin(http_parser *p) {
   hp->p_field_counted = 0;
   hp->p_url.b_len = hp->p_field.b_len = hp->p_value.b_len = hp->p_body.b_len = 0;
   if (hp->p_msg) lua_settop(L, hp->p_msg - 1);   /* an unfinished message */
-  /* 10 fields, and room for the 6 that braid.http's server adds when the
-   * message becomes the request (remote, _conn, _keep, _rest, query,
-   * _responded), so that it never rehashes. */
+  /* 10 fields, and room for the 5 that braid.http's server adds when the
+   * message becomes the request (query, remote, _conn, _rest, _keep), so
+   * that it never rehashes. */
   lua_createtable(L, 0, 16);
   hp->p_msg = lua_gettop(L);
   lua_newtable(L);
@@ -777,18 +777,12 @@ static int l_stats_get(lua_State *L) {
 /* Message heads                                                             */
 /* ------------------------------------------------------------------------- */
 
-/* The fast path of http.lua's head(): the same string, built in one
- * buffer, for the common case of a headers table without a metatable
- * whose names and values are all strings (at most HEAD_MAX of them).
- * Anything else (numbers, lists of values, other keys) returns nothing and
- * http.lua's own loop, which formats them with tostring, does the work.
- * The strings are the table's own: no user code runs while they are read,
- * so they stay put.
- *
- *   C.head(first, headers|nil, body|nil, k1, v1, ... k4, v4) -> string | nothing
- *
- * ki: a default header name, with vi its value, emitted unless headers
- * has that name in any case; a false or nil ki is skipped. */
+/* A header block from a headers table, the common case of the server's
+ * answers: string names and values, no metatable, at most HEAD_MAX.
+ * Anything else (numbers, lists of values, other keys) makes the caller
+ * step aside for http.lua's head(), which formats it with tostring.  The
+ * strings are the table's own: no user code runs while they are read, so
+ * they stay put. */
 enum { HEAD_MAX = 32 };
 typedef struct hline { const char *n, *v; size_t nl, vl; } hline_t;
 
@@ -847,35 +841,6 @@ static void put_line(luaL_Buffer *b, const char *n, size_t nl, const char *v, si
   luaL_addlstring(b, "\r\n", 2);
 }
 
-static int l_head(lua_State *L) {
-  size_t fl, bl = 0;
-  const char *first = luaL_checklstring(L, 1, &fl);
-  const char *body = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &bl);
-  lua_settop(L, 11);                  /* the buffer's slot comes after the arguments */
-  hline_t h[HEAD_MAX];
-  int nh;
-  if (!gather_headers(L, 2, h, &nh)) return 0;
-  for (int k = 4; k <= 10; k += 2)
-    if (lua_toboolean(L, k) && (lua_type(L, k) != LUA_TSTRING || lua_type(L, k + 1) != LUA_TSTRING))
-      return 0;                         /* a list of defaults, or a value to format */
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, first, fl);
-  for (int i = 0; i < nh; i++) put_line(&b, h[i].n, h[i].nl, h[i].v, h[i].vl);
-  for (int k = 4; k <= 10; k += 2) {
-    if (!lua_toboolean(L, k)) continue;
-    size_t kl, vl;
-    const char *kn = lua_tolstring(L, k, &kl);
-    const char *kv = lua_tolstring(L, k + 1, &vl);
-    if (has_name(h, nh, kn, kl)) continue;
-    put_line(&b, kn, kl, kv, vl);
-  }
-  luaL_addlstring(&b, "\r\n", 2);
-  if (body) luaL_addlstring(&b, body, bl);
-  luaL_pushresult(&b);
-  return 1;
-}
-
 /* The Date header's value, formatted once a second per thread (as
  * http.lua's httpdate: os.date's strftime, in the C locale's names). */
 static const char *http_date(size_t *len) {
@@ -894,14 +859,16 @@ static const char *http_date(size_t *len) {
 }
 
 /* A server's answer from a handler's results, the whole response in one
- * string: http.lua's simple() for the common case.
+ * string: the common case of http.lua's simple(), whose answer_lua does
+ * the rest the same way (tests/lua/http_wire_spec.lua compares them).
  *
  *   C.answer(status, headers, body, is_head, keep, version, sline)
  *     -> response | false, why | nothing
  *
- * why: a handler result of the wrong type, in http.lua's words.  Nothing:
- * http.lua does it (sline, the cached status line, missing; headers with
- * numbers, lists or a metatable).  Bodyless statuses (1xx, 204, 304) get
+ * why: a handler result of the wrong type.  Nothing: answer_lua does it
+ * (sline, the cached status line, missing; headers with numbers, lists or
+ * a metatable).  Raises, as answer_lua does, on a header that would split
+ * the message.  Bodyless statuses (1xx, 204, 304) get
  * neither body nor Content-Length; Date, Content-Length and Connection
  * (close, or keep-alive for HTTP/1.0) unless the handler set them. */
 static int l_answer(lua_State *L) {
@@ -1003,8 +970,7 @@ void braid__open_http(lua_State *L) {
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
-    {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"head", l_head},
-    {"answer", l_answer},
+    {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"answer", l_answer},
     {NULL, NULL}};
   static const luaL_Reg stats_m[] = {
     {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"error", l_stats_error},

@@ -199,13 +199,9 @@ end
 -- pairs) that the caller did not set,
 -- the blank line and, when given, the body: one string.
 --
--- head() gathers the lines in fresh arrays.  The server's answers
--- (simple) use head_scratch(), which gathers them in arrays kept by this
--- state, so a response allocates nothing but its string: nothing in here
--- yields (user code reached from it, a __tostring, a __pairs or a sort
--- comparator, runs inside a C call and cannot), so no other task can be
--- using them meanwhile, and every use starts again from index 1, so what
--- a call that raised left behind is overwritten.
+-- The server's common answers never come here: C.answer builds them
+-- (simple() below); this formats what it does not (numbers, lists of
+-- values, non-string names), the client's requests and streamed heads.
 local function by_name(a, b) return tostring(a) < tostring(b) end
 
 local DEFAULT_LOWER = {
@@ -213,16 +209,13 @@ local DEFAULT_LOWER = {
   ["Transfer-Encoding"] = "transfer-encoding", Host = "host", ["User-Agent"] = "user-agent",
   Accept = "accept",
 }
-local scratch_t, scratch_names, scratch_lower = {}, {}, {}
-
 local function has_lower(lnames, nh, name)
   for i = 1, nh do if lnames[i] == name then return true end end
   return false
 end
 
-local function head_in(t, names, lnames, first, headers, body, k1, v1, k2, v2, k3, v3, k4, v4)
-  local n, nh = 1, 0
-  t[1] = first
+local function head(first, headers, body, k1, v1, k2, v2, k3, v3, k4, v4)
+  local t, names, lnames, n, nh = { first }, {}, {}, 1, 0
   if headers and next(headers) ~= nil then
     local strings = true
     for k in pairs(headers) do
@@ -230,7 +223,6 @@ local function head_in(t, names, lnames, first, headers, body, k1, v1, k2, v2, k
       names[nh] = k
       if type(k) ~= "string" then strings = false end
     end
-    for i = #names, nh + 1, -1 do names[i] = nil end   -- a longer list before
     if nh > 1 then table.sort(names, not strings and by_name or nil) end
     for i = 1, nh do
       local k = names[i]
@@ -257,19 +249,8 @@ local function head_in(t, names, lnames, first, headers, body, k1, v1, k2, v2, k
   n = n + 1
   t[n] = "\r\n"
   if body and body ~= "" then n = n + 1; t[n] = body end
-  local r = concat(t, "", 1, n)
-  if body then t[n] = nil end          -- a scratch array keeps no body alive
-  return r
+  return concat(t, "", 1, n)
 end
-
-local function head(...) return head_in({}, {}, {}, ...) end
--- C.head builds the common case (string names and values) in one buffer;
--- it returns nothing for the rest, which head_in formats.
-local c_head = C.head
-local function head_scratch(...)
-  return c_head(...) or head_in(scratch_t, scratch_names, scratch_lower, ...)
-end
-M._heads = { c = c_head, lua = head }  -- for tests/lua/http_wire_spec.lua
 
 -- The Date header, formatted once a second (per state), not per response.
 local date_t, date_s
@@ -497,7 +478,8 @@ end
 -- integer formats it with snprintf: a tenth of a hello-world response).
 local clen_strings = {}
 
-local function simple(conn, status, keep, version, headers, body, is_head)
+-- The response to a handler's results, in Lua: what C.answer leaves.
+local function answer_lua(status, keep, version, headers, body, is_head)
   body = body or ""
   local lenk, lenv
   if status == 204 or status == 304 or status < 200 then
@@ -512,13 +494,22 @@ local function simple(conn, status, keep, version, headers, body, is_head)
   end
   local connv = not keep and "close" or version == "1.0" and "keep-alive" or nil
   local connk = connv and "Connection"
-  -- The head and the body as one string: one write.
   local b = not is_head and body or nil
   if lenk then
-    return conn:write(head_scratch(status_line(status), headers, b, "Date", httpdate(),
-                                   lenk, lenv, connk, connv))
+    return head(status_line(status), headers, b, "Date", httpdate(), lenk, lenv, connk, connv)
   end
-  return conn:write(head_scratch(status_line(status), headers, b, "Date", httpdate(), connk, connv))
+  return head(status_line(status), headers, b, "Date", httpdate(), connk, connv)
+end
+M._answer_lua = answer_lua   -- for tests/lua/http_wire_spec.lua
+
+-- Answers a handler's results on conn: conn:write's results, or false and
+-- why when a result has the wrong type (raises on a header that would
+-- split the message).  C.answer builds the common case in one string
+-- (checking the results first); nothing back means answer_lua's case.
+local function simple(conn, status, keep, version, headers, body, is_head)
+  local s, why = c_answer(status, headers, body, is_head, keep, version, STATUS_LINES[status])
+  if s == false then return false, why end
+  return conn:write(s or answer_lua(status, keep, version, headers, body, is_head))
 end
 
 local function log_error(msg)
@@ -553,31 +544,14 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   local ok, status, headers, body = xpcall(handler, handler_traceback, req)
   local err = not ok and status or nil
   local is_head = m.method == "HEAD"
-  -- The common answer in C (C.answer: checks the results, builds the
-  -- whole response); it returns nothing for what simple() formats.
-  local s, cwhy
   if ok and not req._responded then
-    s, cwhy = c_answer(status, headers, body, is_head, req._keep, req.version, STATUS_LINES[status])
-    if s then
-      if not conn:write(s) then req._keep = false end
-    elseif s == false then
-      ok, err = false, debug.traceback("braid.http: " .. cwhy, 1)
-    end
-  end
-  if ok and not req._responded and s == nil then
-    local why
-    if math.type(status) ~= "integer" or status < 100 or status > 999 then
-      why = "handler returned " .. tostring(status) .. " as the status"
-    elseif headers ~= nil and type(headers) ~= "table" then
-      why = "handler returned a " .. type(headers) .. " as the headers"
-    elseif body ~= nil and type(body) ~= "string" then
-      why = "handler returned a " .. type(body) .. " as the body"
-    end
-    if why then
+    local okw, wrote, why = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
+    if not okw then
+      ok, err = false, wrote                     -- a header that would split the message
+    elseif wrote == false then
       ok, err = false, debug.traceback("braid.http: " .. why, 1)
-    else
-      local okw, werr = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
-      if not okw then ok, err = false, werr elseif not werr then req._keep = false end
+    elseif not wrote then
+      req._keep = false                          -- the write failed
     end
   end
   if not ok then

@@ -203,12 +203,14 @@ describe("braid._http websocket framer", function()
   end)
 end)
 
--- http.lua's head() has a C fast path (braid._http.head) for string
--- names and values; both must write the same bytes, and the C one must
--- step aside (return nothing) for everything it does not format.
-describe("braid._http.head", function()
-  local heads = require("braid.http")._heads
-  local first = "HTTP/1.1 200 OK\r\n"
+-- The server's answers have a C fast path (braid._http.answer) for string
+-- names and values, and http.lua's own (answer_lua) for the rest; both must
+-- write the same bytes, and the C one must step aside (return nothing) for
+-- everything it does not format.
+describe("braid._http.answer against http.lua's answer", function()
+  local lua_answer = require("braid.http")._answer_lua
+  local SL = "HTTP/1.1 200 OK\r\n"
+  local function same_date(s) return (s:gsub("\r\nDate: [^\r]+", "\r\nDate: D")) end
   local cases = {
     { nil, nil },
     { {}, "body" },
@@ -217,31 +219,37 @@ describe("braid._http.head", function()
     { { date = "mine", ["CONTENT-length"] = "7" }, "1234567" },   -- overrides, any case
     { { connection = "upgrade" }, "" },
   }
-  it("writes what the Lua loop writes, defaults skipped when set in any case", function()
+  it("writes what the Lua path writes, defaults skipped when set in any case", function()
     for i, c in ipairs(cases) do
-      local args = { first, c[1], c[2], "Date", "Wed, 02 Dec 2026 20:00:00 GMT",
-                     "Content-Length", tostring(#(c[2] or "")), "Connection", "close" }
-      local fast = heads.c(table.unpack(args, 1, 9))
-      assert.is_string(fast, "case " .. i)
-      assert.are.equal(heads.lua(table.unpack(args, 1, 9)), fast, "case " .. i)
+      for _, v in ipairs({ { true, "1.1" }, { false, "1.1" }, { true, "1.0" } }) do
+        for _, is_head in ipairs({ false, true }) do
+          local fast = H.answer(200, c[1], c[2], is_head, v[1], v[2], SL)
+          assert.is_string(fast, "case " .. i)
+          assert.are.equal(same_date(lua_answer(200, v[1], v[2], c[1], c[2], is_head)),
+                           same_date(fast), "case " .. i)
+        end
+      end
     end
-    local fast = heads.c(first, { a = "1" }, nil, "Date", "D", false, nil, nil, nil)
-    assert.are.equal(first .. "a: 1\r\nDate: D\r\n\r\n", fast)
+    local fast = H.answer(204, { a = "1" }, "x", false, true, "1.1", "HTTP/1.1 204 No Content\r\n")
+    assert.are.equal(same_date(lua_answer(204, true, "1.1", { a = "1" }, "x", false)), same_date(fast))
   end)
 
-  it("steps aside for numbers, lists, non-string keys, metatables and list defaults", function()
-    assert.is_nil(heads.c(first, { n = 1 }, nil))
-    assert.is_nil(heads.c(first, { ["set-cookie"] = { "a=1", "b=2" } }, nil))
-    assert.is_nil(heads.c(first, { [1] = "x" }, nil))
-    assert.is_nil(heads.c(first, setmetatable({}, { __index = { a = "1" } }), nil))
-    assert.is_nil(heads.c(first, nil, nil, { { "Host", "h" } }))
-    assert.is_nil(heads.c(first, nil, nil, "Content-Length", 5))
+  it("steps aside for numbers, lists, non-string keys, metatables and an uncached status line", function()
+    assert.are.equal(0, select("#", H.answer(200, { n = 1 }, nil, false, true, "1.1", SL)))
+    assert.are.equal(0, select("#", H.answer(200, { ["set-cookie"] = { "a=1", "b=2" } }, nil, false, true, "1.1", SL)))
+    assert.are.equal(0, select("#", H.answer(200, { [1] = "x" }, nil, false, true, "1.1", SL)))
+    assert.are.equal(0, select("#", H.answer(200, setmetatable({}, { __index = { a = "1" } }), nil,
+                                             false, true, "1.1", SL)))
+    assert.are.equal(0, select("#", H.answer(299, nil, nil, false, true, "1.1", nil)))
+    -- and the Lua path formats them
+    assert.truthy(lua_answer(200, true, "1.1", { n = 1 }, nil, false):find("\r\nn: 1\r\n", 1, true))
+    assert.truthy(lua_answer(299, true, "1.1", nil, nil, false):find("^HTTP/1.1 299 Status\r\n"))
   end)
 
   it("refuses a header that would split the message, in http.lua's words", function()
     for _, h in ipairs({ { ["x\r\ny"] = "1" }, { ["a:b"] = "1" }, { a = "1\r\nInjected: yes" } }) do
-      local ok1, e1 = pcall(heads.c, first, h, nil)
-      local ok2, e2 = pcall(heads.lua, first, h, nil)
+      local ok1, e1 = pcall(H.answer, 200, h, nil, false, true, "1.1", SL)
+      local ok2, e2 = pcall(lua_answer, 200, true, "1.1", h, nil, false)
       assert.is_false(ok1)
       assert.is_false(ok2)
       assert.are.equal(e2, e1)
