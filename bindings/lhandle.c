@@ -12,8 +12,7 @@ static const char magic_anchor;
 
 void braid__pushhandle(lua_State *L, braid_obj_t *o) {
   /* Boxes (lbox.c) keep their decoded fields in a user value. */
-  const char *tn = o->o_type->ot_name;
-  int nuv = tn[0] == 'b' && strcmp(tn, "box") == 0 ? 1 : 0;
+  int nuv = strcmp(o->o_type->ot_name, "box") == 0 ? 1 : 0;
   braid_handle_t *h = lua_newuserdatauv(L, sizeof *h, nuv);
   h->h_magic = HANDLE_MAGIC;
   h->h_obj = NULL;

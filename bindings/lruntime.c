@@ -140,8 +140,9 @@ struct shard {
    * same worker takes no lock to put, the pop none to take. */
   task_t *_Atomic sh_next;
   unsigned sh_tick;           /* pops so far; the running thread only */
-  /* Length of the ready queue: written under sh_mtx, read lock-free as a
-   * hint (relaxed) by the spinning await and by shard_run's slice check. */
+  /* Tasks ready (queue and runnext slot): bumped after a put (release),
+   * dropped after a take; pop_ready reads it first (acquire), the spinning
+   * await and shard_run's slice check as a hint (relaxed). */
   _Atomic int sh_nready;
   /* The task being resumed, for sysmon's preemption and the canceller:
    * written by the running thread (seq_cst, see run_task), and only read
@@ -1059,6 +1060,8 @@ static bool deadlocked(void) {
   return atomic_load_explicit(&rt.epoch, memory_order_seq_cst) == e;
 }
 
+static int finish_sleep(lua_State *L, braid_case_t *c, int n, braid_selres_t *r);
+
 int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
                 braid_finish_fn finish, const char *what, braid_obj_t *on) {
   task_t *t = current_task(L);
@@ -1137,8 +1140,8 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed))
       braid_waiter_fire(&t->t_waiter, BRAID_W_CANCEL, BRAID_ECANCELED, NULL);
-    bool sleeping = what[0] == 's' && what[1] == 'l' && strcmp(what, "sleep") == 0;
-    atomic_store_explicit(&t->t_state, sleeping ? T_SLEEPING : T_BLOCKED, memory_order_relaxed);
+    atomic_store_explicit(&t->t_state, finish == finish_sleep ? T_SLEEPING : T_BLOCKED,
+                          memory_order_relaxed);
     atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
     t->t_yield = Y_BLOCK;
     return lua_yieldk(L, 0, (lua_KContext)t, wait_k);
