@@ -82,6 +82,8 @@ typedef struct hparser {
   int p_msg;                  /* stack index of the message being built, 0 */
   int p_hdrs;                 /* stack index of its headers table (p_msg + 1) */
   int p_nmsgs;
+  int p_one;                  /* braid__http_take: stop after one message */
+  int p_served;               /* messages completed so far */
   int p_request;              /* 1: requests, 0: responses */
   size_t p_max_header, p_max_body;
   size_t p_header_bytes;      /* bytes of the current message's head */
@@ -308,11 +310,17 @@ static int on_message_complete(http_parser *p) {
   lua_pushboolean(L, p->upgrade);
   lua_rawset(L, m);
   lua_settop(L, m);                               /* the headers table goes */
-  lua_rawseti(L, hp->p_msgs, ++hp->p_nmsgs);      /* pops the message */
+  hp->p_nmsgs++;
+  hp->p_served++;
+  if (!hp->p_one) lua_rawseti(L, hp->p_msgs, hp->p_nmsgs);   /* pops the message */
   hp->p_msg = 0;
   hp->p_in_body = 0;
   hp->p_skip_body = 0;
   if (p->upgrade) hp->p_upgraded = 1;   /* http-parser stops by itself */
+  /* One at a time: http-parser returns right after this message's last
+   * byte (every message_complete consumes its byte), the rest stays in the
+   * caller's buffer. */
+  else if (hp->p_one) http_parser_pause(p, 1);
   return 0;
 }
 
@@ -435,6 +443,91 @@ static int l_parser_feed(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(parser_state(hp)));
   (void)eof;
   return 6;
+}
+
+/* braid.net's server read (lnet.c, conn:_http_next): the next message
+ * straight from the connection's read-ahead bytes, with no string of them
+ * and no result array.  Feeds s[0..n) to the parser at pidx, stopping after
+ * the first complete message; *used gets the bytes consumed (the rest are
+ * the caller's, e.g. what follows an upgrade).  Returns
+ *   BRAID_HTTP_MSG       the message is pushed;
+ *   BRAID_HTTP_MORE      every byte was taken, no message yet;
+ *   BRAID_HTTP_CONTINUE  as MORE, and the head asked for 100-continue
+ *                        (reported once);
+ *   BRAID_HTTP_BAD       the input is invalid: nil, status, reason pushed;
+ *   BRAID_HTTP_DONE      the parser is past an upgrade: nothing more.
+ * Raises when pidx holds no request parser. */
+int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *used) {
+  hparser_t *hp = luaL_checkudata(L, pidx, PARSER_MT);
+  *used = 0;
+  if (hp->p_status) goto bad;
+  if (hp->p_upgraded) return BRAID_HTTP_DONE;
+  pidx = lua_absindex(L, pidx);
+  int base = lua_gettop(L);
+  push_keys(L);
+  hp->p_keys = base + 1;
+  if (lua_getiuservalue(L, pidx, 1) == LUA_TTABLE) {    /* a message in progress */
+    hp->p_msg = base + 2;
+    hp->p_hdrs = base + 3;
+    pushkey(L, hp, K_HEADERS);
+    lua_rawget(L, hp->p_msg);
+  } else {
+    lua_pop(L, 1);
+    hp->p_msg = 0;
+  }
+  hp->p_nmsgs = 0;
+  hp->p_one = 1;
+  hp->p_L = L;
+  size_t u = http_parser_execute(&hp->p_parser, &hp->p_settings, s, n);
+  hp->p_L = NULL;
+  hp->p_one = 0;
+  *used = u;
+  enum http_errno e = HTTP_PARSER_ERRNO(&hp->p_parser);
+  if (e == HPE_PAUSED) {
+    http_parser_pause(&hp->p_parser, 0);
+    e = HPE_OK;
+  }
+  if (!hp->p_status && !hp->p_upgraded) {
+    if (e == HPE_HEADER_OVERFLOW) fail(hp, 431, "header fields too large");
+    else if (e != HPE_OK) fail(hp, 400, http_errno_description(e));
+    else if (hp->p_in_head && hp->p_header_bytes > hp->p_max_header)
+      fail(hp, 431, "header fields too large");
+  }
+  if (hp->p_nmsgs && !hp->p_status) {
+    /* The message sits above the keys (and any unfinished one before it,
+     * which it replaced: on_message_begin drops that). */
+    lua_pushnil(L);
+    lua_setiuservalue(L, pidx, 1);
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+    hp->p_msg = 0;
+    return BRAID_HTTP_MSG;
+  }
+  if (hp->p_msg && !hp->p_status) lua_pushvalue(L, hp->p_msg);
+  else lua_pushnil(L);
+  lua_setiuservalue(L, pidx, 1);
+  hp->p_msg = 0;
+  lua_settop(L, base);
+  if (hp->p_status) goto bad;
+  if (hp->p_expect && hp->p_in_body) {
+    hp->p_expect = 0;
+    return BRAID_HTTP_CONTINUE;
+  }
+  hp->p_expect = 0;
+  return BRAID_HTTP_MORE;
+bad:
+  lua_pushnil(L);
+  lua_pushinteger(L, hp->p_status);
+  lua_pushstring(L, hp->p_error);
+  return BRAID_HTTP_BAD;
+}
+
+/* Where the parser at idx stands, for conn:_http_next's timeouts. */
+int braid__http_phase(lua_State *L, int idx) {
+  const hparser_t *hp = lua_touserdata(L, idx);
+  if (hp->p_in_head) return BRAID_HTTP_HEAD;
+  if (hp->p_in_body) return BRAID_HTTP_BODY;
+  return hp->p_served ? BRAID_HTTP_IDLE : BRAID_HTTP_FIRST;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -834,13 +927,6 @@ static int gather_headers(lua_State *L, int idx, hline_t *h, int *nhp) {
   return 1;
 }
 
-static void put_line(luaL_Buffer *b, const char *n, size_t nl, const char *v, size_t vl) {
-  luaL_addlstring(b, n, nl);
-  luaL_addlstring(b, ": ", 2);
-  luaL_addlstring(b, v, vl);
-  luaL_addlstring(b, "\r\n", 2);
-}
-
 /* The Date header's value, formatted once a second per thread (as
  * http.lua's httpdate: os.date's strftime, in the C locale's names). */
 static const char *http_date(size_t *len) {
@@ -858,21 +944,41 @@ static const char *http_date(size_t *len) {
   return buf;
 }
 
-/* A server's answer from a handler's results, the whole response in one
- * string: the common case of http.lua's simple(), whose answer_lua does
- * the rest the same way (tests/lua/http_wire_spec.lua compares them).
+/* Appends n bytes at p to the head being built in buf (the caller sized it). */
+static char *put(char *o, const char *p, size_t n) {
+  memcpy(o, p, n);
+  return o + n;
+}
+
+static char *put_hline(char *o, const char *n, size_t nl, const char *v, size_t vl) {
+  o = put(o, n, nl);
+  *o++ = ':';
+  *o++ = ' ';
+  o = put(o, v, vl);
+  *o++ = '\r';
+  *o++ = '\n';
+  return o;
+}
+
+/* A server's answer from a handler's results: the common case of
+ * http.lua's simple(), whose answer_lua does the rest the same way
+ * (tests/lua/http_wire_spec.lua compares them).
  *
- *   C.answer(status, headers, body, is_head, keep, version, sline)
- *     -> response | false, why | nothing
+ *   C.answer(status, headers, body, is_head, keep, version, sline [, conn])
+ *     -> response | true | nil, why | false, why | nothing
  *
- * why: a handler result of the wrong type.  Nothing: answer_lua does it
- * (sline, the cached status line, missing; headers with numbers, lists or
- * a metatable).  Raises, as answer_lua does, on a header that would split
- * the message.  Bodyless statuses (1xx, 204, 304) get
- * neither body nor Content-Length; Date, Content-Length and Connection
- * (close, or keep-alive for HTTP/1.0) unless the handler set them. */
+ * With conn (a plain braid.net connection) the answer is written there,
+ * head and body in one sendmsg without a string of them, and the results
+ * are conn:write's (true, or nil and why); otherwise it is the whole
+ * response in one string.  false, why: a handler result of the wrong
+ * type.  Nothing: answer_lua does it (sline, the cached status line,
+ * missing; headers with numbers, lists or a metatable).  Raises, as
+ * answer_lua does, on a header that would split the message.  Bodyless
+ * statuses (1xx, 204, 304) get neither body nor Content-Length; Date,
+ * Content-Length and Connection (close, or keep-alive for HTTP/1.0)
+ * unless the handler set them. */
 static int l_answer(lua_State *L) {
-  lua_settop(L, 7);
+  lua_settop(L, 8);
   lua_Integer st = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : 0;
   if (st < 100 || st > 999) {
     const char *sv = luaL_tolstring(L, 1, NULL);     /* below the two results */
@@ -899,26 +1005,35 @@ static int l_answer(lua_State *L) {
   const char *body = lua_isnil(L, 3) ? "" : lua_tolstring(L, 3, &bl);
   int nobody = st == 204 || st == 304 || st < 200;
   if (nobody) bl = 0;
+  if (lua_toboolean(L, 4)) body = "", bl = 0;         /* HEAD: the head alone */
   const char *date = http_date(&dl);
   const char *connv = NULL;
   if (!lua_toboolean(L, 5)) connv = "close";
   else if (lua_type(L, 6) == LUA_TSTRING && strcmp(lua_tostring(L, 6), "1.0") == 0) connv = "keep-alive";
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, sline, sl);
-  for (int i = 0; i < nh; i++) put_line(&b, h[i].n, h[i].nl, h[i].v, h[i].vl);
-  if (!has_name(h, nh, "date", 4)) put_line(&b, "Date", 4, date, dl);
-  if (!nobody && !has_name(h, nh, "content-length", 14)) {
-    char num[24];
-    size_t k = sizeof num;
-    size_t v = bl;
-    do { num[--k] = (char)('0' + v % 10); v /= 10; } while (v);
-    put_line(&b, "Content-Length", 14, num + k, sizeof num - k);
+  char num[24];
+  size_t k = sizeof num, v = lua_isnil(L, 3) || nobody ? 0 : lua_rawlen(L, 3);
+  do { num[--k] = (char)('0' + v % 10); v /= 10; } while (v);
+  /* The head's size, to build it in one piece. */
+  size_t need = sl + 2 + (4 + 4 + dl) + (14 + 4 + sizeof num - k) + (10 + 4 + 10);
+  for (int i = 0; i < nh; i++) need += h[i].nl + h[i].vl + 4;
+  char small[1024];
+  char *hb = need <= sizeof small ? small : lua_newuserdatauv(L, need, 0);
+  char *o = put(hb, sline, sl);
+  for (int i = 0; i < nh; i++) o = put_hline(o, h[i].n, h[i].nl, h[i].v, h[i].vl);
+  if (!has_name(h, nh, "date", 4)) o = put_hline(o, "Date", 4, date, dl);
+  if (!nobody && !has_name(h, nh, "content-length", 14))
+    o = put_hline(o, "Content-Length", 14, num + k, sizeof num - k);
+  if (connv && !has_name(h, nh, "connection", 10)) o = put_hline(o, "Connection", 10, connv, strlen(connv));
+  o = put(o, "\r\n", 2);
+  if (!lua_isnil(L, 8)) {
+    int n = braid__conn_send(L, 8, hb, (size_t)(o - hb), body, bl);
+    if (n >= 0) return n;
   }
-  if (connv && !has_name(h, nh, "connection", 10)) put_line(&b, "Connection", 10, connv, strlen(connv));
-  luaL_addlstring(&b, "\r\n", 2);
-  if (!lua_toboolean(L, 4)) luaL_addlstring(&b, body, bl);
-  luaL_pushresult(&b);
+  lua_pushlstring(L, hb, (size_t)(o - hb));
+  if (bl) {
+    lua_pushlstring(L, body, bl);
+    lua_concat(L, 2);
+  }
   return 1;
 }
 

@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -494,6 +495,94 @@ static int step_read(lua_State *L) {
   }
 }
 
+/* braid.http's server read: the next request, parsed by the request parser
+ * in slot 2 straight from the read-ahead buffer (lhttp.c's
+ * braid__http_take), so a request costs no string of its bytes and no
+ * Lua loop over them.  Slots 3 and 4: the header and idle timeouts
+ * (seconds); S_AUX: the deadline of the head being read (0 until one
+ * begins).  Each wait's deadline follows the parser: the head's (since
+ * the call began, or since the connection opened for its first request),
+ * else the idle timeout from now. */
+static int step_http(lua_State *L) {
+  sock_t *s = stack_sock(L);
+  if (s == NULL) return push_fail(L, "closed");
+  int nres;
+  if (take_token(L, s, &nres)) return nres;
+  for (;;) {
+    braid_netbuf_t *b = &s->s_rb;
+    size_t have = braid_netbuf_len(b);
+    if (have > 0) {
+      size_t used = 0;
+      int k = braid__http_take(L, 2, b->nb_buf + b->nb_off, have, &used);
+      braid_netbuf_take(b, used);
+      if (k == BRAID_HTTP_MSG) {
+        braid_netbuf_trim(b);
+        token_release(L);
+        atomic_store_explicit(&s->s_busy, true, memory_order_relaxed);
+        return 1;
+      }
+      if (k == BRAID_HTTP_BAD) {
+        token_release(L);
+        return 3;
+      }
+      if (k == BRAID_HTTP_DONE) return step_fail(L, "closed");
+      if (k == BRAID_HTTP_CONTINUE) {
+        token_release(L);
+        lua_pushnil(L);
+        lua_pushliteral(L, "continue");
+        return 2;
+      }
+    }
+    if (s->s_eof) return step_fail(L, "closed");
+    int fd = braid_pollfd_enter(s->s_pd);
+    if (fd < 0) return step_fail(L, "closed");
+    size_t avail;
+    char *p = braid_netbuf_space(b, 4096, &avail);
+    if (p == NULL) {
+      braid_pollfd_leave(s->s_pd);
+      token_release(L);
+      return luaL_error(L, "braid: out of memory");
+    }
+    ssize_t got;
+    int e = 0;
+    braid_op_t want = BRAID_OP_READABLE;
+    if (s->s_ssl) {
+      size_t n = 0;
+      char why[256];
+      int t = tls_call(&s->s_obj.o_mtx, s->s_ssl, 'r', p, avail, &n, &want, why, sizeof why);
+      braid_pollfd_leave(s->s_pd);
+      if (t == TLS_FAIL) return step_fail(L, why);
+      got = t == TLS_OK ? (ssize_t)n : t == TLS_EOF ? 0 : -1;
+      e = EAGAIN;
+    } else {
+      got = recv(fd, p, avail, 0);
+      e = errno;
+      braid_pollfd_leave(s->s_pd);
+    }
+    if (got > 0) { braid_netbuf_commit(b, (size_t)got); continue; }
+    if (got == 0 || e == ECONNRESET) { s->s_eof = true; continue; }
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) return step_fail(L, strerror(e));
+    braid_netbuf_trim(b);        /* an idle connection keeps no buffer */
+    int64_t deadline;
+    int phase = braid__http_phase(L, 2);
+    if (phase == BRAID_HTTP_HEAD || phase == BRAID_HTTP_FIRST) {
+      if (lua_tointeger(L, S_AUX) == 0) {
+        lua_pushinteger(L, (lua_Integer)braid_deadline_after(lua_tonumber(L, 3)));
+        lua_replace(L, S_AUX);
+      }
+      deadline = (int64_t)lua_tointeger(L, S_AUX);
+    } else {
+      deadline = braid_deadline_after(lua_tonumber(L, 4));
+    }
+    lua_pushinteger(L, (lua_Integer)deadline);
+    lua_replace(L, S_DEADLINE);
+    int k = net_wait(L, want, s->s_pd, "read", &s->s_obj);
+    if (k == NET_AGAIN) continue;
+    return k;
+  }
+}
+
 static sock_t *checkconn(lua_State *L) {
   return (sock_t *)braid__checkhandle(L, 1, &conn_type);
 }
@@ -525,6 +614,20 @@ static int l_read(lua_State *L) {
   int64_t deadline = braid__optdeadline(L, 3, "conn:read");
   step_setup(L, deadline, step_read, 1);
   return step_read(L);
+}
+
+/* conn:_http_next(parser, header_timeout, idle_timeout) -> request |
+ * nil, status, reason (invalid input) | nil, "continue" (answer 100 and
+ * call again) | nil, "closed" / "timeout" / why.  For braid.http's server
+ * loop (lua/braid/http.lua); marks the connection busy with a request. */
+static int l_http_next(lua_State *L) {
+  checkconn(L);
+  luaL_checkudata(L, 2, "braid.http_parser");
+  luaL_checknumber(L, 3);
+  luaL_checknumber(L, 4);
+  lua_settop(L, 4);
+  step_setup(L, BRAID_FOREVER, step_http, 1);
+  return step_http(L);
 }
 
 static int l_read_some(lua_State *L) {
@@ -593,6 +696,72 @@ static int step_write(lua_State *L) {
     }
     return step_fail(L, errno_reason(e));
   }
+}
+
+/* For braid.http's answers (lhttp.c): conn:write of the bytes a then b,
+ * straight from C memory (a response head and its body, one sendmsg),
+ * when idx holds a plain TCP or Unix connection; -1 otherwise (the caller
+ * makes a string and writes it).  Only bytes left over when the socket is
+ * full become a Lua string, for the ordinary write step, which then
+ * replaces the caller's slots 1 and 2: call this last, as the return. */
+int braid__conn_send(lua_State *L, int idx, const char *a, size_t an, const char *b, size_t bn) {
+  braid_obj_t *o = braid__tohandle(L, idx);
+  if (o == NULL || o->o_type != &conn_type) return -1;
+  sock_t *s = (sock_t *)o;
+  if (s->s_ssl) return -1;
+  size_t off = 0, len = an + bn;
+  braid_msg_t *m = NULL;
+  int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_recv(s->s_wtok, &m);
+  if (rc == BRAID_ECLOSED) {
+    braid_msg_release(m);
+    return push_fail(L, "closed");
+  }
+  bool held = rc == 0;
+  if (held) {
+    braid_msg_release(m);
+    for (;;) {
+      int fd = braid_pollfd_enter(s->s_pd);
+      if (fd < 0) {
+        give_token(s, 2);
+        return push_fail(L, "closed");
+      }
+      struct iovec iov[2];
+      int niov = 0;
+      if (off < an) iov[niov++] = (struct iovec){ (void *)(a + off), an - off };
+      if (bn) iov[niov++] = off <= an ? (struct iovec){ (void *)b, bn }
+                                      : (struct iovec){ (void *)(b + (off - an)), len - off };
+      struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
+      ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+      int e = errno;
+      braid_pollfd_leave(s->s_pd);
+      if (n >= 0) {
+        off += (size_t)n;
+        if (off < len) continue;
+        give_token(s, 2);
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      give_token(s, 2);
+      return push_fail(L, errno_reason(e));
+    }
+  }
+  /* The socket is full (or another task is writing): the rest waits in
+   * the write step, which keeps the token if it is held. */
+  idx = lua_absindex(L, idx);
+  if (off < an) {
+    lua_pushlstring(L, a + off, an - off);
+    lua_pushlstring(L, b, bn);
+    lua_concat(L, 2);
+  } else {
+    lua_pushlstring(L, b + (off - an), len - off);
+  }
+  lua_copy(L, idx, 1);
+  lua_copy(L, -1, 2);
+  step_setup(L, BRAID_FOREVER, step_write, 2);
+  if (held) set_held(L, true);
+  return step_write(L);
 }
 
 static int l_write(lua_State *L) {
@@ -1261,6 +1430,7 @@ void braid__open_net(lua_State *L) {
     { "read", l_read }, { "read_some", l_read_some }, { "write", l_write },
     { "shutdown", l_conn_shutdown }, { "close", l_conn_close },
     { "peer", l_conn_peer }, { "addr", l_conn_addr }, { "_busy", l_conn_busy },
+    { "_http_next", l_http_next },
     { "__tostring", l_conn_tostring }, { NULL, NULL } };
   static const luaL_Reg listener_m[] = {
     { "accept", l_accept }, { "addr", l_listener_addr }, { "close", l_listener_close },

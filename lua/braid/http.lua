@@ -504,11 +504,14 @@ M._answer_lua = answer_lua   -- for tests/lua/http_wire_spec.lua
 
 -- Answers a handler's results on conn: conn:write's results, or false and
 -- why when a result has the wrong type (raises on a header that would
--- split the message).  C.answer builds the common case in one string
--- (checking the results first); nothing back means answer_lua's case.
+-- split the message).  C.answer does the common case (checking the
+-- results first): on a braid.net connection it writes the answer itself
+-- (true, or nil and why), else it returns the response; nothing back
+-- means answer_lua's case.
 local function simple(conn, status, keep, version, headers, body, is_head)
-  local s, why = c_answer(status, headers, body, is_head, keep, version, STATUS_LINES[status])
-  if s == false then return false, why end
+  local s, why = c_answer(status, headers, body, is_head, keep, version, STATUS_LINES[status], conn)
+  if s == true then return true end
+  if s == false or (s == nil and why) then return s, why end
   return conn:write(s or answer_lua(status, keep, version, headers, body, is_head))
 end
 
@@ -537,7 +540,6 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   if upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
     req._keep = false     -- an upgrade we do not speak: answer, then close
   end
-  conn:_busy(true)               -- for a graceful close
   cfg.stats:begin()              -- counted in C: no message per request
   -- The handler's first three results (status, headers, body), or false
   -- and the error with its traceback.
@@ -575,10 +577,41 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
   return req._keep and not req._upgraded and not cfg.closing:is_closed()
 end
 
+-- Answers a request the parser refused (400, 413, 431) and closes.
+local function refuse(conn, cfg, status)
+  simple(conn, status, false, "1.1", { ["content-type"] = "text/plain" },
+    (REASONS[status] or "Error") .. "\n")
+  cfg.stats:bad()
+end
+
+-- The connection loop on a braid.net connection: conn:_http_next reads
+-- and parses in C (lnet.c), straight from the connection's buffer, and
+-- marks the connection busy with the request (for a graceful close).
+local function serve_net(conn, p, handler, cfg)
+  local remote = conn:peer()
+  local ht, it = cfg.header_timeout, cfg.idle_timeout
+  while true do
+    local m, st = conn:_http_next(p, ht, it)
+    if m then
+      -- What follows an upgrade request stays in conn's buffer: the
+      -- WebSocket reads it from there.
+      if not serve_one(conn, m, handler, cfg, remote, nil) then return end
+    elseif st == "continue" then
+      conn:write("HTTP/1.1 100 Continue\r\n\r\n")
+    else
+      if math.type(st) == "integer" then refuse(conn, cfg, st) end
+      return                                 -- closed, timeout, error
+    end
+  end
+end
+
 -- The task of one connection.
 local function serve_conn(conn, handler, cfg, ctl, id, slots)
   local ok, err = pcall(function()
     local p = C.parser("request", cfg.max_header, cfg.max_body)
+    if conn._http_next then return serve_net(conn, p, handler, cfg) end
+    -- Any other connection object (M._set_test_transport's): bytes from
+    -- conn:read_some through p:feed.
     local remote = conn:peer()
     local queue, qi, qn = {}, 1, 0
     local failed, rest
@@ -611,14 +644,13 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         queue[qi] = nil
         qi = qi + 1
         head_deadline = nil
+        conn:_busy(true)                     -- for a graceful close
         if not serve_one(conn, m, handler, cfg, remote, m.upgrade and rest or nil) then
           return
         end
         if state == "head" then head_deadline = braid.now() + cfg.header_timeout end
       else
-        simple(conn, failed, false, "1.1", { ["content-type"] = "text/plain" },
-          (REASONS[failed] or "Error") .. "\n")
-        cfg.stats:bad()
+        refuse(conn, cfg, failed)
         return
       end
     end
