@@ -9,6 +9,7 @@
 #ifndef BRAID_LBRAID_H
 #define BRAID_LBRAID_H
 
+#include <stdbool.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <string.h>
@@ -137,10 +138,13 @@ void braid__open_http(lua_State *L);
 /* lhttp.c, for lnet.c's conn:_http_next: feeds a connection's buffered
  * bytes to a request parser, one message at a time (see lhttp.c). */
 enum { BRAID_HTTP_MSG, BRAID_HTTP_MORE, BRAID_HTTP_CONTINUE, BRAID_HTTP_BAD, BRAID_HTTP_DONE };
+void braid__http_check(lua_State *L, int idx, const char *fname);
 int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *used);
-/* Where the parser at idx (checked by braid__http_take) stands. */
+/* Of a parser braid__http_check passed: where it stands, and whether its
+ * server is closing. */
 enum { BRAID_HTTP_FIRST, BRAID_HTTP_IDLE, BRAID_HTTP_HEAD, BRAID_HTTP_BODY };
 int braid__http_phase(lua_State *L, int idx);
+bool braid__http_closing(lua_State *L, int idx);
 /* lnet.c, for lhttp.c's answers: writes a then b on the connection at idx
  * (conn:write's results), or -1 when idx holds no plain connection. */
 int braid__conn_send(lua_State *L, int idx, const char *a, size_t an, const char *b, size_t bn);

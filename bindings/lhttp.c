@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,11 @@ static void hbuf_free(hbuf_t *b) {
 /* HTTP parser                                                               */
 /* ------------------------------------------------------------------------- */
 
+typedef struct hstats hstats_t;       /* a server's counters, below */
+static void hs_request(hstats_t *h);
+static bool hs_closing(hstats_t *h);
+static void hs_drop(hstats_t *h);
+
 typedef struct hparser {
   http_parser p_parser;
   http_parser_settings p_settings;
@@ -84,6 +90,8 @@ typedef struct hparser {
   int p_nmsgs;
   int p_one;                  /* braid__http_take: stop after one message */
   int p_served;               /* messages completed so far */
+  int p_keep, p_upgrade;      /* the last message's (take mode: not fields) */
+  hstats_t *p_stats;          /* the server's counters (take counts requests), or NULL */
   int p_request;              /* 1: requests, 0: responses */
   size_t p_max_header, p_max_body;
   size_t p_header_bytes;      /* bytes of the current message's head */
@@ -268,9 +276,11 @@ static int on_headers_complete(http_parser *p) {
   else
     lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_rawset(L, m);
-  pushkey(L, hp, K_CHUNKED);
-  lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
-  lua_rawset(L, m);
+  if (!hp->p_one) {             /* take mode: a request has no parser flags */
+    pushkey(L, hp, K_CHUNKED);
+    lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
+    lua_rawset(L, m);
+  }
   if (hp->p_request) {
     pushkey(L, hp, K_EXPECT);
     lua_rawget(L, hp->p_hdrs);
@@ -303,12 +313,16 @@ static int on_message_complete(http_parser *p) {
   pushkey(L, hp, K_BODY);
   lua_pushlstring(L, hp->p_body.b_data ? hp->p_body.b_data : "", hp->p_body.b_len);
   lua_rawset(L, m);
-  pushkey(L, hp, K_KEEP_ALIVE);
-  lua_pushboolean(L, http_should_keep_alive(p));
-  lua_rawset(L, m);
-  pushkey(L, hp, K_UPGRADE);
-  lua_pushboolean(L, p->upgrade);
-  lua_rawset(L, m);
+  hp->p_keep = http_should_keep_alive(p);
+  hp->p_upgrade = p->upgrade;
+  if (!hp->p_one) {
+    pushkey(L, hp, K_KEEP_ALIVE);
+    lua_pushboolean(L, hp->p_keep);
+    lua_rawset(L, m);
+    pushkey(L, hp, K_UPGRADE);
+    lua_pushboolean(L, hp->p_upgrade);
+    lua_rawset(L, m);
+  }
   lua_settop(L, m);                               /* the headers table goes */
   hp->p_nmsgs++;
   hp->p_served++;
@@ -374,6 +388,8 @@ static int l_parser_no_body(lua_State *L) {
 
 static int l_parser_gc(lua_State *L) {
   hparser_t *hp = checkparser(L);
+  if (hp->p_stats) hs_drop(hp->p_stats);
+  hp->p_stats = NULL;
   hbuf_free(&hp->p_url);
   hbuf_free(&hp->p_field);
   hbuf_free(&hp->p_value);
@@ -450,15 +466,19 @@ static int l_parser_feed(lua_State *L) {
  * and no result array.  Feeds s[0..n) to the parser at pidx, stopping after
  * the first complete message; *used gets the bytes consumed (the rest are
  * the caller's, e.g. what follows an upgrade).  Returns
- *   BRAID_HTTP_MSG       the message is pushed;
+ *   BRAID_HTTP_MSG       the message is pushed, then whether the connection
+ *                        stays open after it (keep-alive, and the server is
+ *                        not closing) and whether it asks for an upgrade;
+ *                        the server's counters count a request begun;
  *   BRAID_HTTP_MORE      every byte was taken, no message yet;
  *   BRAID_HTTP_CONTINUE  as MORE, and the head asked for 100-continue
  *                        (reported once);
  *   BRAID_HTTP_BAD       the input is invalid: nil, status, reason pushed;
  *   BRAID_HTTP_DONE      the parser is past an upgrade: nothing more.
- * Raises when pidx holds no request parser. */
+ * The message is a request without the parser's flags (chunked,
+ * keep_alive, upgrade).  pidx holds a parser braid__http_check passed. */
 int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *used) {
-  hparser_t *hp = luaL_checkudata(L, pidx, PARSER_MT);
+  hparser_t *hp = lua_touserdata(L, pidx);
   *used = 0;
   if (hp->p_status) goto bad;
   if (hp->p_upgraded) return BRAID_HTTP_DONE;
@@ -501,6 +521,9 @@ int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *us
     lua_replace(L, base + 1);
     lua_settop(L, base + 1);
     hp->p_msg = 0;
+    lua_pushboolean(L, hp->p_keep && !(hp->p_stats && hs_closing(hp->p_stats)));
+    lua_pushboolean(L, hp->p_upgrade);
+    if (hp->p_stats) hs_request(hp->p_stats);
     return BRAID_HTTP_MSG;
   }
   if (hp->p_msg && !hp->p_status) lua_pushvalue(L, hp->p_msg);
@@ -520,6 +543,19 @@ bad:
   lua_pushinteger(L, hp->p_status);
   lua_pushstring(L, hp->p_error);
   return BRAID_HTTP_BAD;
+}
+
+/* The request parser at idx, checked (raises naming fname's argument). */
+void braid__http_check(lua_State *L, int idx, const char *fname) {
+  hparser_t *hp = luaL_testudata(L, idx, PARSER_MT);
+  if (hp == NULL || !hp->p_request)
+    braid__typeerror(L, idx, fname, "braid.http request parser");
+}
+
+/* Whether the server of the parser at idx is closing (false without one). */
+bool braid__http_closing(lua_State *L, int idx) {
+  const hparser_t *hp = lua_touserdata(L, idx);
+  return hp->p_stats && hs_closing(hp->p_stats);
 }
 
 /* Where the parser at idx stands, for conn:_http_next's timeouts. */
@@ -807,11 +843,16 @@ static int l_shared(lua_State *L) {
  * task keeps what changes per connection (opened, gone). */
 enum { HS_REQUESTS, HS_ACTIVE, HS_ERRORS, HS_BAD, HS_N };
 
-typedef struct hstats {
+struct hstats {
   braid_obj_t h_obj;
   /* Relaxed: independent counters, read together only for stats(). */
   _Atomic int64_t h_c[HS_N];
-} hstats_t;
+  /* The server is closing (st:close()).  seq_cst with each connection's
+   * busy flag (lnet.c, conn:_http_next): a connection clears busy, then
+   * reads this; the server sets this, then reads busy; so one of them
+   * sees the other and an idle connection is never left open. */
+  _Atomic bool h_closing;
+};
 
 static void hstats_destroy(braid_obj_t *o) {
   braid_obj_fini(o);
@@ -840,17 +881,35 @@ static void hs_add(hstats_t *h, int i, int64_t d) {
   atomic_fetch_add_explicit(&h->h_c[i], d, memory_order_relaxed);
 }
 
-/* st:begin(): a request starts. */
-static int l_stats_begin(lua_State *L) {
-  hstats_t *h = checkstats(L);
+static void hs_request(hstats_t *h) {
   hs_add(h, HS_REQUESTS, 1);
   hs_add(h, HS_ACTIVE, 1);
+}
+
+static bool hs_closing(hstats_t *h) {
+  return atomic_load_explicit(&h->h_closing, memory_order_seq_cst);
+}
+
+static void hs_drop(hstats_t *h) { braid_obj_release(&h->h_obj); }
+
+/* st:begin(): a request starts (conn:_http_next counts its own). */
+static int l_stats_begin(lua_State *L) {
+  hs_request(checkstats(L));
   return 0;
 }
 
-/* st:finish(): a request is answered. */
+/* st:finish() -> closing: a request is answered; whether the server is
+ * closing (st:close()). */
 static int l_stats_finish(lua_State *L) {
-  hs_add(checkstats(L), HS_ACTIVE, -1);
+  hstats_t *h = checkstats(L);
+  hs_add(h, HS_ACTIVE, -1);
+  lua_pushboolean(L, hs_closing(h));
+  return 1;
+}
+
+/* st:close(): the server is closing. */
+static int l_stats_close(lua_State *L) {
+  atomic_store_explicit(&checkstats(L)->h_closing, true, memory_order_seq_cst);
   return 0;
 }
 
@@ -1047,6 +1106,9 @@ static void newmeta(lua_State *L, const char *name, const luaL_Reg *l) {
   lua_pop(L, 1);
 }
 
+/* C.parser(kind, max_header, max_body [, stats]) -> parser; kind
+ * "request" or "response"; with a server's counters (C.stats()), the
+ * requests conn:_http_next takes are counted there as they begin. */
 static int l_parser_create(lua_State *L) {
   /* one user value: the message in progress between feeds */
   static const char *const kinds[] = {"request", "response", NULL};
@@ -1055,8 +1117,14 @@ static int l_parser_create(lua_State *L) {
   lua_Integer mb = luaL_optinteger(L, 3, 1 << 20);
   luaL_argcheck(L, mh > 0, 2, "must be positive");
   luaL_argcheck(L, mb >= 0, 3, "must not be negative");
+  hstats_t *st = lua_isnoneornil(L, 4) ? NULL
+               : (hstats_t *)braid__checkhandle(L, 4, &hstats_type);
   hparser_t *hp = lua_newuserdatauv(L, sizeof *hp, 1);
   memset(hp, 0, sizeof *hp);
+  if (st) {
+    braid_obj_retain(&st->h_obj);
+    hp->p_stats = st;
+  }
   hp->p_request = kind == 0;
   hp->p_max_header = (size_t)mh;
   hp->p_max_body = (size_t)mb;
@@ -1088,7 +1156,8 @@ void braid__open_http(lua_State *L) {
     {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"answer", l_answer},
     {NULL, NULL}};
   static const luaL_Reg stats_m[] = {
-    {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"error", l_stats_error},
+    {"begin", l_stats_begin}, {"finish", l_stats_finish}, {"close", l_stats_close},
+    {"error", l_stats_error},
     {"bad", l_stats_bad}, {"get", l_stats_get}, {NULL, NULL}};
   braid__newtype(L, &hstats_type, stats_m);
   luaL_newmetatable(L, PARSER_MT);       /* the methods' upvalues (UV_*) */

@@ -99,10 +99,12 @@ typedef struct sock {
   char *s_unlink;             /* listener on a unix path it created */
   SSL *s_ssl;                 /* TLS connection, under o_mtx; immutable ptr */
   SSL_CTX *s_ctx;             /* TLS listener's server context, immutable */
-  /* braid.http: a request is being served on this connection (between its
-   * task's begin and end), read by the server's graceful close to leave
-   * it open.  Relaxed: a hint ordered by nothing else; a request that
-   * begins just as the close looks is cut, as with a close message. */
+  /* braid.http: a request is being served on this connection (from
+   * conn:_http_next's request to its next call, or conn:_busy), read by
+   * the server's graceful close to leave it open.  seq_cst against the
+   * server's closing flag (lhttp.c's hstats): a connection that turns idle
+   * clears this, then reads the flag; the close sets the flag, then reads
+   * this.  A request that begins just as the close looks is cut. */
   _Atomic bool s_busy;
 } sock_t;
 
@@ -515,11 +517,11 @@ static int step_http(lua_State *L) {
       size_t used = 0;
       int k = braid__http_take(L, 2, b->nb_buf + b->nb_off, have, &used);
       braid_netbuf_take(b, used);
-      if (k == BRAID_HTTP_MSG) {
+      if (k == BRAID_HTTP_MSG) {          /* the request, keep, upgrade */
         braid_netbuf_trim(b);
         token_release(L);
-        atomic_store_explicit(&s->s_busy, true, memory_order_relaxed);
-        return 1;
+        atomic_store_explicit(&s->s_busy, true, memory_order_seq_cst);
+        return 3;
       }
       if (k == BRAID_HTTP_BAD) {
         token_release(L);
@@ -592,8 +594,8 @@ static sock_t *checkconn(lua_State *L) {
 static int l_conn_busy(lua_State *L) {
   sock_t *s = checkconn(L);
   if (!lua_isnoneornil(L, 2))
-    atomic_store_explicit(&s->s_busy, lua_toboolean(L, 2), memory_order_relaxed);
-  lua_pushboolean(L, atomic_load_explicit(&s->s_busy, memory_order_relaxed));
+    atomic_store_explicit(&s->s_busy, lua_toboolean(L, 2), memory_order_seq_cst);
+  lua_pushboolean(L, atomic_load_explicit(&s->s_busy, memory_order_seq_cst));
   return 1;
 }
 
@@ -616,16 +618,20 @@ static int l_read(lua_State *L) {
   return step_read(L);
 }
 
-/* conn:_http_next(parser, header_timeout, idle_timeout) -> request |
- * nil, status, reason (invalid input) | nil, "continue" (answer 100 and
- * call again) | nil, "closed" / "timeout" / why.  For braid.http's server
- * loop (lua/braid/http.lua); marks the connection busy with a request. */
+/* conn:_http_next(parser, header_timeout, idle_timeout) -> request,
+ * keep, upgrade | nil, status, reason (invalid input) | nil, "continue"
+ * (answer 100 and call again) | nil, "closed" / "timeout" / why.  For
+ * braid.http's server loop (lua/braid/http.lua): the connection is busy
+ * (for a graceful close) from a request until the next call, and "closed"
+ * once the parser's server is closing. */
 static int l_http_next(lua_State *L) {
-  checkconn(L);
-  luaL_checkudata(L, 2, "braid.http_parser");
+  sock_t *s = checkconn(L);
+  braid__http_check(L, 2, "conn:_http_next");
   luaL_checknumber(L, 3);
   luaL_checknumber(L, 4);
   lua_settop(L, 4);
+  atomic_store_explicit(&s->s_busy, false, memory_order_seq_cst);
+  if (braid__http_closing(L, 2)) return push_fail(L, "closed");
   step_setup(L, BRAID_FOREVER, step_http, 1);
   return step_http(L);
 }

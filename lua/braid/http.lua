@@ -525,22 +525,19 @@ local function handler_traceback(e)
 end
 
 
--- Serves one parsed request; returns whether the connection stays open.
-local function serve_one(conn, m, handler, cfg, remote, rest)
-  -- The parser's message becomes the request (it has room for these
-  -- fields: lhttp.c presizes it): its method, path, rawquery, target,
-  -- headers, body and version stay, the parser's own flags go.
-  local keep, upgrade = m.keep_alive, m.upgrade
-  m.keep_alive, m.upgrade, m.chunked = nil, nil, nil
+-- Serves one parsed request (keep: the connection may stay open after it;
+-- upgrade: it asks for one); returns whether the connection stays open.
+-- The parser's message becomes the request (it has room for these fields:
+-- lhttp.c presizes it).
+local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
   local req = setmetatable(m, REQ)
   local rq = m.rawquery
   req.query = rq ~= "" and M.decode_query(rq) or {}
   req.remote, req._conn, req._rest = remote, conn, rest
-  req._keep = keep and not cfg.closing:is_closed()
   if upgrade and not (m.headers.upgrade or ""):lower():find("websocket", 1, true) then
-    req._keep = false     -- an upgrade we do not speak: answer, then close
+    keep = false          -- an upgrade we do not speak: answer, then close
   end
-  cfg.stats:begin()              -- counted in C: no message per request
+  req._keep = keep
   -- The handler's first three results (status, headers, body), or false
   -- and the error with its traceback.
   local ok, status, headers, body = xpcall(handler, handler_traceback, req)
@@ -570,11 +567,10 @@ local function serve_one(conn, m, handler, cfg, remote, rest)
     req._w:close()
   end
   if req._ws then req._ws:close() end
-  cfg.stats:finish()
-  conn:_busy(false)
   -- A graceful close leaves busy connections open: each closes itself
   -- once its request is answered.
-  return req._keep and not req._upgraded and not cfg.closing:is_closed()
+  local closing = cfg.stats:finish()
+  return req._keep and not req._upgraded and not closing
 end
 
 -- Answers a request the parser refused (400, 413, 431) and closes.
@@ -585,17 +581,19 @@ local function refuse(conn, cfg, status)
 end
 
 -- The connection loop on a braid.net connection: conn:_http_next reads
--- and parses in C (lnet.c), straight from the connection's buffer, and
--- marks the connection busy with the request (for a graceful close).
+-- and parses in C (lnet.c), straight from the connection's buffer, counts
+-- the request in cfg.stats (the parser's), tells whether the connection
+-- may stay open, and marks it busy until its next call (for a graceful
+-- close).
 local function serve_net(conn, p, handler, cfg)
   local remote = conn:peer()
   local ht, it = cfg.header_timeout, cfg.idle_timeout
   while true do
-    local m, st = conn:_http_next(p, ht, it)
+    local m, st, upgrade = conn:_http_next(p, ht, it)
     if m then
       -- What follows an upgrade request stays in conn's buffer: the
       -- WebSocket reads it from there.
-      if not serve_one(conn, m, handler, cfg, remote, nil) then return end
+      if not serve_one(conn, m, st, upgrade, handler, cfg, remote, nil) then return end
     elseif st == "continue" then
       conn:write("HTTP/1.1 100 Continue\r\n\r\n")
     else
@@ -608,7 +606,7 @@ end
 -- The task of one connection.
 local function serve_conn(conn, handler, cfg, ctl, id, slots)
   local ok, err = pcall(function()
-    local p = C.parser("request", cfg.max_header, cfg.max_body)
+    local p = C.parser("request", cfg.max_header, cfg.max_body, cfg.stats)
     if conn._http_next then return serve_net(conn, p, handler, cfg) end
     -- Any other connection object (M._set_test_transport's): bytes from
     -- conn:read_some through p:feed.
@@ -644,10 +642,14 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         queue[qi] = nil
         qi = qi + 1
         head_deadline = nil
+        local keep, upgrade = m.keep_alive, m.upgrade
+        m.keep_alive, m.upgrade, m.chunked = nil, nil, nil   -- parser flags, not the request's
         conn:_busy(true)                     -- for a graceful close
-        if not serve_one(conn, m, handler, cfg, remote, m.upgrade and rest or nil) then
-          return
-        end
+        cfg.stats:begin()                    -- counted in C: no message per request
+        local again = serve_one(conn, m, keep and not cfg.closing:is_closed(), upgrade, handler,
+          cfg, remote, upgrade and rest or nil)
+        conn:_busy(false)
+        if not again then return end
         if state == "head" then head_deadline = braid.now() + cfg.header_timeout end
       else
         refuse(conn, cfg, failed)
@@ -782,6 +784,7 @@ function M.close(s, timeout)
   H.argcheck(timeout == nil or (type(timeout) == "number" and timeout >= 0), 1, "close",
     "timeout must be a number >= 0")
   if s.closing:is_closed() then return true end
+  s.counters:close()          -- what connection tasks read (C)
   s.closing:close()
   if s.slots then s.slots:close() end
   s.listener:close()

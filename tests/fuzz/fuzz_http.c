@@ -40,6 +40,7 @@ int braid__conn_send(lua_State *L, int idx, const char *a, size_t an, const char
  * input is invalid, and the bytes it left (after an upgrade). */
 static int l_take(lua_State *L) {
   size_t n, off = 0;
+  braid__http_check(L, 1, "take");
   const char *s = luaL_checklstring(L, 2, &n);
   lua_settop(L, 2);
   lua_newtable(L);
@@ -49,7 +50,9 @@ static int l_take(lua_State *L) {
     int k = braid__http_take(L, 1, s + off, n - off, &used);
     if (used > n - off) luaL_error(L, "take used %d of %d bytes", (int)used, (int)(n - off));
     off += used;
-    if (k == BRAID_HTTP_MSG) {
+    if (k == BRAID_HTTP_MSG) {           /* the message, keep, upgrade */
+      if (!lua_isboolean(L, -1) || !lua_isboolean(L, -2)) luaL_error(L, "take: no flags");
+      lua_pop(L, 2);
       lua_rawseti(L, 3, ++nm);
       continue;
     }

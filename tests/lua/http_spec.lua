@@ -119,6 +119,38 @@ describe("braid.http over " .. tr.name, function()
     srv:close(1)
   end)
 
+  it("a big answer to a client that reads late arrives whole, after a long header block", function()
+    -- More than the socket takes at once: the answer's first sendmsg is
+    -- partial and the rest waits in the write step, token held.
+    local big = {}
+    for i = 1, 500000 do big[i] = string.format("%07d\n", i) end
+    big = table.concat(big)                      -- 4 000 000 bytes
+    local long = ("v"):rep(3000)                 -- a head over 1 KiB
+    local srv = assert(http.serve("127.0.0.1:0", function(req)
+      if req.path == "/small" then return 200, nil, "after" end
+      return 200, { ["x-long"] = long, ["content-type"] = "text/plain" }, big
+    end))
+    local c = assert(net.connect(srv:addr()))
+    assert(c:write("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    braid.sleep(0.3)                             -- the server's socket fills meanwhile
+    local parts = {}
+    while true do
+      local s = c:read_some(65536, T)
+      if not s then break end
+      parts[#parts + 1] = s
+    end
+    c:close()
+    local out = table.concat(parts)
+    local h1, b1, rest = out:match("^(HTTP/1.1 200 OK\r\n.-\r\n\r\n)(.-)(HTTP/1.1 200 OK\r\n.*)$")
+    assert.truthy(h1, "two answers")
+    assert.matches("\r\nx%-long: " .. long .. "\r\n", h1)
+    assert.matches("\r\nContent%-Length: 4000000\r\n", h1)
+    assert.are.equal(#big, #b1)
+    assert.is_true(b1 == big)
+    assert.matches("\r\n\r\nafter$", rest)
+    srv:close(1)
+  end)
+
   it("answers Expect: 100-continue before the body is sent", function()
     local srv = assert(http.serve("127.0.0.1:0", function(req) return 200, nil, "got " .. req.body end))
     local c = assert(net.connect(srv:addr()))

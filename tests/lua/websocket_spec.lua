@@ -128,6 +128,30 @@ describe("braid.http websocket over " .. tr.name, function()
     c:close()
   end)
 
+  it("reads a frame sent in the same write as the upgrade request", function()
+    local c = assert(net.connect(srv:addr()))
+    local key = braid._http.ws_key()
+    local fr = braid._http.ws("client")
+    fr:send("text", "early bird")
+    -- Head and frame in one write: the server's parser stops at the end of
+    -- the head and the frame's bytes must reach the WebSocket.
+    assert(c:write("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+      "Sec-WebSocket-Key: " .. key .. "\r\nSec-WebSocket-Version: 13\r\n\r\n" .. fr:output()))
+    local p, rest = braid._http.parser("response"), nil
+    while not rest do
+      local s = assert(c:read_some(65536, T))
+      local msgs, st, _, r = p:feed(s)
+      assert.is_nil(st)
+      if msgs[1] then
+        assert.are.equal(101, msgs[1].status)
+        rest = r or ""
+      end
+    end
+    local got = read_msgs(c, fr, 1, rest)
+    assert.are.same({ kind = "text", data = "early bird" }, got[1])   -- echoed
+    c:close()
+  end)
+
   it("reassembles fragmented messages (a ping between fragments)", function()
     local c, rest = rawws()
     local fr = braid._http.ws("client")
