@@ -39,6 +39,7 @@
 #include "lbraid.h"
 
 #define PARSER_MT "braid.http_parser"
+static const char PARSER_MT_KEY = 'p';   /* registry: the parser metatable (its address) */
 #define WS_MT "braid.ws_framer"
 
 /* ------------------------------------------------------------------------- */
@@ -547,9 +548,14 @@ bad:
 
 /* The request parser at idx, checked (raises naming fname's argument). */
 void braid__http_check(lua_State *L, int idx, const char *fname) {
-  hparser_t *hp = luaL_testudata(L, idx, PARSER_MT);
-  if (hp == NULL || !hp->p_request)
-    braid__typeerror(L, idx, fname, "braid.http request parser");
+  hparser_t *hp = lua_touserdata(L, idx);
+  bool ok = hp && lua_getmetatable(L, idx);
+  if (ok) {     /* by the metatable's address: no lookup by name per request */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &PARSER_MT_KEY);
+    ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!ok || !hp->p_request) braid__typeerror(L, idx, fname, "braid.http request parser");
 }
 
 /* Whether the server of the parser at idx is closing (false without one). */
@@ -1161,6 +1167,8 @@ void braid__open_http(lua_State *L) {
     {"bad", l_stats_bad}, {"get", l_stats_get}, {NULL, NULL}};
   braid__newtype(L, &hstats_type, stats_m);
   luaL_newmetatable(L, PARSER_MT);       /* the methods' upvalues (UV_*) */
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &PARSER_MT_KEY);
   lua_pushvalue(L, -1);
   lua_pushliteral(L, "error");
   lua_pushliteral(L, "upgraded");

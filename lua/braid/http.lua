@@ -543,7 +543,8 @@ local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
   local ok, status, headers, body = xpcall(handler, handler_traceback, req)
   local err = not ok and status or nil
   local is_head = m.method == "HEAD"
-  if ok and not req._responded then
+  local responded = req._responded      -- streamed or upgraded: false, from REQ
+  if ok and not responded then
     local okw, wrote, why = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
     if not okw then
       ok, err = false, wrote                     -- a header that would split the message
@@ -551,6 +552,10 @@ local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
       ok, err = false, debug.traceback("braid.http: " .. why, 1)
     elseif not wrote then
       req._keep = false                          -- the write failed
+    end
+    if ok then        -- the common case: no stream or WebSocket to close
+      local closing = cfg.stats:finish()
+      return req._keep and not closing
     end
   end
   if not ok then
