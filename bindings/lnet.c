@@ -90,8 +90,15 @@ enum { LINE_MAX_BYTES = 16 * 1024 * 1024 };
 typedef struct sock {
   braid_obj_t s_obj;          /* o_mtx: unused (the tokens order access) */
   braid_pollfd_t *s_pd;       /* immutable; closed by close() or destroy */
-  braid_chan_t *s_rtok;       /* read token (conns), immutable */
-  braid_chan_t *s_wtok;       /* write token (conns), immutable */
+  /* Each direction's token (conns): s_tok[0] reads, s_tok[1] writes; 0
+   * free, 1 held, 2 held and a task may wait for it.  Taking is a CAS (or
+   * an exchange to 2 before waiting), giving back an exchange to 0; only
+   * a give that finds 2 sends a wake-up on the direction's channel
+   * (capacity 1, immutable), whose waiters then try again (a futex-style
+   * mutex: an uncontended turn costs two atomics, no lock). */
+  _Atomic int s_tok[2];
+  braid_chan_t *s_rtok;       /* read wake-ups (conns), immutable */
+  braid_chan_t *s_wtok;       /* write wake-ups (conns), immutable */
   braid_netbuf_t s_rb;        /* read-ahead: the read token's holder's */
   bool s_eof;                 /* the peer closed: the read token's holder's */
   char s_peer[112];           /* immutable */
@@ -172,9 +179,7 @@ static sock_t *sock_new(braid_pollfd_t *pd, int fd, bool conn) {
       fmt_addr((struct sockaddr *)&ss, len, s->s_peer, sizeof s->s_peer);
     s->s_rtok = braid_chan_new(1, BRAID_POLICY_BLOCK);
     s->s_wtok = braid_chan_new(1, BRAID_POLICY_BLOCK);
-    braid_msg_t *a = token_msg(), *b = token_msg();
-    if (!s->s_rtok || !s->s_wtok || !a || !b ||
-        braid_chan_try_send(s->s_rtok, a) != 0 || braid_chan_try_send(s->s_wtok, b) != 0) {
+    if (!s->s_rtok || !s->s_wtok) {
       braid_obj_release(&s->s_obj);
       return NULL;
     }
@@ -265,9 +270,21 @@ static int tls_call(pthread_mutex_t *lock, SSL *ssl, int op, void *p, size_t len
 /* ------------------------------------------------------------------------ */
 /* Waiting                                                                   */
 
+/* Takes the direction's token (kind 1 read, 2 write) if it is free; on
+ * false the state says "waited for", so the holder's give wakes a waiter. */
+static bool tok_try(sock_t *s, int kind) {
+  _Atomic int *t = &s->s_tok[kind - 1];
+  int z = 0;
+  if (atomic_compare_exchange_strong_explicit(t, &z, 1, memory_order_acq_rel,
+                                              memory_order_relaxed))
+    return true;
+  return atomic_exchange_explicit(t, 2, memory_order_acq_rel) == 0;
+}
+
 static void give_token(sock_t *s, int kind) {
+  if (atomic_exchange_explicit(&s->s_tok[kind - 1], 0, memory_order_acq_rel) != 2) return;
   braid_chan_t *tok = kind == 1 ? s->s_rtok : s->s_wtok;
-  braid_msg_t *m = token_msg();
+  braid_msg_t *m = token_msg();         /* a wake-up: full means one is pending */
   if (m && braid_chan_try_send(tok, m) != 0) braid_msg_release(m);
 }
 
@@ -338,10 +355,9 @@ static int finish_step(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
     braid_msg_release(r->s_msg);
     return step_fail(L, "timeout");
   }
-  if (c->c_op == BRAID_OP_RECV) {           /* a token */
+  if (c->c_op == BRAID_OP_RECV) {           /* a token's wake-up: try again */
     braid_msg_release(r->s_msg);
     if (r->s_err != 0) return step_fail(L, "closed");
-    set_held(L, true);
   } else if (c->c_op == BRAID_OP_AWAIT) {   /* a name lookup */
     braid_msg_release(r->s_msg);
   } else if (r->s_err != 0) {
@@ -377,21 +393,15 @@ static void step_setup(lua_State *L, int64_t deadline, lua_CFunction step, int t
 /* Takes the call's token; returns 0 when held, else the call's results. */
 static int take_token(lua_State *L, sock_t *s, int *nres) {
   if (lua_toboolean(L, S_TOKHELD)) return 0;
-  braid_chan_t *tok = lua_tointeger(L, S_TOKKIND) == 1 ? s->s_rtok : s->s_wtok;
-  braid_msg_t *m = NULL;
-  int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_recv(tok, &m);
-  if (rc == 0) {
-    braid_msg_release(m);
+  int kind = (int)lua_tointeger(L, S_TOKKIND);
+  braid_chan_t *tok = kind == 1 ? s->s_rtok : s->s_wtok;
+  /* A pending cancel is raised by the wait, before any turn is taken. */
+  if (!braid__cancel_pending(L) && tok_try(s, kind)) {
     set_held(L, true);
     return 0;
   }
-  if (rc == BRAID_ECLOSED) {
-    braid_msg_release(m);
-    *nres = push_fail(L, "closed");
-    return 1;
-  }
-  *nres = net_wait(L, BRAID_OP_RECV, tok, lua_tointeger(L, S_TOKKIND) == 1 ? "read" : "write",
-                   &s->s_obj);
+  /* Wait for a wake-up (the channel closes with the socket: "closed"). */
+  *nres = net_wait(L, BRAID_OP_RECV, tok, kind == 1 ? "read" : "write", &s->s_obj);
   return 1;
 }
 
@@ -716,15 +726,8 @@ int braid__conn_send(lua_State *L, int idx, const char *a, size_t an, const char
   sock_t *s = (sock_t *)o;
   if (s->s_ssl) return -1;
   size_t off = 0, len = an + bn;
-  braid_msg_t *m = NULL;
-  int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_recv(s->s_wtok, &m);
-  if (rc == BRAID_ECLOSED) {
-    braid_msg_release(m);
-    return push_fail(L, "closed");
-  }
-  bool held = rc == 0;
+  bool held = !braid__cancel_pending(L) && tok_try(s, 2);
   if (held) {
-    braid_msg_release(m);
     for (;;) {
       int fd = braid_pollfd_enter(s->s_pd);
       if (fd < 0) {

@@ -77,9 +77,11 @@ function M.start(opts)
   local updates = braid.broker()
 
   local counter = braid.server({
-    init = function() return { day = os.date("!%Y-%m-%d"), by_ip = {} } end,
+    -- day: days since the epoch, UTC (os.time() // 86400; an integer
+    -- compare per call, not a date to format).
+    init = function() return { day = os.time() // 86400, by_ip = {} } end,
     call = function(st, ip)
-      local day = os.date("!%Y-%m-%d")
+      local day = os.time() // 86400
       if day ~= st.day then st.day, st.by_ip = day, {} end
       local n = (st.by_ip[ip] or 0) + 1
       st.by_ip[ip] = n
@@ -117,9 +119,12 @@ function M.start(opts)
   end, { ttl = opts.ttl or 600 })
   local ok_headers = json_headers()       -- the same for every 200
 
+  -- "1.2.3.4:5678" -> "1.2.3.4", "[::1]:5678" -> "::1" (a greedy match
+  -- backtracks only over the port: a lazy one retries every split).
   local function client_ip(req)
-    local ip = (req.remote or ""):match("^%[?(.-)%]?:%d+$")
-    return ip or req.remote or "?"
+    local r = req.remote
+    local ip = r and r:match("^(.*):%d+$")
+    return ip and (ip:match("^%[(.*)%]$") or ip) or r or "?"
   end
 
   local srv, err = braid.http.serve(opts.addr or "127.0.0.1:4912", function(req)

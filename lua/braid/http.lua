@@ -77,6 +77,7 @@ end
 -- ---------------------------------------------------------------------------
 
 local function unescape(s)
+  if not s:find("[%%+]") then return s end      -- the common case: nothing to do
   s = s:gsub("+", " ")
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
