@@ -105,6 +105,7 @@ typedef struct hparser {
   int p_last_was_value;       /* header state: a value was being read */
   int p_field_counted;        /* the first field's separators are counted */
   int p_expect;               /* the head asked for 100-continue (until taken) */
+  int p_saw_expect;           /* the head has an Expect field */
   hbuf_t p_url, p_field, p_value, p_body;
 } hparser_t;
 
@@ -113,11 +114,13 @@ typedef struct hparser {
  * strcmp per call (luaS_new), about 14 times per request. */
 enum {
   K_HEADERS = 1, K_METHOD, K_TARGET, K_PATH, K_RAWQUERY, K_STATUS, K_REASON, K_VERSION,
-  K_CHUNKED, K_BODY, K_KEEP_ALIVE, K_UPGRADE, K_EXPECT, K_V10, K_V11, K_N
+  K_CHUNKED, K_BODY, K_KEEP_ALIVE, K_UPGRADE, K_EXPECT, K_V10, K_V11, K_EMPTY,
+  K_GET, K_HEAD, K_POST, K_N
 };
 static const char *const key_names[K_N] = {
   NULL, "headers", "method", "target", "path", "rawquery", "status", "reason", "version",
-  "chunked", "body", "keep_alive", "upgrade", "expect", "1.0", "1.1",
+  "chunked", "body", "keep_alive", "upgrade", "expect", "1.0", "1.1", "",
+  "GET", "HEAD", "POST",
 };
 static const char KEYS_KEY = 'k';     /* registry key (its address) */
 
@@ -174,6 +177,7 @@ static void commit_header(hparser_t *hp) {
     lua_pushlstring(L, hp->p_value.b_data ? hp->p_value.b_data : "", hp->p_value.b_len);
   }
   lua_rawset(L, hp->p_hdrs);
+  if (hp->p_field.b_len == 6 && memcmp(hp->p_field.b_data, "expect", 6) == 0) hp->p_saw_expect = 1;
   hp->p_field.b_len = hp->p_value.b_len = 0;
 }
 
@@ -186,13 +190,14 @@ static int on_message_begin(http_parser *p) {
   hp->p_last_was_value = 0;
   hp->p_field_counted = 0;
   hp->p_url.b_len = hp->p_field.b_len = hp->p_value.b_len = hp->p_body.b_len = 0;
+  hp->p_saw_expect = 0;
   if (hp->p_msg) lua_settop(L, hp->p_msg - 1);   /* an unfinished message */
   /* 10 fields, and room for the 5 that braid.http's server adds when the
    * message becomes the request (query, remote, _conn, _rest, _keep), so
    * that it never rehashes. */
   lua_createtable(L, 0, 16);
   hp->p_msg = lua_gettop(L);
-  lua_newtable(L);
+  lua_createtable(L, 0, 8);     /* no rehash up to 8 fields (growing from 0 costs more) */
   hp->p_hdrs = hp->p_msg + 1;
   pushkey(L, hp, K_HEADERS);
   lua_pushvalue(L, hp->p_hdrs);
@@ -251,17 +256,26 @@ static int on_headers_complete(http_parser *p) {
       if (url[i] == '?' && q == n) q = i;
     }
     if (q > h) q = h;
+    /* The usual methods, an empty query and a path that is the whole
+     * target come from strings made once (no interning per request). */
     pushkey(L, hp, K_METHOD);
-    lua_pushstring(L, http_method_str((enum http_method)p->method));
+    if (p->method == HTTP_GET) pushkey(L, hp, K_GET);
+    else if (p->method == HTTP_HEAD) pushkey(L, hp, K_HEAD);
+    else if (p->method == HTTP_POST) pushkey(L, hp, K_POST);
+    else lua_pushstring(L, http_method_str((enum http_method)p->method));
     lua_rawset(L, m);
     pushkey(L, hp, K_TARGET);
     lua_pushlstring(L, url, n);
+    if (q == n) lua_pushvalue(L, -1);         /* path: the same string */
+    else lua_pushlstring(L, url, q);
+    lua_rotate(L, -3, 1);                     /* path under the key and target */
     lua_rawset(L, m);
     pushkey(L, hp, K_PATH);
-    lua_pushlstring(L, url, q);
+    lua_rotate(L, -2, 1);
     lua_rawset(L, m);
     pushkey(L, hp, K_RAWQUERY);
-    lua_pushlstring(L, q < h ? url + q + 1 : "", q < h ? h - q - 1 : 0);
+    if (q < h && h - q > 1) lua_pushlstring(L, url + q + 1, h - q - 1);
+    else pushkey(L, hp, K_EMPTY);
     lua_rawset(L, m);
   } else {
     pushkey(L, hp, K_STATUS);
@@ -282,7 +296,8 @@ static int on_headers_complete(http_parser *p) {
     lua_pushboolean(L, (p->flags & F_CHUNKED) != 0);
     lua_rawset(L, m);
   }
-  if (hp->p_request) {
+  hp->p_expect = 0;
+  if (hp->p_request && hp->p_saw_expect) {
     pushkey(L, hp, K_EXPECT);
     lua_rawget(L, hp->p_hdrs);
     const char *e = lua_tostring(L, -1);
