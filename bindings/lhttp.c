@@ -492,7 +492,7 @@ static int l_parser_feed(lua_State *L) {
  *   BRAID_HTTP_BAD       the input is invalid: nil, status, reason pushed;
  *   BRAID_HTTP_DONE      the parser is past an upgrade: nothing more.
  * The message is a request without the parser's flags (chunked,
- * keep_alive, upgrade).  pidx holds a parser braid__http_check passed. */
+ * keep_alive, upgrade), with the parser's request metatable if it has one.  pidx holds a parser braid__http_check passed. */
 int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *used) {
   hparser_t *hp = lua_touserdata(L, pidx);
   *used = 0;
@@ -537,6 +537,8 @@ int braid__http_take(lua_State *L, int pidx, const char *s, size_t n, size_t *us
     lua_replace(L, base + 1);
     lua_settop(L, base + 1);
     hp->p_msg = 0;
+    if (lua_getiuservalue(L, pidx, 2) == LUA_TTABLE) lua_setmetatable(L, base + 1);
+    else lua_pop(L, 1);
     lua_pushboolean(L, hp->p_keep && !(hp->p_stats && hs_closing(hp->p_stats)));
     lua_pushboolean(L, hp->p_upgrade);
     if (hp->p_stats) hs_request(hp->p_stats);
@@ -1127,9 +1129,10 @@ static void newmeta(lua_State *L, const char *name, const luaL_Reg *l) {
   lua_pop(L, 1);
 }
 
-/* C.parser(kind, max_header, max_body [, stats]) -> parser; kind
+/* C.parser(kind, max_header, max_body [, stats [, mt]]) -> parser; kind
  * "request" or "response"; with a server's counters (C.stats()), the
- * requests conn:_http_next takes are counted there as they begin. */
+ * requests conn:_http_next takes are counted there as they begin, and
+ * with mt, they get it as their metatable (braid.http's REQ). */
 static int l_parser_create(lua_State *L) {
   /* one user value: the message in progress between feeds */
   static const char *const kinds[] = {"request", "response", NULL};
@@ -1140,13 +1143,19 @@ static int l_parser_create(lua_State *L) {
   luaL_argcheck(L, mb >= 0, 3, "must not be negative");
   hstats_t *st = lua_isnoneornil(L, 4) ? NULL
                : (hstats_t *)braid__checkhandle(L, 4, &hstats_type);
-  hparser_t *hp = lua_newuserdatauv(L, sizeof *hp, 1);
+  /* user values: 1 the message in progress, 2 the requests' metatable */
+  if (!lua_isnoneornil(L, 5)) luaL_checktype(L, 5, LUA_TTABLE);
+  hparser_t *hp = lua_newuserdatauv(L, sizeof *hp, 2);
   memset(hp, 0, sizeof *hp);
   if (st) {
     braid_obj_retain(&st->h_obj);
     hp->p_stats = st;
   }
   hp->p_request = kind == 0;
+  if (!lua_isnoneornil(L, 5)) {
+    lua_pushvalue(L, 5);
+    lua_setiuservalue(L, -2, 2);
+  }
   hp->p_max_header = (size_t)mh;
   hp->p_max_body = (size_t)mb;
   http_parser_init(&hp->p_parser, hp->p_request ? HTTP_REQUEST : HTTP_RESPONSE);
@@ -1173,7 +1182,7 @@ void braid__open_http(lua_State *L) {
     {"output", l_ws_output}, {"status", l_ws_status}, {"__gc", l_ws_gc},
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
-    {"parser", l_parser_create}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
+    {"parser", l_parser_create}, {"stats_finish", l_stats_finish}, {"ws", l_ws_new}, {"ws_accept", l_ws_accept},
     {"ws_key", l_ws_key}, {"shared", l_shared}, {"stats", l_stats_new}, {"answer", l_answer},
     {NULL, NULL}};
   static const luaL_Reg stats_m[] = {

@@ -163,6 +163,7 @@ local function status_line(status)
 end
 for status in pairs(REASONS) do status_line(status) end   -- C.answer reads them
 local c_answer = C.answer
+local stats_finish = C.stats_finish     -- st:finish() without a method lookup per request
 
 -- Header lines already checked, per state: name -> value -> the line
 -- ("Name: value\r\n"), so that a handler answering with the same headers
@@ -509,11 +510,15 @@ M._answer_lua = answer_lua   -- for tests/lua/http_wire_spec.lua
 -- results first): on a braid.net connection it writes the answer itself
 -- (true, or nil and why), else it returns the response; nothing back
 -- means answer_lua's case.
+local function write_answer(conn, s, status, keep, version, headers, body, is_head)
+  return conn:write(s or answer_lua(status, keep, version, headers, body, is_head))
+end
+
 local function simple(conn, status, keep, version, headers, body, is_head)
   local s, why = c_answer(status, headers, body, is_head, keep, version, STATUS_LINES[status], conn)
   if s == true then return true end
   if s == false or (s == nil and why) then return s, why end
-  return conn:write(s or answer_lua(status, keep, version, headers, body, is_head))
+  return write_answer(conn, s, status, keep, version, headers, body, is_head)
 end
 
 local function log_error(msg)
@@ -531,7 +536,7 @@ end
 -- The parser's message becomes the request (it has room for these fields:
 -- lhttp.c presizes it).
 local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
-  local req = setmetatable(m, REQ)
+  local req = m                 -- with REQ as its metatable (the parser's, or set by the caller)
   local rq = m.rawquery
   req.query = rq ~= "" and M.decode_query(rq) or {}
   req.remote, req._conn, req._rest = remote, conn, rest
@@ -546,7 +551,13 @@ local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
   local is_head = m.method == "HEAD"
   local responded = req._responded      -- streamed or upgraded: false, from REQ
   if ok and not responded then
-    local okw, wrote, why = pcall(simple, conn, status, req._keep, req.version, headers, body, is_head)
+    -- simple(), one call less: C.answer writes the common case itself.
+    local keep2, version = req._keep, req.version
+    local okw, wrote, why = pcall(c_answer, status, headers, body, is_head, keep2, version,
+                                  STATUS_LINES[status], conn)
+    if okw and wrote ~= true and wrote ~= false and why == nil then   -- a string, or Lua's case
+      okw, wrote, why = pcall(write_answer, conn, wrote, status, keep2, version, headers, body, is_head)
+    end
     if not okw then
       ok, err = false, wrote                     -- a header that would split the message
     elseif wrote == false then
@@ -555,7 +566,7 @@ local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
       req._keep = false                          -- the write failed
     end
     if ok then        -- the common case: no stream or WebSocket to close
-      local closing = cfg.stats:finish()
+      local closing = stats_finish(cfg.stats)
       return req._keep and not closing
     end
   end
@@ -575,7 +586,7 @@ local function serve_one(conn, m, keep, upgrade, handler, cfg, remote, rest)
   if req._ws then req._ws:close() end
   -- A graceful close leaves busy connections open: each closes itself
   -- once its request is answered.
-  local closing = cfg.stats:finish()
+  local closing = stats_finish(cfg.stats)
   return req._keep and not req._upgraded and not closing
 end
 
@@ -594,8 +605,9 @@ end
 local function serve_net(conn, p, handler, cfg)
   local remote = conn:peer()
   local ht, it = cfg.header_timeout, cfg.idle_timeout
+  local next_request = conn._http_next
   while true do
-    local m, st, upgrade = conn:_http_next(p, ht, it)
+    local m, st, upgrade = next_request(conn, p, ht, it)
     if m then
       -- What follows an upgrade request stays in conn's buffer: the
       -- WebSocket reads it from there.
@@ -612,7 +624,7 @@ end
 -- The task of one connection.
 local function serve_conn(conn, handler, cfg, ctl, id, slots)
   local ok, err = pcall(function()
-    local p = C.parser("request", cfg.max_header, cfg.max_body, cfg.stats)
+    local p = C.parser("request", cfg.max_header, cfg.max_body, cfg.stats, REQ)
     if conn._http_next then return serve_net(conn, p, handler, cfg) end
     -- Any other connection object (M._set_test_transport's): bytes from
     -- conn:read_some through p:feed.
@@ -650,6 +662,7 @@ local function serve_conn(conn, handler, cfg, ctl, id, slots)
         head_deadline = nil
         local keep, upgrade = m.keep_alive, m.upgrade
         m.keep_alive, m.upgrade, m.chunked = nil, nil, nil   -- parser flags, not the request's
+        setmetatable(m, REQ)
         conn:_busy(true)                     -- for a graceful close
         cfg.stats:begin()                    -- counted in C: no message per request
         local again = serve_one(conn, m, keep and not cfg.closing:is_closed(), upgrade, handler,
