@@ -2,10 +2,13 @@
  * lhttp.c -- braid._http: the C half of braid.http.
  *
  * Design notes:
- * - No I/O here.  Lua (lua/braid/http.lua) reads and writes sockets through
- *   braid.net and hands the bytes to these objects; they only parse and
- *   frame.  That keeps every wait on the netpoller and lets one fuzz target
- *   (tests/fuzz/fuzz_http.c) drive the exact server path.
+ * - No I/O here.  braid.net (lnet.c) reads and writes the sockets: its
+ *   conn:_http_next hands a connection's buffered bytes to
+ *   braid__http_take (one request at a time, no string of them), and
+ *   C.answer hands a response's head and body to braid__conn_send.  Other
+ *   transports feed bytes through p:feed.  That keeps every wait on the
+ *   netpoller, and lets one fuzz target (tests/fuzz/fuzz_http.c) drive the
+ *   server's exact parser path and compare it with p:feed.
  * - HTTP/1.x parsing is Debian's http-parser (the Node.js parser), used as
  *   an incremental parser: p:feed(bytes) returns every message completed
  *   by those bytes.  Limits: header bytes past max_header -> status 431,

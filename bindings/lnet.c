@@ -26,11 +26,20 @@
  *   slot 10    the token guard (nil until the call first waits)
  *
  * Readers take turns whole reads, writers whole writes: each direction has
- * a token, one value in a capacity-1 braid channel; taking it is a channel
- * receive (itself a braid wait), giving it back a send.  The read-ahead
- * buffer (core/netbuf.h) belongs to the holder of the read token.  close()
- * closes the descriptor (waking every reader, writer and acceptor with
- * "closed") and both token channels (waking those queued for a turn).
+ * a token, an atomic state (free, held, waited for) in the socket.  An
+ * uncontended turn is a CAS to take and an exchange to give back; a task
+ * that finds the token held marks it waited for and waits (a braid wait)
+ * on the direction's capacity-1 channel, which carries only wake-ups: a
+ * give that finds the mark sends one, and the woken task tries again.  The
+ * read-ahead buffer (core/netbuf.h) belongs to the holder of the read
+ * token.  close() closes the descriptor (waking every reader, writer and
+ * acceptor with "closed") and both wake-up channels (waking those queued
+ * for a turn).
+ *
+ * braid.http's server reads through conn:_http_next (step_http): its
+ * request parser (lhttp.c) takes one request at a time straight from the
+ * read-ahead buffer.  Its answers go out through braid__conn_send, head and
+ * body in one sendmsg from C memory.
  *
  * Name resolution (getaddrinfo) is a job on the runtime's job pool
  * (core/jobpool.h, braid.blocking's) and the caller awaits a braid future;
