@@ -1551,6 +1551,8 @@ static int l_stats(lua_State *L) {
   setint(L, "handoffs", (lua_Integer)ss.handoffs);
   setint(L, "steals", (lua_Integer)ss.steals);
   setint(L, "preempts", (lua_Integer)ss.preempts);
+  setint(L, "polls", (lua_Integer)ss.polls);
+  setint(L, "wakeups", (lua_Integer)ss.wakeups);
   return 1;
 }
 

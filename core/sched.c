@@ -331,6 +331,7 @@ void braid__sched_wakep(braid_sched_t *s) {
     th->th_spinning = true;           /* it wakes up spinning */
     atomic_fetch_add_explicit(&s->s_nspinning, 1, memory_order_seq_cst);
     atomic_fetch_sub_explicit(&s->s_nidle, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->s_wakeups, 1, memory_order_relaxed);
     BRAID_PCHECK(pthread_cond_signal(&th->th_cv));
     BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
     return;
@@ -339,6 +340,7 @@ void braid__sched_wakep(braid_sched_t *s) {
   bool brk = p && !s->s_poll_woken;
   if (brk) {
     s->s_poll_woken = true;
+    atomic_fetch_add_explicit(&s->s_wakeups, 1, memory_order_relaxed);
     if (s->s_ops.poll == NULL) pthread_cond_signal(&p->th_cv);
   }
   BRAID_PCHECK(pthread_mutex_unlock(&s->s_mtx));
@@ -717,4 +719,5 @@ void braid_sched_stats(braid_sched_t *s, braid_sched_stats_t *st) {
   st->steals = atomic_load_explicit(&s->s_steals, memory_order_relaxed);
   st->preempts = atomic_load_explicit(&s->s_preempts, memory_order_relaxed);
   st->polls = atomic_load_explicit(&s->s_polls, memory_order_relaxed);
+  st->wakeups = atomic_load_explicit(&s->s_wakeups, memory_order_relaxed);
 }

@@ -135,6 +135,7 @@ typedef struct braid_sched_stats {
   uint64_t steals;            /* units taken from another thread's runnext */
   uint64_t preempts;          /* preemption requests */
   uint64_t polls;             /* idle polls */
+  uint64_t wakeups;           /* parked threads woken, polls broken (wakep) */
 } braid_sched_stats_t;
 
 void braid_sched_stats(braid_sched_t *s, braid_sched_stats_t *st);

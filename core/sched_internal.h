@@ -91,7 +91,7 @@ struct braid_sched {
   pthread_cond_t s_mon_cv;    /* sysmon sleeps here when nothing runs */
   _Atomic bool s_mon_sleeping;
 
-  _Atomic uint64_t s_handoffs, s_steals, s_preempts, s_polls;
+  _Atomic uint64_t s_handoffs, s_steals, s_preempts, s_polls, s_wakeups;
 };
 
 /* sysmon.c */

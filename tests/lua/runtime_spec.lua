@@ -649,6 +649,20 @@ describe("braid.stats", function()
     assert.is_true(s1.messages > s0.messages)
   end)
 
+  it("counts idle polls and wake-ups of parked workers", function()
+    local s0 = braid.stats()
+    assert.equal("number", type(s0.polls))
+    assert.equal("number", type(s0.wakeups))
+    for i = 1, 5 do
+      braid.sleep(0.01)                 -- the workers park, one of them polling
+      -- a wake-up for the spawn; the task's timer ends a poll (its deadline)
+      assert.equal(i, braid.go(function(x) braid.sleep(0.005); return x end, i):await(10))
+    end
+    local s1 = braid.stats()
+    assert.is_true(s1.polls > s0.polls, s1.polls .. " <= " .. s0.polls)
+    assert.is_true(s1.wakeups > s0.wakeups, s1.wakeups .. " <= " .. s0.wakeups)
+  end)
+
   it("counts live and blocked tasks", function()
     local ch = braid.chan()
     local fs = {}
