@@ -68,11 +68,11 @@
  *
  * Spinning politely.  A spinner holds a CPU that runnable threads may
  * want: a client on the same machine that a socket just woke, softirq
- * work, another process.  The kernel's wake-up preemption does not take
- * the CPU from a thread that has run less than its wake-up granularity
- * (about a millisecond), so a spinner that only executes pause makes such
- * a thread wait, and a request/response pipeline that waits on it stalls
- * at both ends.  So the spin loop calls sched_yield every 16th turn
+ * work, another process.  The kernel does not always preempt a running
+ * thread for one it wakes on the same CPU (EEVDF lets it finish its slice,
+ * 0.75 ms or more; CFS had a wake-up granularity of about a millisecond),
+ * so a spinner that only executes pause makes such a thread wait, and a
+ * request/response pipeline that waits on it stalls at both ends.  So the spin loop calls sched_yield every 16th turn
  * (returns at once when nothing else is runnable there).  Measured with
  * bench/http.sh's hello world on 2 workers, wrk on the same 2 cores,
  * interleaved: 68 000-71 000 -> 86 000-88 000 requests/s, p99 4.0-4.6 ->
