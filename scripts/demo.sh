@@ -34,5 +34,7 @@ fi
 "${runner[@]}" "$example" "$@"
 
 echo
-echo "This was $example (try --tokens 8). Next: examples/weather.lua"
-echo "(pmap, memo, broker, server) and examples/repl.md (the REPL)."
+echo "This was $example (try --tokens 8). Next: examples/weather_server.lua,"
+echo "the essay's weather service over HTTP and WebSocket (then, in another"
+echo "terminal: curl -i 'http://127.0.0.1:4912/weather?q=CA'), examples/weather.lua"
+echo "(the same patterns in one process) and examples/repl.md (the REPL)."
