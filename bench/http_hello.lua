@@ -13,10 +13,23 @@ end
 local braid = require "braid"
 local http = require "braid.http"
 
+-- bench/http_cpu.sh's knobs: the number of workers, and a /_stats path
+-- answering braid.stats()'s "polls wakeups" (off for bench/http.sh).
+local workers = tonumber(os.getenv("BRAID_BENCH_WORKERS") or "")
+if workers then braid.config{ workers = workers } end
+
 local BODY = "Hello, world!\n"
 local HEADERS = { ["content-type"] = "text/plain" }
-local srv = assert(http.serve(addr, function() return 200, HEADERS, BODY end,
-                              { backlog = 1024 }))
+local handler = function() return 200, HEADERS, BODY end
+if os.getenv("BRAID_BENCH_STATS") then
+  local hello = handler
+  handler = function(req)
+    if req.path ~= "/_stats" then return hello(req) end
+    local s = braid.stats()
+    return 200, HEADERS, string.format("%d %d\n", s.polls, s.wakeups)
+  end
+end
+local srv = assert(http.serve(addr, handler, { backlog = 1024 }))
 print(srv:addr())
 io.stdout:flush()
 while true do braid.sleep(3600) end
