@@ -470,6 +470,13 @@ static int step_read(lua_State *L) {
   for (;;) {
     int k = read_frame(L, s);
     if (k > 0) {
+      /* An emptied buffer is freed at once, not kept for the next read:
+       * that costs a malloc and a free of 16 KiB per read (2.5% of a
+       * hello-world request's instructions), but glibc then hands the
+       * same cache-hot chunk to whichever connection reads next, where
+       * kept buffers are one cold 16 KiB per connection (measured,
+       * interleaved: echo over 100 connections 6% slower with them kept,
+       * HTTP unchanged). */
       braid_netbuf_trim(&s->s_rb);
       token_release(L);
       return k;
