@@ -19,10 +19,12 @@ secs=${BENCH_SECS:-6}
 rounds=${BENCH_ROUNDS:-2}
 counts=${BENCH_WORKERS:-"1 2"}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "bench/http_cpu.sh: skipped (no wrk; scripts/bench-deps.sh installs it)"
-  exit 0
-fi
+for t in wrk curl; do
+  if ! command -v "$t" >/dev/null 2>&1; then
+    echo "bench/http_cpu.sh: skipped (no $t; scripts/bench-deps.sh installs it)"
+    exit 0
+  fi
+done
 
 tmp=$(mktemp -d)
 pid=""
@@ -47,10 +49,12 @@ run() {
   for i in $(seq 100); do
     addr=$(head -n1 "$tmp/out" 2>/dev/null)
     [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if [ -z "$addr" ]; then
     echo "  workers=$w: the server did not start: $(cat "$tmp/err")"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=""
     return 1
   fi
   wrk -t1 -c100 -d2s "http://$addr/" >/dev/null 2>&1
@@ -71,9 +75,10 @@ run() {
       split(s0, a, " "); split(s1, b, " ")
       n = rps * secs
       if (n <= 0) { print "  workers=" w ": no requests"; exit }
-      printf "  workers=%s: %.0f requests/s, p99 %s, user %.2f us + system %.2f us per request, idle %.0f%%, %.0f polls/s, %.0f wake-ups/s\n",
-        w, rps, p99, u / hz / n * 1e6, st / hz / n * 1e6, idle / hz / secs * 100,
-        (b[1] - a[1]) / secs, (b[2] - a[2]) / secs
+      if (s0 == "" || s1 == "") ps = "polls and wake-ups n/a (no /_stats answer)"
+      else ps = sprintf("%.0f polls/s, %.0f wake-ups/s", (b[1] - a[1]) / secs, (b[2] - a[2]) / secs)
+      printf "  workers=%s: %.0f requests/s, p99 %s, user %.2f us + system %.2f us per request, idle %.0f%% of a CPU, %s\n",
+        w, rps, p99, u / hz / n * 1e6, st / hz / n * 1e6, idle / hz / secs * 100, ps
     }' <<<"$out"
 }
 

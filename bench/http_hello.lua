@@ -21,7 +21,7 @@ if workers then braid.config{ workers = workers } end
 local BODY = "Hello, world!\n"
 local HEADERS = { ["content-type"] = "text/plain" }
 local handler = function() return 200, HEADERS, BODY end
-if os.getenv("BRAID_BENCH_STATS") then
+if (os.getenv("BRAID_BENCH_STATS") or "0") ~= "0" then
   local hello = handler
   handler = function(req)
     if req.path ~= "/_stats" then return hello(req) end

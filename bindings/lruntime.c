@@ -1531,7 +1531,7 @@ static int l_stats(lua_State *L) {
     if (rt.jobs) braid_jobpool_stats(rt.jobs, &js);     /* NULL once rt_stop took it */
   }
   BRAID_PCHECK(pthread_mutex_unlock(&rt.mtx));
-  lua_createtable(L, 0, 20);
+  lua_createtable(L, 0, 22);
   setint(L, "workers", workers);
   setint(L, "states", states);
   setint(L, "tasks", live);

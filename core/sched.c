@@ -72,11 +72,12 @@
  * thread for one it wakes on the same CPU (EEVDF lets it finish its slice,
  * 0.75 ms or more; CFS had a wake-up granularity of about a millisecond),
  * so a spinner that only executes pause makes such a thread wait, and a
- * request/response pipeline that waits on it stalls at both ends.  So the spin loop calls sched_yield every 16th turn
- * (returns at once when nothing else is runnable there).  Measured with
- * bench/http.sh's hello world on 2 workers, wrk on the same 2 cores,
- * interleaved: 68 000-71 000 -> 86 000-88 000 requests/s, p99 4.0-4.6 ->
- * 1.7 ms, the machine's idle time 22% -> 7%; yielding every turn, every
+ * request/response pipeline that waits on it stalls at both ends.  So the
+ * spin loop calls sched_yield every 16th turn (it returns at once when
+ * nothing else is runnable there).  Measured with bench/http.sh's hello
+ * world on 2 workers, wrk on the same 2 cores, interleaved: 68 000-71 000
+ * -> 86 000-88 000 requests/s, p99 4.0-4.6 -> 1.7 ms, idle time 22% -> 7%
+ * of one CPU (bench/http_cpu.sh's measure); yielding every turn, every
  * 4th or every 64th measured the same, and spinning without pause (to
  * rule out the hypervisor's pause-loop exits) changed nothing.
  *

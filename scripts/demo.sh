@@ -34,7 +34,7 @@ fi
 "${runner[@]}" "$example" "$@"
 
 echo
-echo "This was $example (try --tokens 8). Next: examples/weather_server.lua,"
-echo "the essay's weather service over HTTP and WebSocket (then, in another"
-echo "terminal: curl -i 'http://127.0.0.1:4912/weather?q=CA'), examples/weather.lua"
-echo "(the same patterns in one process) and examples/repl.md (the REPL)."
+echo "This was $example (try --tokens 8). Next, the essay's weather service over"
+echo "HTTP and WebSocket: build/braid examples/weather_server.lua (Ctrl-D stops it),"
+echo "then in another terminal curl -i 'http://127.0.0.1:4912/weather?q=CA'; also"
+echo "examples/weather.lua (the same patterns in one process) and examples/repl.md."
