@@ -248,8 +248,23 @@ static task_t *current_task(lua_State *L) {
 
 void braid__pushenv(lua_State *L) {
   task_t *t = tls_task;
-  if (t && t->t_envref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, t->t_envref);
-  else lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  if (t == NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    return;
+  }
+  if (t->t_envref == LUA_NOREF) {
+    /* The task's own globals, made when a function that reads or writes
+     * globals first arrives in it (its _ENV upvalue): a task whose
+     * function touches none, `function() return ch:recv() end`, never
+     * has a table (bench/runtime.lua's memory row). */
+    lua_createtable(L, 0, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->t_home->sh_envmt);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    t->t_envref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->t_envref);
 }
 
 /* Encodes n values (copied from idx) under protection.  Returns the message,
@@ -553,10 +568,8 @@ static bool task_start(shard_t *sh, task_t *t) {
     t->t_co = lua_newthread(L);
     t->t_coref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lua_createtable(L, 0, 0);             /* the task's own globals */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, sh->sh_envmt);
-  lua_setmetatable(L, -2);
-  t->t_envref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* The task's own globals wait for braid__pushenv: made when a
+   * function with an _ENV upvalue is decoded into the task. */
   tls_task = t;                         /* braid__pushenv sees the task */
   lua_State *co = t->t_co;
   int nf = pdecode(co, t->t_fn);

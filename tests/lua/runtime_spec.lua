@@ -617,6 +617,26 @@ describe("braid task globals", function()
     assert.equal("function", type(print))
   end)
 
+  it("gives a task that starts without globals its own when functions arrive later", function()
+    -- The task's function reads no globals (no _ENV upvalue): its globals
+    -- table is made when the first function that has one arrives.
+    local inbox, outbox = braid.chan(), braid.chan()
+    local f = braid.go(function()
+      local a = inbox:recv()
+      local b = inbox:recv()
+      a()
+      outbox:send((b()))
+      return true
+    end)
+    inbox:send(function() braid_spec_late_global = "mine" end)
+    inbox:send(function() return braid_spec_late_global end)
+    assert.equal("mine", outbox:recv(10))
+    assert.is_true(f:await(10))
+    assert.is_nil(rawget(_G, "braid_spec_late_global"))
+    local g = braid.go(function() return braid_spec_late_global end)
+    assert.is_nil(g:await(10))
+  end)
+
   it("reads the standard library through the task's globals", function()
     local f = braid.go(function()
       return type(print), string.format("%03d", 7), math.floor(math.pi * 100),
