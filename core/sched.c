@@ -531,12 +531,8 @@ static void *thread_main(void *arg) {
        * loop pulls the line away from its owner at each write (ping-pong
        * across 2 workers, interleaved: 1.26 -> 1.15 us reading them every
        * 16th turn, and every 64th no worse than every 16th; a stolen
-       * runnext is 3 us old anyway).  Every 16th turn the spinner also
-       * yields its CPU (sched_yield): a thread woken on that CPU (the
-       * other end of a socket, a softirq's work, another process) would
-       * otherwise wait behind the spinner until the kernel preempts it,
-       * and a pipeline that waits on that thread stalls both ends (see
-       * the design notes, "Spinning politely"). */
+       * runnext is 3 us old anyway).  Every 16th turn it also yields its
+       * CPU (the design notes, "Spinning politely"). */
       if (!th->th_spinning) {
         th->th_spinning = true;
         atomic_fetch_add_explicit(&s->s_nspinning, 1, memory_order_seq_cst);
