@@ -16,6 +16,7 @@ void braid__pushhandle(lua_State *L, braid_obj_t *o) {
   braid_handle_t *h = lua_newuserdatauv(L, sizeof *h, nuv);
   h->h_magic = HANDLE_MAGIC;
   h->h_obj = NULL;
+  h->h_type = o->o_type;
   /* The metatable, by the type's address (braid__newtype): no string to
    * format or hash on every spawn and every handle decoded. */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, o->o_type) != LUA_TTABLE)
@@ -42,7 +43,7 @@ braid_obj_t *braid__tohandle(lua_State *L, int idx) {
 braid_obj_t *braid__checkhandle(lua_State *L, int arg, braid_objtype_t *type) {
   braid_handle_t *h = handle_at(L, arg);
   braid_obj_t *o = h ? h->h_obj : NULL;
-  if (o == NULL || o->o_type != type) {
+  if (o == NULL || h->h_type != type) {
     const char *got = luaL_typename(L, arg);
     if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING) got = lua_tostring(L, -1);
     luaL_argerror(L, arg, lua_pushfstring(L, "braid.%s expected, got %s", type->ot_name, got));
