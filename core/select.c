@@ -149,6 +149,22 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     if (w) braid_waiter_rearm(w);     /* only a timer or a cancel can fire it */
     return BRAID_EAGAIN;
   }
+  if (n == 1) {
+    /* Every send, receive and await: one lock, no order arrays. */
+    braid_case_t *c = &cases[0];
+    braid_obj_lock(case_obj(c));
+    int rc = poll_case(c, 0, r, &wl);
+    if (rc == BRAID_EAGAIN && w) {
+      braid_waiter_rearm(w);          /* armed only now: see below */
+      c->c_node.n_waiter = w;
+      c->c_node.n_index = 0;
+      c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
+      braid__wq_push(case_queue(c), &c->c_node);
+    }
+    braid_obj_unlock(case_obj(c));
+    if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
+    return rc;
+  }
   if (order_init(&o, cases, n) != 0) return BRAID_ENOMEM;
   lock_all(cases, &o, n);
   int rc = BRAID_EAGAIN;
