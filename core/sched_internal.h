@@ -48,6 +48,7 @@ struct braid_sthread {
   bool th_joined;             /* stop: joined (or detached) */
   /* Owner only: */
   unsigned th_tick;           /* schedules so far (fairness) */
+  int64_t th_spin_ns;         /* how long the next spin lasts (0: SPIN_NS) */
   /* Sysmon only: */
   uint64_t th_mon_progress;
   braid_unit_t *th_mon_unit;
@@ -82,11 +83,13 @@ struct braid_sched {
   bool s_poll_woken;          /* s_poller was asked to come back */
   _Atomic int s_nspinning;    /* threads looking for work (seq_cst pairs) */
   _Atomic int s_nidle;        /* parked threads with a slot (stats) */
-  _Atomic int s_nrunning;     /* threads inside ops.run (seq_cst: sysmon) */
   _Atomic int s_nin_c;        /* threads handed off */
   _Atomic bool s_stopping;
-
-  pthread_t s_sysmon;
+  /* Threads inside ops.run (seq_cst: sysmon).  Written twice per unit run,
+   * so on a cache line of its own: the fields above are what a spinning
+   * thread reads at every turn of its loop. */
+  _Alignas(64) _Atomic int s_nrunning;
+  _Alignas(64) pthread_t s_sysmon;
   bool s_sysmon_started;
   pthread_cond_t s_mon_cv;    /* sysmon sleeps here when nothing runs */
   _Atomic bool s_mon_sleeping;
