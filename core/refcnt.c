@@ -7,19 +7,23 @@
 #include "refcnt.h"
 
 int braid_obj_init(braid_obj_t *o, braid_objtype_t *type) {
-  /* Adaptive: a contended lock spins a little before it sleeps in the
-   * kernel.  Every critical section under o_mtx is a few dozen
+  /* Adaptive (glibc): a contended lock spins a little before it sleeps in
+   * the kernel.  Channel and future critical sections are a few dozen
    * instructions (a ring slot, a waiter queue), so the holder is almost
    * always about to let go, and a futex sleep and wake-up would cost a
    * hundred times the wait: a producer and a consumer on two cores
    * (bench/runtime.lua ints, 2 workers, 6 runs each) went from 2.9-3.3 to
    * 4.3-4.6 M messages/s, with futex calls a quarter of the profile
-   * before.  glibc's bound on the spin (max_adaptive_count) keeps a
-   * preempted holder from being waited for long. */
+   * before.  glibc bounds the spin (max_adaptive_count), so a holder that
+   * stays longer (a socket's lock across an SSL call) or was preempted is
+   * not waited for long.  Elsewhere, or if the type is refused, a default
+   * mutex. */
   pthread_mutexattr_t ma;
   if (pthread_mutexattr_init(&ma) != 0) return BRAID_ENOMEM;
-  int rc = pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
-  if (rc == 0) rc = pthread_mutex_init(&o->o_mtx, &ma);
+#ifdef __GLIBC__
+  (void)pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  int rc = pthread_mutex_init(&o->o_mtx, &ma);
   BRAID_PCHECK(pthread_mutexattr_destroy(&ma));
   if (rc != 0) return BRAID_ENOMEM;
   atomic_init(&o->o_rc, 1);

@@ -48,7 +48,7 @@ struct braid_sthread {
   bool th_joined;             /* stop: joined (or detached) */
   /* Owner only: */
   unsigned th_tick;           /* schedules so far (fairness) */
-  int64_t th_spin_ns;         /* how long the next spin lasts (0: SPIN_NS) */
+  int64_t th_spin_ns;         /* how long a spin after a wake-up lasts (owner only) */
   /* Sysmon only: */
   uint64_t th_mon_progress;
   braid_unit_t *th_mon_unit;
