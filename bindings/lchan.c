@@ -98,8 +98,23 @@ static int finish_send(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_send(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  lua_Number timeout = braid__opttimeout(L, 3, "chan:send");
+  /* No timeout (the common case) without a call. */
+  int64_t deadline = lua_isnoneornil(L, 3) ? BRAID_FOREVER
+                   : braid__timeout_deadline(braid__opttimeout(L, 3, "chan:send"));
   braid_msg_t *m = checkvalue(L, 2, "chan:send");
+  braid_waiter_t *w;
+  braid_case_t *tc = braid__wait1_case(L, deadline, &w);
+  if (tc) {                           /* a task: try, or queue, in one lock */
+    tc->c_op = BRAID_OP_SEND;
+    tc->c_obj = ch;
+    tc->c_msg = m;
+    int rc = braid_chan_send_arm(ch, m, tc, w);
+    if (rc == BRAID_EAGAIN)
+      return braid__wait1_park(L, deadline, finish_send, "send", (braid_obj_t *)ch);
+    braid_selres_t r = { 0, rc, NULL };
+    if (rc != 0) braid_msg_release(m);
+    return finish_send(L, tc, 1, &r);
+  }
   /* Fast path: room in the buffer or a receiver waiting. */
   int rc = braid__cancel_pending(L) ? BRAID_EAGAIN : braid_chan_try_send(ch, m);
   if (rc != BRAID_EAGAIN) {
@@ -109,7 +124,7 @@ static int l_send(lua_State *L) {
     return finish_send(L, &c, 1, &r);
   }
   braid_case_t c = { .c_op = BRAID_OP_SEND, .c_obj = ch, .c_msg = m };
-  return braid__wait(L, &c, 1, braid__timeout_deadline(timeout), finish_send, "send", (braid_obj_t *)ch);
+  return braid__wait(L, &c, 1, deadline, finish_send, "send", (braid_obj_t *)ch);
 }
 
 static int finish_recv(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) {
@@ -130,12 +145,24 @@ static int finish_recv(lua_State *L, braid_case_t *c, int n, braid_selres_t *r) 
 
 static int l_recv(lua_State *L) {
   braid_chan_t *ch = checkchan(L, 1);
-  lua_Number timeout = braid__opttimeout(L, 2, "chan:recv");
-  braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
+  int64_t deadline = lua_isnoneornil(L, 2) ? BRAID_FOREVER
+                   : braid__timeout_deadline(braid__opttimeout(L, 2, "chan:recv"));
   braid_selres_t r = { 0, BRAID_EAGAIN, NULL };
+  braid_waiter_t *w;
+  braid_case_t *tc = braid__wait1_case(L, deadline, &w);
+  if (tc) {                           /* a task: try, or queue, in one lock */
+    tc->c_op = BRAID_OP_RECV;
+    tc->c_obj = ch;
+    tc->c_msg = NULL;
+    r.s_err = braid_chan_recv_arm(ch, &r.s_msg, tc, w);
+    if (r.s_err == BRAID_EAGAIN)
+      return braid__wait1_park(L, deadline, finish_recv, "recv", (braid_obj_t *)ch);
+    return finish_recv(L, tc, 1, &r);
+  }
+  braid_case_t c = { .c_op = BRAID_OP_RECV, .c_obj = ch };
   if (!braid__cancel_pending(L)) r.s_err = braid_chan_try_recv(ch, &r.s_msg);  /* fast path */
   if (r.s_err != BRAID_EAGAIN) return finish_recv(L, &c, 1, &r);
-  return braid__wait(L, &c, 1, braid__timeout_deadline(timeout), finish_recv, "recv", (braid_obj_t *)ch);
+  return braid__wait(L, &c, 1, deadline, finish_recv, "recv", (braid_obj_t *)ch);
 }
 
 static int l_try_send(lua_State *L) {

@@ -1075,6 +1075,50 @@ static bool deadlocked(void) {
 
 static int finish_sleep(lua_State *L, braid_case_t *c, int n, braid_selres_t *r);
 
+/* Suspends task t, whose n cases (t->t_cases, objects retained) were just
+ * armed on its waiter, until the waiter fires; wait_k finishes the wait. */
+static int park_task(lua_State *L, task_t *t, int n, int64_t deadline,
+                     braid_finish_fn finish, const char *what, braid_obj_t *on) {
+  t->t_ncases = n;
+  t->t_finish = finish;
+  atomic_store_explicit(&t->t_what, what, memory_order_relaxed);
+  atomic_store_explicit(&t->t_ontype, on ? on->o_type : NULL, memory_order_relaxed);
+  atomic_store_explicit(&t->t_onid, on ? on->o_id : 0, memory_order_relaxed);
+  if (deadline != BRAID_FOREVER) {
+    if (braid_timer_add(rt.timers, &t->t_timer, deadline, task_timer_cb, t) == 0)
+      t->t_timed = true;
+    else
+      braid_waiter_fire(&t->t_waiter, BRAID_W_TIMEOUT, BRAID_ETIMEDOUT, NULL);
+  }
+  /* seq_cst fence: pairs with task_cancel_hook's store (see there). */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed))
+    braid_waiter_fire(&t->t_waiter, BRAID_W_CANCEL, BRAID_ECANCELED, NULL);
+  atomic_store_explicit(&t->t_state, finish == finish_sleep ? T_SLEEPING : T_BLOCKED,
+                        memory_order_relaxed);
+  atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
+  t->t_yield = Y_BLOCK;
+  return lua_yieldk(L, 0, (lua_KContext)t, wait_k);
+}
+
+braid_case_t *braid__wait1_case(lua_State *L, int64_t deadline, braid_waiter_t **w) {
+  task_t *t = current_task(L);
+  if (t == NULL || atomic_load_explicit(&t->t_cancel, memory_order_relaxed) ||
+      !lua_isyieldable(L) || (deadline != BRAID_FOREVER && deadline <= braid_now_ns()))
+    return NULL;
+  *w = &t->t_waiter;
+  return &t->t_cases[0];            /* t_casecap >= 1 */
+}
+
+int braid__wait1_park(lua_State *L, int64_t deadline, braid_finish_fn finish, const char *what,
+                      braid_obj_t *on) {
+  task_t *t = current_task(L);
+  /* The object is borrowed from the caller's stack, which the suspended
+   * wait does not keep. */
+  braid_obj_retain((braid_obj_t *)t->t_cases[0].c_obj);
+  return park_task(L, t, 1, deadline, finish, what, on);
+}
+
 int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
                 braid_finish_fn finish, const char *what, braid_obj_t *on) {
   task_t *t = current_task(L);
@@ -1138,26 +1182,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
       }
       return complete(L, t, t->t_cases, n, &r, finish, what, on);
     }
-    t->t_ncases = n;
-    t->t_finish = finish;
-    atomic_store_explicit(&t->t_what, what, memory_order_relaxed);
-    atomic_store_explicit(&t->t_ontype, on ? on->o_type : NULL, memory_order_relaxed);
-    atomic_store_explicit(&t->t_onid, on ? on->o_id : 0, memory_order_relaxed);
-    if (deadline != BRAID_FOREVER) {
-      if (braid_timer_add(rt.timers, &t->t_timer, deadline, task_timer_cb, t) == 0)
-        t->t_timed = true;
-      else
-        braid_waiter_fire(&t->t_waiter, BRAID_W_TIMEOUT, BRAID_ETIMEDOUT, NULL);
-    }
-    /* seq_cst fence: pairs with task_cancel_hook's store (see there). */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&t->t_cancel, memory_order_relaxed))
-      braid_waiter_fire(&t->t_waiter, BRAID_W_CANCEL, BRAID_ECANCELED, NULL);
-    atomic_store_explicit(&t->t_state, finish == finish_sleep ? T_SLEEPING : T_BLOCKED,
-                          memory_order_relaxed);
-    atomic_fetch_sub_explicit(&rt.active, 1, memory_order_relaxed);
-    t->t_yield = Y_BLOCK;
-    return lua_yieldk(L, 0, (lua_KContext)t, wait_k);
+    return park_task(L, t, n, deadline, finish, what, on);
   }
 
   /* An OS thread: the main thread, a pool thread, or a call that cannot

@@ -28,6 +28,17 @@ typedef int (*braid_finish_fn)(lua_State *L, braid_case_t *cases, int n,
 int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
                 braid_finish_fn finish, const char *what, braid_obj_t *on);
 
+/* A one-case wait in one lock (lchan.c's send and receive): in a task that
+ * may park now (not cancelled, yieldable, deadline not passed),
+ * braid__wait1_case returns the task's case slot and sets *w to its
+ * waiter, else NULL (use braid__wait).  The caller fills the case (c_op,
+ * c_obj, c_msg) and tries-or-arms it on *w with braid_chan_send_arm /
+ * braid_chan_recv_arm; if that armed it, `return braid__wait1_park(...)`
+ * suspends the task as braid__wait would, and finish runs when it wakes. */
+braid_case_t *braid__wait1_case(lua_State *L, int64_t deadline, braid_waiter_t **w);
+int braid__wait1_park(lua_State *L, int64_t deadline, braid_finish_fn finish, const char *what,
+                      braid_obj_t *on);
+
 /* The process-wide timer queue (starts it on first use).  Raises on failure. */
 braid_timerq_t *braid__timers(lua_State *L);
 

@@ -8,6 +8,7 @@
 #include "chan.h"
 #include "future.h"
 #include "netpoll.h"
+#include "select.h"
 #include "waiter.h"
 
 /*
@@ -89,5 +90,16 @@ void braid__wl_wake(braid_wakelist_t *wl);
 int braid__chan_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_t *wl);
 int braid__chan_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *wl);
 int braid__future_poll_locked(braid_future_t *f, braid_msg_t **out);
+
+/* One-case waits of the Lua bindings, split phase: each tries the
+ * operation and, when it would block and w is not NULL, queues c's node on
+ * w (c->c_op, c_obj and, for a send, c_msg filled in by the caller), all
+ * under one lock, and returns BRAID_EAGAIN; an armed w is finished with
+ * braid_select_disarm(c, 1, w, ...).  Otherwise it returns what
+ * braid_chan_try_send / braid_chan_try_recv would, w untouched.  (What
+ * braid_select_arm does with one case, minus its generality on the path
+ * where the operation completes at once, the common one.) */
+int braid_chan_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c, braid_waiter_t *w);
+int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w);
 
 #endif
