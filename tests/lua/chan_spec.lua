@@ -210,6 +210,24 @@ describe("braid.chan", function()
       assert.same({ true, nil, "timeout", n = 3 }, pack(f:wait(10)))
     end)
 
+    it("times a blocked send out inside a task, and never delivers it after", function()
+      local ch = braid.chan()
+      local f = braid.go(function()
+        local ok, why = ch:send({ "late" }, 0.05)
+        local ok0, why0 = ch:send({ "now" }, 0)       -- zero: a try only
+        return ok, why, ok0, why0
+      end)
+      assert.same({ true, false, "timeout", false, "timeout", n = 5 }, pack(f:wait(10)))
+      assert.same({ nil, "timeout", n = 2 }, pack(ch:recv(0.05)))
+      -- A blocked send in a task completes when a receiver comes, in order.
+      local g = braid.go(function()
+        for i = 1, 3 do assert(ch:send({ i }, 10)) end
+        return "sent"
+      end)
+      for i = 1, 3 do assert.same({ i }, ch:recv(10)) end
+      assert.equal("sent", g:await())
+    end)
+
     it("returns false as a value", function()
       local ch = braid.chan(1)
       ch:send(false)
