@@ -158,21 +158,9 @@ typedef struct modent {
   uint32_t me_namelen, me_keylen;
 } modent_t;
 
-/* An entry of the cache of loaded functions without upvalues (see
- * dec_function): the dump's bytes (a copy) and the registry reference of
- * the closure lua_load made of them. */
-enum { FCACHE_SIZE = 16 };
-typedef struct fcent {
-  uint64_t fc_hash;
-  size_t fc_len;                /* 0: free */
-  unsigned char *fc_bytes;
-  int fc_ref;
-} fcent_t;
-
 /* The codec state of one lua_State: a full userdata in the registry whose
  * uservalue 1 anchors every object and string the module map points to. */
 typedef struct cstate {
-  fcent_t cs_fc[FCACHE_SIZE];   /* direct-mapped by hash */
   scratch_t cs_s;               /* the encoder's scratch */
   int cs_busy;                  /* an encode is using cs_s (a finalizer may
                                    encode while another encode runs) */
@@ -197,11 +185,6 @@ static void scratch_free(scratch_t *s) {
 static int cstate_gc(lua_State *L) {
   cstate_t *cs = lua_touserdata(L, 1);
   scratch_free(&cs->cs_s);
-  for (int i = 0; i < FCACHE_SIZE; i++) {   /* the refs die with the state */
-    free(cs->cs_fc[i].fc_bytes);
-    cs->cs_fc[i].fc_bytes = NULL;
-    cs->cs_fc[i].fc_len = 0;
-  }
   free(cs->cs_mods);
   cs->cs_mods = NULL;
   cs->cs_modcap = 0;
@@ -1080,63 +1063,21 @@ static dframe_t *dec_push_frame(dec_t *d) {
   return f;
 }
 
-/* A hash of a dump's bytes, eight at a time. */
-static uint64_t hash_dump(const unsigned char *p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
-    h ^= h >> 32;
-  }
-  uint64_t w = 0;
-  memcpy(&w, p, n);
-  h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
-  return h ^ (h >> 29);
-}
-
-/* Pushes the cached closure of the dump p[0..n), if any. */
-static bool fcache_get(lua_State *L, cstate_t *cs, uint64_t h, const unsigned char *p, size_t n) {
-  fcent_t *e = &cs->cs_fc[h % FCACHE_SIZE];
-  if (e->fc_len != n || e->fc_hash != h || memcmp(e->fc_bytes, p, n) != 0) return false;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->fc_ref);
-  return true;
-}
-
-/* Caches the closure at the top of the stack (left there) as the one of
- * the dump p[0..n), replacing the entry it maps to. */
-static void fcache_put(lua_State *L, cstate_t *cs, uint64_t h, const unsigned char *p, size_t n) {
-  fcent_t *e = &cs->cs_fc[h % FCACHE_SIZE];
-  unsigned char *copy = e->fc_len >= n ? e->fc_bytes : realloc(e->fc_bytes, n);
-  if (copy == NULL) return;           /* no room: just not cached */
-  if (e->fc_len) luaL_unref(L, LUA_REGISTRYINDEX, e->fc_ref);
-  e->fc_bytes = copy;
-  e->fc_len = 0;
-  lua_pushvalue(L, -1);
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (ref == LUA_REFNIL || ref == LUA_NOREF) return;
-  memcpy(copy, p, n);
-  e->fc_hash = h;
-  e->fc_len = n;
-  e->fc_ref = ref;
-}
-
-/* A decode loads the dump (lua_load of a binary chunk: no parsing, but a
- * Proto with its code, constants and debug info is allocated; about 3 000
- * instructions for `function() return 42 end`, a sixth of a spawn).  A
- * function with upvalues needs a closure of its own at each decode
- * (upvalues are per copy), and Lua 5.4 has no public API to make one for a
- * loaded prototype; the only route is a hand-assembled binary chunk whose
- * main function executes OP_CLOSURE, which ties the codec to the 5.4
- * bytecode format.  But a function without upvalues cannot be told apart
- * from another closure of the same prototype except by identity, which
- * Lua itself leaves open ("closures created at different times but with
- * no detectable differences may be classified as equal or not", manual
- * 3.4.4): so each state keeps the closures of the last such dumps it
- * loaded (FCACHE_SIZE, direct-mapped by a hash of the bytes, checked
- * byte for byte) and hands the same closure out again.  20 000 spawns of
- * `function() return 42 end` from the main thread, callgrind: 373.3 ->
- * 336.1 M instructions (lua_load was 3 040 per spawn, a hit costs ~300).
+/* Every decode loads the dump again (lua_load of a binary chunk: no
+ * parsing, but a Proto with its code, constants and debug info is
+ * allocated).  Measured with tests/codec/bench_codec.c on the 2-core
+ * development machine: about 0.9 us for a 210-byte dump, most of the cost
+ * of decoding a small function.  A per-state cache of loaded prototypes
+ * (DESIGN.md) needs a new closure for a cached prototype at each decode
+ * (upvalues are per copy), and Lua 5.4 has no public API for that; the only
+ * public route is a hand-assembled binary chunk whose main function
+ * executes OP_CLOSURE on the cached prototype, which ties the codec to the
+ * 5.4 bytecode format.  Not done: send a function once per worker where
+ * that matters (pmap), not once per item.  Nor for functions without
+ * upvalues, which could share one cached closure (measured: lua_load was
+ * 3 040 of a spawn's ~17 500 instructions): API.md promises that every
+ * transfer is a distinct copy, and two transfers of one function would
+ * then compare equal.
  *
  * Returns 1 when a frame was opened for its upvalues. */
 static int dec_function(dec_t *d, const braid_wtok_t *t) {
@@ -1145,30 +1086,12 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   r.n = t->wt_len;
   r.p = t->wt_s;
   if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
-  unsigned nups = t->wt_nups;
-  cstate_t *cs = NULL;
-  uint64_t h = 0;
-  const unsigned char *bytes = (const unsigned char *)t->wt_s;
-  if (nups == 0) {
-    cs = getcstate(L);
-    h = hash_dump(bytes, t->wt_len);
-    if (fcache_get(L, cs, h, bytes, t->wt_len)) {
-      dec_register(d, t->wt_shared);
-      return 0;
-    }
-  }
   if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
   }
-  if (nups == 0) {
-    /* A dump whose function has upvalues but arrived with no upvalue
-     * records would be cached as it is; lua_load left it without them,
-     * and it is not cached (it will not be asked for again this way). */
-    if (lua_getupvalue(L, -1, 1) == NULL) fcache_put(L, cs, h, bytes, t->wt_len);
-    else lua_pop(L, 1);
-  }
   dec_register(d, t->wt_shared);
+  unsigned nups = t->wt_nups;
   if (nups == 0) return 0;
   dframe_t *f = dec_push_frame(d);
   f->df_func = 1;

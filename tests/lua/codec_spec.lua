@@ -202,39 +202,6 @@ describe("braid codec", function()
       rawset(_G, "braid_codec_probe", nil)
     end)
 
-    it("decodes functions without upvalues from a per-state cache, byte for byte", function()
-      -- The same dump twice: one closure (Lua leaves the identity of
-      -- closures with no detectable difference open), still a function
-      -- that works.
-      local g = function(x) return x * 2 end
-      local f1, f2 = roundtrip(g), roundtrip(g)
-      assert.equal(f1, f2)
-      assert.are_not.equal(g, f1)
-      assert.equal(6, f1(3))
-      assert.equal(8, f2(4))
-      -- Dumps of the same length that differ in one byte are never mixed
-      -- up, and more distinct functions than the cache holds all decode
-      -- to themselves (entries are replaced, checked byte for byte).
-      local fs = {}
-      for i = 1, 40 do
-        fs[i] = load(string.format("return function() return %d end", 100 + i), "=same")()
-      end
-      for round = 1, 3 do
-        for i = 1, 40 do assert.equal(100 + i, roundtrip(fs[i])()) end
-      end
-      -- A function with upvalues still gets its own copy each time.
-      local n = 0
-      local function inc() n = n + 1; return n end
-      local a, b = roundtrip(inc), roundtrip(inc)
-      assert.are_not.equal(a, b)
-      assert.equal(1, a()); assert.equal(2, a()); assert.equal(1, b())
-      -- And in tasks: spawning one function many times (each spawn decodes
-      -- it in its shard).
-      local futs = {}
-      for i = 1, 50 do futs[i] = braid.go(function(x) return x + 1 end, i) end
-      for i = 1, 50 do assert.equal(i + 1, futs[i]:await()) end
-    end)
-
     it("keeps line information for tracebacks", function()
       local f = load("local x = 1\nreturn function() error('boom') end", "@task.lua")()
       local ok, err = pcall(roundtrip(f))
