@@ -472,7 +472,7 @@ static shard_t *place(void) {
 static void task_cancel_hook(braid_future_t *f, void *arg) {
   task_t *t = arg;
   (void)f;
-  /* seq_cst: pairs with the fence in braid__wait (Dekker: either the task
+  /* seq_cst: pairs with the fence in park_task (Dekker: either the task
    * sees the flag after arming, or this fire finds the waiter armed).  A
    * running task is not interrupted here: it sees the flag at its next
    * blocking call, or when sysmon preempts it at the end of its slice. */

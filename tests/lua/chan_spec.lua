@@ -219,13 +219,45 @@ describe("braid.chan", function()
       end)
       assert.same({ true, false, "timeout", false, "timeout", n = 5 }, pack(f:wait(10)))
       assert.same({ nil, "timeout", n = 2 }, pack(ch:recv(0.05)))
-      -- A blocked send in a task completes when a receiver comes, in order.
+      -- A zero timeout completes at once when a receiver waits.
+      local got = braid.chan(1)
+      local r = braid.go(function() got:send(ch:recv(10)) end)
+      local sent = braid.go(function()
+        for _ = 1, 1000 do
+          if ch:send("zero", 0) then return true end
+          braid.sleep(0.001)                           -- the receiver is not there yet
+        end
+        return false
+      end)
+      assert.is_true(sent:await())
+      assert.equal("zero", got:recv(10))
+      r:await()
+      -- Blocked sends in a task, with and without a timeout, complete when
+      -- a receiver comes, in order.
       local g = braid.go(function()
         for i = 1, 3 do assert(ch:send({ i }, 10)) end
+        for i = 4, 6 do assert(ch:send({ i })) end
         return "sent"
       end)
-      for i = 1, 3 do assert.same({ i }, ch:recv(10)) end
+      for i = 1, 6 do assert.same({ i }, ch:recv(10)) end
       assert.equal("sent", g:await())
+    end)
+
+    it("blocks the thread, not the task, where a task cannot yield", function()
+      -- A table.sort comparator cannot yield: a send there waits on the
+      -- worker's OS thread until the receiver (the main thread) comes.
+      local ch = braid.chan()
+      local f = braid.go(function()
+        local t = { 3, 1, 2 }
+        local sent = 0
+        table.sort(t, function(a, b)
+          if sent == 0 then sent = 1; assert(ch:send("from a comparator")) end
+          return a < b
+        end)
+        return t[1], t[2], t[3], sent
+      end)
+      assert.equal("from a comparator", ch:recv(10))
+      assert.same({ true, 1, 2, 3, 1, n = 5 }, pack(f:wait(10)))
     end)
 
     it("returns false as a value", function()

@@ -129,6 +129,13 @@ describe("braid codec", function()
       a[1] = 2
       assert.equal(1, t[1])
       assert.equal(1, b[1])
+      -- Functions too, even one without upvalues (API.md: every transfer
+      -- is a distinct copy).
+      local f = function(x) return x * 2 end
+      local f1, f2 = roundtrip(f), roundtrip(f)
+      assert.are_not.equal(f1, f2)
+      assert.are_not.equal(f, f1)
+      assert.equal(6, f1(3))
     end)
 
     -- Many string keys, alike and not (short, long, with NUL bytes), in a
