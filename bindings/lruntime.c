@@ -573,7 +573,7 @@ static bool task_start(shard_t *sh, task_t *t) {
   tls_task = t;                         /* braid__pushenv sees the task */
   lua_State *co = t->t_co;
   int nf = pdecode(co, t->t_fn);
-  int na = nf == 1 ? pdecode(co, t->t_args) : -1;
+  int na = nf != 1 ? -1 : t->t_args ? pdecode(co, t->t_args) : 0;
   tls_task = NULL;
   braid_msg_release(t->t_fn);
   braid_msg_release(t->t_args);
@@ -1321,8 +1321,10 @@ static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
   braid__checktype(L, fnidx, LUA_TFUNCTION, fnidx == 1 ? "braid.go" : "braid.spawn");
   braid_msg_t *fn = braid__pencode(L, fnidx, 1, "fn");
   if (fn == NULL) lua_error(L);
-  braid_msg_t *args = braid__pencode(L, fnidx + 1, nargs, "args");
-  if (args == NULL) {
+  /* No arguments (a closure that captured what it needs): no message,
+   * no protected call on either side. */
+  braid_msg_t *args = nargs > 0 ? braid__pencode(L, fnidx + 1, nargs, "args") : NULL;
+  if (args == NULL && nargs > 0) {
     braid_msg_release(fn);
     lua_error(L);
   }
