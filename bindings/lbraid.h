@@ -110,6 +110,10 @@ static inline lua_Integer braid__checkinteger(lua_State *L, int arg, const char 
  * error paths ("args", "value", "results"...).  On an untransferable value
  * raises "braid: cannot transfer <type> at <path>" and nothing leaks. */
 braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root);
+/* braid__encode of at most 8 values that are all nil, booleans, numbers
+ * or strings, without raising: NULL when one is not, or when memory runs
+ * out (encode the general way then, which raises). */
+braid_msg_t *braid__encode_scalars(lua_State *L, int idx, int n);
 
 /* Pushes the values encoded in m; returns how many.  m is borrowed. */
 int braid__decode(lua_State *L, braid_msg_t *m);

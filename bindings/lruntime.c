@@ -630,7 +630,9 @@ static void run_task(shard_t *sh, task_t *t) {
   }
   if (status == LUA_OK) {
     lua_xmove(co, L, nres);
-    braid_msg_t *m = braid__pencode(L, -nres, nres, "results");
+    /* Scalar results (most) need no protected call. */
+    braid_msg_t *m = braid__encode_scalars(L, -nres, nres);
+    if (m == NULL) m = braid__pencode(L, -nres, nres, "results");
     if (m == NULL) {                  /* a result that cannot travel */
       braid_msg_t *r = rejection(L, -1, NULL);
       lua_settop(L, 0);
