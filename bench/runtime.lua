@@ -10,9 +10,9 @@
 -- 100 000 small tables; 50 000 round trips; 20 000 sequential spawn+await
 -- from the main thread; 100 000 tasks blocked in recv; 64 CPU items.
 -- Every case runs in a fresh process (braid.config differs per case), REPS
--- times (env BRAID_BENCH_REPS, default 3), braid and C interleaved so that
--- the machine's noise hits both; the median is printed.  "vs C" is braid's
--- speed over C's: above 1 braid is faster.
+-- times (env BRAID_BENCH_REPS, default 3), braid and C (or the plain-Lua
+-- baseline) interleaved so that the machine's noise hits both; the median
+-- is printed.  "vs C" is braid's speed over C's: above 1 braid is faster.
 local REPS = tonumber(os.getenv("BRAID_BENCH_REPS") or "3")
 local QUICK = os.getenv("BRAID_BENCH_QUICK") ~= nil
 local case = arg and arg[1]
@@ -204,6 +204,21 @@ local function run(name, ref)
   return median(vals), #refs > 0 and median(refs) or nil
 end
 
+-- Runs the braid cases named, in turn, REPS rounds; returns their medians
+-- (for rows whose baseline is another case of this script).
+local function run_each(...)
+  local names, vals = { ... }, {}
+  for i = 1, #names do vals[i] = {} end
+  for _ = 1, REPS do
+    for i, name in ipairs(names) do
+      vals[i][#vals[i] + 1] = once(string.format("%q %q %s", exe, script, name))
+    end
+  end
+  local out = {}
+  for i = 1, #names do out[i] = median(vals[i]) end
+  return table.unpack(out)
+end
+
 local function fmt(v)
   if v == nil then return "-" end
   if v >= 1e6 then return string.format("%.2f M", v / 1e6) end
@@ -237,12 +252,11 @@ row("spawn + await a trivial task from the main thread", "us", v, b, false, "<= 
 v, b = run("memory", "memory")
 row("memory per blocked task (" .. N_MEM .. " tasks; C: per thread)", "KiB", v, b, false,
   "<= 1.5", v <= 1.5)
-local seq, par = run("cpu_seq"), run("cpu_par")
-local two = run("cpu_two_procs")
+local seq, par, two = run_each("cpu_seq", "cpu_par", "cpu_two_procs")
 print(string.format("%-50s %10s %-9s %10s %8s  %-9s %s", "pmap of 64 CPU items, 2 workers: speedup",
   string.format("%.2fx", seq / par), "", string.format("%.2fx", seq / two), "", ">= 1.95x",
   seq / par >= 1.95 and "ok" or "MISSED"))
 print("  (plain C column here: two plain lua5.4 processes at once, this machine's ceiling)")
-local lp, lt = run("loop_plain"), run("loop_task")
+local lp, lt = run_each("loop_plain", "loop_task")
 print(string.format("%-50s %10s %-9s %10s %8s  %-9s %s", "CPU loop in a task vs plain lua5.4",
   string.format("%.3f", lt / lp), "x plain", "", "", "<= 1.03", lt / lp <= 1.03 and "ok" or "MISSED"))
