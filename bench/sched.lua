@@ -15,6 +15,8 @@
 --             (every thread's schedstat), as a % of one core
 --   pingpong  round trip between two tasks (one-way ints over capacity-0
 --             channels), us
+--   timer_*   time per braid.sleep(0.0002) in a task (workers idle: the
+--             poller's timeout decides) and on the main thread, ms
 local REPS = tonumber(os.getenv("BRAID_BENCH_REPS") or "3")
 local case = arg and arg[1]
 
@@ -132,6 +134,25 @@ function cases.idle(braid)
   return pct
 end
 
+-- How long braid.sleep(0.0002) takes in a task while every worker is idle
+-- (the poller's timeout decides), per call, in ms; the same sleep on the
+-- main thread (a futex wait with a nanosecond timeout) is the baseline row.
+local function sleeps(braid, n, d)
+  local t0 = braid.now()
+  for _ = 1, n do braid.sleep(d) end
+  return (braid.now() - t0) / n * 1000
+end
+
+function cases.timer_task(braid)
+  braid.config{workers = 2}
+  return braid.go(sleeps, braid, 200, 0.0002):await()
+end
+
+function cases.timer_main(braid)
+  braid.config{workers = 2}
+  return sleeps(braid, 200, 0.0002)
+end
+
 function cases.pingpong(braid)
   braid.config{workers = 2}
   local N = 50000
@@ -173,6 +194,8 @@ local rows = {
   { "stuck", "worst lateness of a 10 ms heartbeat, 3 tasks 1 s in C", "ms", "<= 50" },
   { "idle", "CPU of an idle process with 100 blocked tasks", "% of a core", "<= 0.2" },
   { "pingpong", "ping-pong round trip across tasks", "us", "no worse than 1.6" },
+  { "timer_task", "braid.sleep(0.0002) in a task, workers idle: time per call", "ms", "near 0.2" },
+  { "timer_main", "the same sleep on the main thread (baseline)", "ms", "" },
 }
 print(string.format("bench/sched.lua: medians of %d runs each (fresh process per run)", REPS))
 for _, r in ipairs(rows) do
