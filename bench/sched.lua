@@ -15,6 +15,8 @@
 --             (every thread's schedstat), as a % of one core
 --   pingpong  round trip between two tasks (one-way ints over capacity-0
 --             channels), us
+--   light     CPU while a task wakes every 0.5 ms (a timer) and sends to
+--             another task, as a % of one core
 --   timer_*   time per braid.sleep(0.0002) in a task (workers idle: the
 --             poller's timeout decides) and on the main thread, ms
 local REPS = tonumber(os.getenv("BRAID_BENCH_REPS") or "3")
@@ -134,6 +136,24 @@ function cases.idle(braid)
   return pct
 end
 
+-- CPU used while a task wakes every 0.5 ms (a timer) and sends to a task
+-- on another shard: the partner's wake-up is wasted, and a spin that grew
+-- after such wake-ups must not turn light load into busy CPU (design
+-- notes of core/sched.c, "Wasted wake-ups"), as a % of one core.
+function cases.light(braid)
+  braid.config{workers = 2}
+  local ch = braid.chan()
+  local n = 1000
+  braid.go(function() end):await()            -- the workers exist before they are listed
+  braid.sleep(0.05)
+  local files = thread_files()
+  local c0, t0 = cpu_seconds(files), braid.now()
+  local p = braid.go(function() for i = 1, n do braid.sleep(0.0005); ch:send(i) end end)
+  local c = braid.go(function() for _ = 1, n do ch:recv() end end)
+  c:await(); p:await()
+  return (cpu_seconds(files) - c0) / (braid.now() - t0) * 100
+end
+
 -- How long braid.sleep(0.0002) takes in a task while every worker is idle
 -- (the poller's timeout decides), per call, in ms; the same sleep on the
 -- main thread (a futex wait with a nanosecond timeout) is the baseline row.
@@ -194,6 +214,7 @@ local rows = {
   { "stuck", "worst lateness of a 10 ms heartbeat, 3 tasks 1 s in C", "ms", "<= 50" },
   { "idle", "CPU of an idle process with 100 blocked tasks", "% of a core", "<= 0.2" },
   { "pingpong", "ping-pong round trip across tasks", "us", "no worse than 1.6" },
+  { "light", "CPU while a task wakes every 0.5 ms and wakes another", "% of a core", "low" },
   { "timer_task", "braid.sleep(0.0002) in a task, workers idle: time per call", "ms", "near 0.2" },
   { "timer_main", "the same sleep on the main thread (baseline)", "ms", "" },
 }
