@@ -1,6 +1,8 @@
 /* test_chan.c -- channels (chan.h): rendezvous, buffered, unbounded, the
  * drop and slide policies, close, try, deadlines and counters. */
 #include "chan.h"
+#include "internal.h"
+#include "select.h"
 #include "test.h"
 #include "waiter.h"
 
@@ -923,7 +925,72 @@ TEST(test_chan_policy_frees_outside_lock) {
   braid_chan_release(ch);
 }
 
+/* braid_chan_recv_arm / braid_chan_send_arm (the bindings' one-lock
+ * waits): done at once with the waiter left alone, or queued on the
+ * waiter, which a partner on another thread then fires. */
+TEST(test_chan_arm_one_lock) {
+  braid_chan_t *ch = chan_new(2, BRAID_POLICY_BLOCK);
+  braid_waiter_t *w = braid_thread_waiter();
+  braid_case_t c;
+  braid_selres_t r;
+  braid_msg_t *m = NULL;
+
+  /* A buffered value: taken at once. */
+  memset(&c, 0, sizeof c);
+  c.c_op = BRAID_OP_RECV;
+  c.c_obj = ch;
+  send_int(ch, 7);
+  ASSERT_OK(braid_chan_recv_arm(ch, &m, &c, w));
+  ASSERT_EQ_INT(msg_take_int(m), 7);
+  ASSERT(!c.c_node.n_queued);
+
+  /* Empty: queued; a send from another thread hands its value over. */
+  ASSERT_EQ_ERR(braid_chan_recv_arm(ch, &m, &c, w), BRAID_EAGAIN);
+  ASSERT(m == NULL);
+  ASSERT(c.c_node.n_queued);
+  sender_arg_t sa = { ch, 8, 1 };
+  pthread_t t = test_spawn(sender_main, &sa);
+  ASSERT_OK(braid_waiter_park_until(w, BRAID_FOREVER));
+  ASSERT_OK(braid_select_disarm(&c, 1, w, &r));
+  ASSERT_EQ_INT(r.s_index, 0);
+  ASSERT_EQ_INT(r.s_err, 0);
+  ASSERT_EQ_INT(msg_take_int(r.s_msg), 8);
+  test_join(t);
+
+  /* Full: the sender is queued; a receive moves its value into the
+   * buffer, in order, and fires it. */
+  send_int(ch, 1);
+  send_int(ch, 2);
+  memset(&c, 0, sizeof c);
+  c.c_op = BRAID_OP_SEND;
+  c.c_obj = ch;
+  c.c_msg = msg_int(3);
+  ASSERT_EQ_ERR(braid_chan_send_arm(ch, c.c_msg, &c, w), BRAID_EAGAIN);
+  ASSERT_EQ_INT(try_recv_int(ch), 1);
+  ASSERT_OK(braid_waiter_park_until(w, BRAID_FOREVER));
+  ASSERT_OK(braid_select_disarm(&c, 1, w, &r));
+  ASSERT_EQ_INT(r.s_index, 0);
+  ASSERT_EQ_INT(r.s_err, 0);
+  ASSERT_EQ_INT(try_recv_int(ch), 2);
+  ASSERT_EQ_INT(try_recv_int(ch), 3);
+
+  /* Room: sent at once, the waiter untouched (NULL: never armed). */
+  ASSERT_OK(braid_chan_send_arm(ch, msg_int(4), &c, NULL));
+  ASSERT_EQ_INT(try_recv_int(ch), 4);
+
+  /* Closed: the message stays the caller's. */
+  ASSERT_OK(braid_chan_close(ch, NULL));
+  braid_msg_t *late = msg_int(9);
+  ASSERT_EQ_ERR(braid_chan_send_arm(ch, late, &c, w), BRAID_ECLOSED);
+  ASSERT_EQ_UINT(msg_rc(late), 1);
+  braid_msg_release(late);
+  ASSERT_EQ_ERR(braid_chan_recv_arm(ch, &m, &c, w), BRAID_ECLOSED);
+  ASSERT(m == NULL);
+  braid_chan_release(ch);
+}
+
 TEST_LIST {
+  RUN(test_chan_arm_one_lock);
   RUN(test_chan_new);
   RUN(test_chan_new_bad_policy);
   RUN(test_chan_as_message_handle);
