@@ -1321,8 +1321,9 @@ static void bjob_cancel(braid_job_t *job) {
 
 static task_t *task_new(lua_State *L, int fnidx, int nargs, const char *name) {
   braid__checktype(L, fnidx, LUA_TFUNCTION, fnidx == 1 ? "braid.go" : "braid.spawn");
-  braid_msg_t *fn = braid__pencode(L, fnidx, 1, "fn");
-  if (fn == NULL) lua_error(L);
+  /* Unprotected, as every chan:send's encode: nothing is held yet that a
+   * raise would leak, and the error is the caller's either way. */
+  braid_msg_t *fn = braid__encode(L, fnidx, 1, "fn");
   /* No arguments (a closure that captured what it needs): no message,
    * no protected call on either side. */
   braid_msg_t *args = nargs > 0 ? braid__pencode(L, fnidx + 1, nargs, "args") : NULL;

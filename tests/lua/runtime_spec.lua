@@ -1069,6 +1069,19 @@ describe("braid untransferable values", function()
     assert.equal(s0, braid.stats().spawned)
   end)
 
+  it("raises for a task function that captures what cannot travel, and spawns nothing", function()
+    local s0 = braid.stats().spawned
+    local out = io.stdout
+    local ok, err = pcall(braid.go, function() return out end)
+    assert.is_false(ok)
+    assert.truthy(err:find("braid: cannot transfer userdata (FILE*) at", 1, true), err)
+    assert.truthy(err:find("upvalue 'out'", 1, true), err)
+    assert.equal(s0, braid.stats().spawned)
+    -- The encoder is fine afterwards.
+    local n = 41
+    assert.equal(42, braid.go(function() return n + 1 end):await(10))
+  end)
+
   it("raises 'braid: cannot transfer thread at value' and sends nothing", function()
     local ch = braid.chan(4)
     ch:send("before")
