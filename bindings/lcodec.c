@@ -879,7 +879,7 @@ static void step(enc_t *e) {
 
 /* Encodes n <= 8 scalars at idx.. straight into a message; NULL when one
  * of them is not a scalar. */
-static braid_msg_t *encode_scalars(lua_State *L, int idx, int n, bool raise) {
+static braid_msg_t *encode_scalars(lua_State *L, int idx, int n) {
   scalar_t sc[8];
   size_t len = 1;                                     /* the count */
   for (int i = 0; i < n; i++) {
@@ -888,35 +888,35 @@ static braid_msg_t *encode_scalars(lua_State *L, int idx, int n, bool raise) {
     len += sz;
   }
   braid_msg_t *m = braid_msg_alloc(len, 0);
-  if (m == NULL && !raise) return NULL;
-  if (m == NULL) codec_raise(L, "braid: not enough memory to encode a value");
+  if (m == NULL) return NULL;
   unsigned char *w = braid__wput_varint(m->m_data, (uint64_t)n);  /* one byte */
   for (int i = 0; i < n; i++) w = put_scalar(&sc[i], w);
   m->m_tag = CODEC_MAGIC;
   return m;
 }
 
-braid_msg_t *braid__encode_scalars(lua_State *L, int idx, int n) {
-  idx = lua_absindex(L, idx);
+/* One small integer (the commonest value) in the pointer, else up to 8
+ * scalars; NULL for anything else or out of memory.  idx is absolute. */
+static inline braid_msg_t *encode_simple(lua_State *L, int idx, int n) {
   if (n == 1 && lua_isinteger(L, idx)) {
     lua_Integer i = lua_tointeger(L, idx);
     if (i >= BRAID_MSG_IMM_MIN && i <= BRAID_MSG_IMM_MAX) return braid_msg_imm(i);
   }
-  return n >= 0 && n <= 8 ? encode_scalars(L, idx, n, false) : NULL;
+  return n >= 0 && n <= 8 ? encode_scalars(L, idx, n) : NULL;
+}
+
+braid_msg_t *braid__encode_scalars(lua_State *L, int idx, int n) {
+  return encode_simple(L, lua_absindex(L, idx), n);
 }
 
 braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
   idx = lua_absindex(L, idx);
   if (root == NULL) root = "value";
   if (n < 0) n = 0;
-  if (n == 1 && lua_isinteger(L, idx)) {             /* the commonest value */
-    lua_Integer i = lua_tointeger(L, idx);
-    if (i >= BRAID_MSG_IMM_MIN && i <= BRAID_MSG_IMM_MAX) return braid_msg_imm(i);
-  }
-  if (n <= 8) {
-    braid_msg_t *m = encode_scalars(L, idx, n, true);
-    if (m) return m;
-  }
+  /* Scalars (one small integer the commonest): no scratch, no frames.  Out
+   * of memory there, the general way below raises. */
+  braid_msg_t *sm = encode_simple(L, idx, n);
+  if (sm) return sm;
   if (!lua_checkstack(L, 16)) codec_raise(L, "braid: stack overflow while encoding");
   cstate_t *cs = getcstate(L);
   enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0, 0 };

@@ -210,21 +210,11 @@ int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
   return rc;
 }
 
-/* Queues c's node on w; the channel is locked and the operation would
- * block. */
-static void arm_locked(braid_wqueue_t *q, braid_case_t *c, braid_waiter_t *w) {
-  braid_waiter_rearm(w);              /* armed only when queued: see select.c */
-  c->c_node.n_waiter = w;
-  c->c_node.n_index = 0;
-  c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
-  braid__wq_push(q, &c->c_node);
-}
-
 int braid_chan_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c, braid_waiter_t *w) {
   braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_send_locked(ch, m, &wl);
-  if (rc == BRAID_EAGAIN && w) arm_locked(&ch->c_sendq, c, w);
+  if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w);
   braid_obj_unlock(&ch->c_obj);
   if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
   return rc;
@@ -235,7 +225,7 @@ int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, br
   *out = NULL;
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_recv_locked(ch, out, &wl);
-  if (rc == BRAID_EAGAIN && w) arm_locked(&ch->c_recvq, c, w);
+  if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w);
   braid_obj_unlock(&ch->c_obj);
   if (wl.wl_head) braid__wl_wake(&wl);
   return rc;

@@ -100,6 +100,28 @@ int braid__future_poll_locked(braid_future_t *f, braid_msg_t **out);
  * braid_select_arm does with one case, minus its generality on the path
  * where the operation completes at once, the common one.) */
 int braid_chan_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c, braid_waiter_t *w);
+/* The waiter queue a case waits on. */
+static inline braid_wqueue_t *braid__case_queue(braid_case_t *c) {
+  switch (c->c_op) {
+    case BRAID_OP_RECV: return &((braid_chan_t *)c->c_obj)->c_recvq;
+    case BRAID_OP_SEND: return &((braid_chan_t *)c->c_obj)->c_sendq;
+    case BRAID_OP_READABLE: return &((braid_pollfd_t *)c->c_obj)->p_readq;
+    case BRAID_OP_WRITABLE: return &((braid_pollfd_t *)c->c_obj)->p_writeq;
+    default: return &((braid_future_t *)c->c_obj)->f_waitq;
+  }
+}
+
+/* Queues one case's node on w: its object is locked by the caller and the
+ * case cannot complete now.  Armed only here, when the node is queued: a
+ * waiter whose wait completed at once must stay un-armed, or a timer or
+ * cancel could fire it (and wake a task that is running). */
+static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w) {
+  braid_waiter_rearm(w);
+  c->c_node.n_waiter = w;
+  c->c_node.n_index = 0;
+  c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
+  braid__wq_push(braid__case_queue(c), &c->c_node);
+}
 int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w);
 
 #endif

@@ -39,16 +39,6 @@ static uint32_t rng_next(void) {
 
 static braid_obj_t *case_obj(braid_case_t *c) { return (braid_obj_t *)c->c_obj; }
 
-static braid_wqueue_t *case_queue(braid_case_t *c) {
-  switch (c->c_op) {
-    case BRAID_OP_RECV: return &((braid_chan_t *)c->c_obj)->c_recvq;
-    case BRAID_OP_SEND: return &((braid_chan_t *)c->c_obj)->c_sendq;
-    case BRAID_OP_READABLE: return &((braid_pollfd_t *)c->c_obj)->p_readq;
-    case BRAID_OP_WRITABLE: return &((braid_pollfd_t *)c->c_obj)->p_writeq;
-    default: return &((braid_future_t *)c->c_obj)->f_waitq;
-  }
-}
-
 /* Scratch arrays for one select: poll order and lock order. */
 typedef struct order {
   int *poll;
@@ -154,13 +144,7 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     braid_case_t *c = &cases[0];
     braid_obj_lock(case_obj(c));
     int rc = poll_case(c, 0, r, &wl);
-    if (rc == BRAID_EAGAIN && w) {
-      braid_waiter_rearm(w);          /* armed only now: see below */
-      c->c_node.n_waiter = w;
-      c->c_node.n_index = 0;
-      c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
-      braid__wq_push(case_queue(c), &c->c_node);
-    }
+    if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w);
     braid_obj_unlock(case_obj(c));
     if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
     return rc;
@@ -182,7 +166,7 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
       node->n_waiter = w;
       node->n_index = i;
       node->n_msg = cases[i].c_op == BRAID_OP_SEND ? cases[i].c_msg : NULL;
-      braid__wq_push(case_queue(&cases[i]), node);
+      braid__wq_push(braid__case_queue(&cases[i]), node);
     }
   }
   unlock_all(cases, &o, n);
@@ -212,13 +196,13 @@ int braid_select_disarm(braid_case_t *cases, int n, braid_waiter_t *w, braid_sel
       /* No memory for the order arrays: lock and clean case by case. */
       for (int i = 0; i < n; i++) {
         braid_obj_lock(case_obj(&cases[i]));
-        braid__wq_remove(case_queue(&cases[i]), &cases[i].c_node);
+        braid__wq_remove(braid__case_queue(&cases[i]), &cases[i].c_node);
         braid_obj_unlock(case_obj(&cases[i]));
       }
     } else {
       lock_all(cases, &o, n);
       for (int i = 0; i < n; i++)
-        if (i != fired) braid__wq_remove(case_queue(&cases[i]), &cases[i].c_node);
+        if (i != fired) braid__wq_remove(braid__case_queue(&cases[i]), &cases[i].c_node);
       unlock_all(cases, &o, n);
       order_fini(&o);
     }
