@@ -136,6 +136,12 @@ int braid__l_roundtrip(lua_State *L);
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
 
+/* The runtime (lruntime.c): when L is the task being resumed on this
+ * thread, the address of a pointer its shard keeps for the codec (NULL
+ * until the codec first stores its state there; cleared when the shard's
+ * state closes); else NULL.  Only the thread running the shard uses it. */
+void **braid__codec_slot(lua_State *L);
+
 /* lfuture.c: if the string at idx is Lua's "attempt to call (or index) a
  * nil value (global 'x')" and x is a global of the Lua code that waits
  * (the caller's _ENV), replaces it with the same message plus "(tasks have

@@ -158,15 +158,36 @@ typedef struct modent {
   uint32_t me_namelen, me_keylen;
 } modent_t;
 
+/* The decoder's cache of short strings (see "Short strings" below): sets
+ * of two strings and one candidate, 64 bytes a set. */
+#define SCACHE_BITS 7
+#define SCACHE_SETS (1u << SCACHE_BITS)
+#define SCACHE_MAXLEN 16
+
+typedef struct sset {
+  uint64_t ss_a[2], ss_b[2];    /* the two strings' words (str_words) */
+  uint64_t ss_ga, ss_gb;        /* the candidate's words */
+  int ss_ref[2];                /* each way's registry reference, or 0 */
+  uint8_t ss_len[2];            /* 0: the way is empty */
+  uint8_t ss_glen;              /* 0: no candidate */
+  uint8_t ss_victim;            /* the way the next promotion replaces */
+} sset_t;
+_Static_assert(sizeof(sset_t) == 64, "a set of the string cache is 64 bytes");
+
 /* The codec state of one lua_State: a full userdata in the registry whose
  * uservalue 1 anchors every object and string the module map points to. */
 typedef struct cstate {
   scratch_t cs_s;               /* the encoder's scratch */
   int cs_busy;                  /* an encode is using cs_s (a finalizer may
                                    encode while another encode runs) */
-  modent_t *cs_mods;            /* module map, power-of-2 size, or NULL */
-  size_t cs_modcap;
+  /* The module map, in two parts: [0] the tables, [1] the C functions
+   * (each open addressing, a power-of-2 size, or NULL).  Every table sent
+   * is looked up in [0], a few dozen entries at most a quarter full, not
+   * among the hundreds of C functions. */
+  modent_t *cs_mods[2];
+  size_t cs_modcap[2];
   int cs_mod_stale;             /* rebuild before the next lookup */
+  sset_t cs_strs[SCACHE_SETS];  /* the decoder's short strings */
 } cstate_t;
 
 static const char CSTATE_KEY = 'c';  /* registry key (its address) */
@@ -185,9 +206,11 @@ static void scratch_free(scratch_t *s) {
 static int cstate_gc(lua_State *L) {
   cstate_t *cs = lua_touserdata(L, 1);
   scratch_free(&cs->cs_s);
-  free(cs->cs_mods);
-  cs->cs_mods = NULL;
-  cs->cs_modcap = 0;
+  for (int k = 0; k < 2; k++) {
+    free(cs->cs_mods[k]);
+    cs->cs_mods[k] = NULL;
+    cs->cs_modcap[k] = 0;
+  }
   cs->cs_mod_stale = 1;
   return 0;
 }
@@ -197,8 +220,20 @@ static int scratch_gc(lua_State *L) {
   return 0;
 }
 
-/* Pushes nothing; returns L's codec state, creating it on first use. */
-static cstate_t *getcstate(lua_State *L) {
+/* Pushes nothing; returns L's codec state, creating it on first use.  In
+ * a task the runtime keeps it per shard (braid__codec_slot), which saves
+ * the registry lookup at every encode and decode. */
+static cstate_t *getcstate_slow(lua_State *L);
+
+static inline cstate_t *getcstate(lua_State *L) {
+  void **slot = braid__codec_slot(L);
+  if (slot && *slot) return *slot;
+  cstate_t *cs = getcstate_slow(L);
+  if (slot) *slot = cs;
+  return cs;
+}
+
+static cstate_t *getcstate_slow(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CSTATE_KEY) == LUA_TUSERDATA) {
     cstate_t *cs = lua_touserdata(L, -1);
     lua_pop(L, 1);  /* the registry keeps it alive */
@@ -578,14 +613,28 @@ static int mod_rebuild(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  size_t cap = 64;
-  while (cap < (size_t)n / 3 * 2 + 2) cap *= 2;
-  modent_t *t = calloc(cap, sizeof *t);
-  if (t == NULL) codec_raise(L, "braid: not enough memory to encode a value");
+  size_t count[2] = { 0, 0 }, cap[2];
+  for (int i = 1; i + 2 <= n; i += 3) {
+    count[lua_rawgeti(L, 2, i) != LUA_TTABLE]++;
+    lua_pop(L, 1);
+  }
+  modent_t *t[2];
+  for (int k = 0; k < 2; k++) {
+    /* Tables at most a quarter full (a miss, the common case, probes about
+     * 1.4 slots), C functions at most half. */
+    cap[k] = 16;
+    while (cap[k] < count[k] * (k == 0 ? 4 : 2) + 2) cap[k] *= 2;
+    t[k] = calloc(cap[k], sizeof *t[k]);
+  }
+  if (t[0] == NULL || t[1] == NULL) {
+    free(t[0]);
+    free(t[1]);
+    codec_raise(L, "braid: not enough memory to encode a value");
+  }
   for (int i = 1; i + 2 <= n; i += 3) {
     modent_t v;
     size_t len;
-    lua_rawgeti(L, 2, i);
+    int k = lua_rawgeti(L, 2, i) != LUA_TTABLE;
     v.me_p = lua_topointer(L, -1);
     lua_rawgeti(L, 2, i + 1);
     v.me_name = lua_tolstring(L, -1, &len);           /* a string: no conversion */
@@ -597,11 +646,13 @@ static int mod_rebuild(lua_State *L) {
       v.me_keylen = (uint32_t)len;
     }
     lua_pop(L, 3);  /* the anchor keeps them alive */
-    if (v.me_p) mod_put(t, cap, &v);
+    if (v.me_p) mod_put(t[k], cap[k], &v);
   }
-  free(cs->cs_mods);
-  cs->cs_mods = t;
-  cs->cs_modcap = cap;
+  for (int k = 0; k < 2; k++) {
+    free(cs->cs_mods[k]);
+    cs->cs_mods[k] = t[k];
+    cs->cs_modcap[k] = cap[k];
+  }
   cs->cs_mod_stale = 0;
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, 1);                         /* the new anchor */
@@ -621,10 +672,11 @@ static const modent_t *mod_find(enc_t *e, const void *p, int cfunc) {
   cstate_t *cs = e->cs;
   if (cs->cs_mod_stale) mod_refresh(e);
   for (int pass = 0;; pass++) {
-    if (cs->cs_mods) {
-      size_t mask = cs->cs_modcap - 1;
-      for (size_t i = hashptr(p) & mask; cs->cs_mods[i].me_p; i = (i + 1) & mask)
-        if (cs->cs_mods[i].me_p == p) return &cs->cs_mods[i];
+    const modent_t *t = cs->cs_mods[cfunc != 0];
+    if (t) {
+      size_t mask = cs->cs_modcap[cfunc != 0] - 1;
+      for (size_t i = hashptr(p) & mask; t[i].me_p; i = (i + 1) & mask)
+        if (t[i].me_p == p) return &t[i];
     }
     /* A table that is not a module is the common case: no rebuild for it. */
     if (!cfunc || e->rebuilt || pass > 0) return NULL;
@@ -984,6 +1036,7 @@ typedef struct dframe {
 
 typedef struct dec {
   lua_State *L;
+  cstate_t *cs;                 /* L's codec state, once a short string needs it */
   braid_wrd_t r;                /* the message being read */
   int aux;                      /* stack index of the aux table, or 0: shared
                                    objects at [ord + 1], deep frames at [0] */
@@ -1110,6 +1163,72 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   return 1;
 }
 
+/* Short strings.  Lua interns every short string: lua_pushlstring hashes
+ * all of its bytes and walks a chain of the string table with memcmp,
+ * about 150 instructions for "name" or "San Francisco" (callgrind), and the
+ * field names and tags of a record are the same strings in every message.
+ * So each state keeps a cache of short strings (up to SCACHE_MAXLEN bytes),
+ * each held by a registry slot of its own: a hit is a hash of two words
+ * and one lua_rawgeti of the registry.  The two words (str_words) hold
+ * every byte of a string that short, so equal words and lengths are equal
+ * strings, with no memcmp.  A set holds two strings and one candidate: a
+ * string that misses becomes the candidate, and the next miss of the same
+ * string promotes it into the older way, so strings that never repeat
+ * (ids, random keys) cost a few stores each and never evict the field
+ * names.  A nested decode (from a finalizer run by luaL_ref's allocation)
+ * may leave one registry slot orphaned, never a wrong string. */
+static inline void str_words(const char *s, size_t len, uint64_t *a, uint64_t *b) {
+  if (len >= 8) {                                     /* [0, 8) and [len - 8, len) */
+    memcpy(a, s, 8);
+    memcpy(b, s + len - 8, 8);
+  } else if (len >= 4) {                              /* [0, 4) and [len - 4, len) */
+    uint32_t x, y;
+    memcpy(&x, s, 4);
+    memcpy(&y, s + len - 4, 4);
+    *a = x;
+    *b = y;
+  } else {                                            /* 1 to 3 bytes */
+    *a = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[len >> 1] << 8 |
+         (uint64_t)(unsigned char)s[len - 1] << 16;
+    *b = 0;
+  }
+}
+
+/* Pushes the string of len bytes, 1 <= len <= SCACHE_MAXLEN. */
+static void push_short(dec_t *d, const char *s, size_t len) {
+  lua_State *L = d->L;
+  if (d->cs == NULL) d->cs = getcstate(L);
+  uint64_t a, b;
+  str_words(s, len, &a, &b);
+  uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + len) * 0xc2b2ae3d27d4eb4full;
+  h = (h ^ (h >> 32)) * 0xff51afd7ed558ccdull;
+  sset_t *st = &d->cs->cs_strs[h >> (64 - SCACHE_BITS)];
+  for (int w = 0; w < 2; w++) {
+    if (st->ss_len[w] == len && st->ss_a[w] == a && st->ss_b[w] == b) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, st->ss_ref[w]);
+      return;
+    }
+  }
+  lua_pushlstring(L, s, len);
+  if (st->ss_glen != len || st->ss_ga != a || st->ss_gb != b) {  /* the first miss */
+    st->ss_ga = a;
+    st->ss_gb = b;
+    st->ss_glen = (uint8_t)len;
+    return;
+  }
+  int w = st->ss_len[0] == 0 ? 0 : st->ss_len[1] == 0 ? 1 : st->ss_victim;
+  lua_pushvalue(L, -1);
+  int ref = st->ss_ref[w];
+  if (ref) lua_rawseti(L, LUA_REGISTRYINDEX, ref);    /* an existing slot: no allocation */
+  else ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  st->ss_a[w] = a;
+  st->ss_b[w] = b;
+  st->ss_len[w] = (uint8_t)len;
+  st->ss_ref[w] = ref;
+  st->ss_victim = (uint8_t)(w ^ 1);
+  st->ss_glen = 0;
+}
+
 /* Pushes the next record if it is a scalar (nil, a boolean, a number, a
  * string) and returns its type; else returns 0 with the reader back where
  * it was (the record is read again the general way). */
@@ -1124,7 +1243,8 @@ static unsigned dec_scalar(dec_t *d) {
       const char *s;
       size_t len;
       if (!braid__wrd_str(&d->r, &s, &len)) corrupt(d);
-      lua_pushlstring(L, s, len);
+      if (len - 1 < SCACHE_MAXLEN) push_short(d, s, len);   /* 1 .. SCACHE_MAXLEN */
+      else lua_pushlstring(L, s, len);
       return T_STR;
     }
     case T_INT: {
@@ -1311,6 +1431,7 @@ static int decode(lua_State *L, braid_msg_t *m, int max) {
   dframe_t local[DEC_LOCAL_FRAMES];
   dec_t d;
   d.L = L;
+  d.cs = NULL;
   d.aux = 0;
   d.nobj = 0;
   d.frames = local;

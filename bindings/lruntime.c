@@ -154,6 +154,7 @@ struct shard {
   int sh_pool[POOL_MAX];      /* registry refs of idle coroutines (running thread) */
   int sh_npool;
   int sh_envmt;               /* registry ref: metatable of task globals */
+  void *sh_codec;             /* the codec's state of sh_L (braid__codec_slot) */
 };
 
 typedef struct bjob {
@@ -244,6 +245,11 @@ int64_t braid__optdeadline(lua_State *L, int arg, const char *fname) {
 static task_t *current_task(lua_State *L) {
   task_t *t = tls_task;
   return t && t->t_co == L ? t : NULL;
+}
+
+void **braid__codec_slot(lua_State *L) {
+  task_t *t = tls_task;
+  return t && t->t_co == L ? &t->t_home->sh_codec : NULL;
 }
 
 void braid__pushenv(lua_State *L) {
@@ -764,6 +770,8 @@ static void rt_free_parts(void) {
     for (int i = 0; i < rt.nshards; i++) {
       shard_t *sh = &rt.shards[i];
       if (sh->sh_L) braid__close_state(sh->sh_L);
+      sh->sh_L = NULL;
+      sh->sh_codec = NULL;
       BRAID_PCHECK(pthread_mutex_destroy(&sh->sh_mtx));
     }
     free(rt.shards);

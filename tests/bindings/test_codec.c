@@ -4,9 +4,10 @@
  *
  * Standalone: links liblua5.4, core/[*].c, bindings/lcodec.c, bindings/wire.c and
  * bindings/lhandle.c (handles are a fake type registered with
- * braid__newtype).  braid__pushenv is stubbed here (weak, so linking the
- * real runtime instead also works): it pushes the table the test stored in
- * the registry under "test_env", or the globals.
+ * braid__newtype).  braid__pushenv and braid__codec_slot are stubbed here
+ * (weak, so linking the real runtime instead also works): the first pushes
+ * the table the test stored in the registry under "test_env", or the
+ * globals.
  *
  *   cc -std=c11 -D_GNU_SOURCE -g -Icore -Ibindings -Iinclude -Itests/core \
  *      $(pkg-config --cflags lua5.4) tests/codec/test_codec.c \
@@ -32,6 +33,13 @@ __attribute__((weak)) void braid__pushenv(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, "test_env") == LUA_TTABLE) return;
   lua_pop(L, 1);
   lua_pushglobaltable(L);
+}
+
+/* The runtime's slot for a task's codec state: no tasks here (weak, as
+ * above: defining it keeps the runtime's object file out of the link). */
+__attribute__((weak)) void **braid__codec_slot(lua_State *L) {
+  (void)L;
+  return NULL;
 }
 
 static int l_newobj(lua_State *L) {

@@ -74,6 +74,42 @@ describe("braid codec", function()
       assert.equal(s, roundtrip(s))
       assert.equal("", roundtrip(""))
     end)
+
+    -- The decoder keeps strings of up to 16 bytes in a cache per state
+    -- (lcodec.c, "Short strings"), compared by two words and the length:
+    -- every length around those words, strings one byte apart, the same
+    -- byte repeated to lengths one apart ("bb", "bbb"), NUL bytes, and more
+    -- distinct strings than the cache holds, each decoded often enough to
+    -- be cached and evicted.  In the main state and in a task's shard.
+    it("keeps short strings exact through the decoder's cache", function()
+      local strs = {}
+      for len = 1, 18 do
+        local b = {}
+        for i = 1, len do b[i] = string.char((i * 37 + len) % 256) end
+        local s = table.concat(b)
+        strs[#strs + 1] = s
+        for pos = 1, len do strs[#strs + 1] = s:sub(1, pos - 1) .. "\0" .. s:sub(pos + 1) end
+        strs[#strs + 1] = ("b"):rep(len)
+      end
+      for i = 1, 1000 do strs[#strs + 1] = "k" .. i end
+      local function check(list, rt)
+        for _ = 1, 4 do
+          for _, s in ipairs(list) do
+            local got = rt(s)
+            if got ~= s then error(("%q came back as %q"):format(s, got)) end
+          end
+          local t = rt(list)
+          for i, s in ipairs(list) do
+            if t[i] ~= s then error(("%q came back as %q in a table"):format(s, t[i])) end
+          end
+        end
+        return #list
+      end
+      assert.equal(#strs, check(strs, roundtrip))
+      assert.equal(#strs, braid.go(function(list)
+        return check(list, require("braid")._roundtrip)
+      end, strs):await())
+    end)
   end)
 
   describe("tables", function()
