@@ -29,9 +29,14 @@ TS=$(date +%Y%m%d-%H%M%S)
 OUT=$A/results/cmp-raw-$TS.txt
 
 # workload | luaproc args (run_all.sh's) | luaproc RESULT field | braid case | unit | higher is better
+# The "w1/br2" rows are luaproc's one-worker rows (its best for one-way
+# streams: producer and consumer alternate on one thread) against braid's
+# default two workers, the rows: both sides as each runs best.
 WORKLOADS=(
   "B1int w2|B1int x 2|rate|ints|msg/s|1"
+  "B1int w1/br2|B1int x 1|rate|ints|msg/s|1"
   "B1tab w2|B1tab x 2|rate|tables|msg/s|1"
+  "B1tab w1/br2|B1tab x 1|rate|tables|msg/s|1"
   "B2 w2|B2 x 2|us_per_rt|pingpong_across|us/RT|0"
   "B2 w1|B2 x 1|us_per_rt|pingpong_same|us/RT|0"
 )
@@ -89,7 +94,7 @@ def fmt(x):
     if x >= 1e6: return f'{x/1e6:.3f} M'
     if x >= 1e4: return f'{x/1e3:.0f} k'
     return f'{x:.3g}'
-print(f"{'workload':10s} {'luaproc med':>12s} {'braid med':>12s} {'unit':6s}  {'leads':18s} {'luaproc min-max':>19s} {'braid min-max':>19s}  n(lp/br)")
+print(f"{'workload':12s} {'luaproc med':>12s} {'braid med':>12s} {'unit':6s}  {'leads':18s} {'luaproc min-max':>19s} {'braid min-max':>19s}  n(lp/br)")
 for s in specs:
     label, _, _, bcase, unit, higher = s.split('|')
     lp, br = vals.get(('luaproc', label), []), vals.get(('braid', label), [])
@@ -102,5 +107,5 @@ for s in specs:
     extra = ''
     for lib in ('luaproc', 'braid'):
         if (lib, label) in fails: extra += f' {lib} FAIL {",".join(fails[(lib, label)])}'
-    print(f"{label:10s} {fmt(ml):>12s} {fmt(mb):>12s} {unit:6s}  {lead:18s} {rng(lp):>19s} {rng(br):>19s}  {len(lp)}/{len(br)}{extra}")
+    print(f"{label:12s} {fmt(ml):>12s} {fmt(mb):>12s} {unit:6s}  {lead:18s} {rng(lp):>19s} {rng(br):>19s}  {len(lp)}/{len(br)}{extra}")
 EOF
