@@ -114,9 +114,16 @@ static inline void small_free(arena_t *a, void *p, unsigned c) {
   a->free[c] = b;
 }
 
-/* lua_Alloc.  osize is a type tag when ptr is NULL. */
-static void *arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  arena_t *a = ud;
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+/* Every case of lua_Alloc (osize is a type tag when ptr is NULL): the rare
+ * ones (a list to refill, a resize, a large block) out of line, so that
+ * arena_alloc's common cases save no registers and call nothing. */
+static NOINLINE void *arena_general(arena_t *a, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL) osize = 0;
   if (nsize == 0) {
     if (ptr == NULL) return NULL;
@@ -145,6 +152,30 @@ static void *arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     small_free(a, ptr, class_of(osize));
   }
   return q;
+}
+
+/* lua_Alloc.  The common cases inline: a new small block from its class's
+ * list, a small block freed, a NULL freed (callgrind, the tables row on
+ * one worker: 20 allocator calls per message, each spent ~19 instructions
+ * saving and restoring registers for the calls of the rare cases). */
+static void *arena_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  arena_t *a = ud;
+  if (ptr == NULL) {
+    if (nsize - 1 < SMALL_MAX) {                      /* 1 .. SMALL_MAX */
+      unsigned c = class_of(nsize);
+      freeblk_t *b = a->free[c];
+      if (b) {
+        a->free[c] = b->next;
+        return b;
+      }
+    } else if (nsize == 0) {
+      return NULL;                                    /* Lua frees empty parts as NULL */
+    }
+  } else if (nsize == 0 && osize <= SMALL_MAX) {      /* osize > 0: the block's size */
+    small_free(a, ptr, class_of(osize));
+    return NULL;
+  }
+  return arena_general(a, ptr, osize, nsize);
 }
 
 static void *plain_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
