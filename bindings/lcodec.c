@@ -55,7 +55,8 @@
  * Re-entrancy.  No Lua code runs during an encode, except a finalizer
  * called from an allocation or a metamethod reached through
  * braid__tohandle; if such code encodes again, the inner encode sees
- * cs_busy and uses a private scratch.  Decoding needs no scratch and may
+ * cs_busy and uses a private scratch.  Decoding needs no scratch (it uses
+ * the codec state's cache of short strings, "Short strings" below) and may
  * run require().
  */
 #include <stdarg.h>
@@ -1105,10 +1106,11 @@ static const char *dump_reader(lua_State *L, void *ud, size_t *sz) {
 /* Opens a frame for the table or function just pushed. */
 static dframe_t *dec_push_frame(dec_t *d) {
   lua_State *L = d->L;
-  /* The caller's lua_checkstack(L, 6) left room for the object and 5 more
-   * above it: a key, and a value (the most a record pushes is a module
-   * lookup: package.loaded, require and its argument, or an error message
-   * with two strings), or this function's userdata. */
+  /* The caller's lua_checkstack(L, 7) left room for the object and 6 more
+   * above it: a key, and a value (the most a record pushes is a short
+   * string cached for the first time: the string, its copy and luaL_ref's
+   * two; or a module lookup: package.loaded, require and its argument, or
+   * an error message with two strings), or this function's userdata. */
   if ((size_t)d->depth == d->fcap) {
     /* Past the local frames: a userdata owned by the aux table, so a raise
      * leaks nothing.  Only messages flagged F_DEEP have an aux table. */
@@ -1148,7 +1150,7 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
   rd_t r;
   r.n = t->wt_len;
   r.p = t->wt_s;
-  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
+  if (!lua_checkstack(L, 7)) codec_raise(L, "braid: value nested too deep to decode");
   if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
@@ -1175,8 +1177,12 @@ static int dec_function(dec_t *d, const braid_wtok_t *t) {
  * string that misses becomes the candidate, and the next miss of the same
  * string promotes it into the older way, so strings that never repeat
  * (ids, random keys) cost a few stores each and never evict the field
- * names.  A nested decode (from a finalizer run by luaL_ref's allocation)
- * may leave one registry slot orphaned, never a wrong string. */
+ * names.  Lua code can run only inside lua_pushlstring (a finalizer called
+ * by its allocation, which may decode again): every field of the set is
+ * read again after it, and nothing between choosing a way and storing its
+ * fields runs Lua (luaL_ref and lua_rawseti call no finalizer), so a live
+ * way always names a slot that holds its own string; a nested decode may
+ * at worst leave a registry slot orphaned. */
 static inline void str_words(const char *s, size_t len, uint64_t *a, uint64_t *b) {
   if (len >= 8) {                                     /* [0, 8) and [len - 8, len) */
     memcpy(a, s, 8);
@@ -1288,7 +1294,7 @@ static void dec_check_key(dec_t *d, unsigned t) {
 static int dec_table(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
   uint32_t narr = t->wt_narr, nhash = t->wt_nhash;     /* <= INT32_MAX (wire.h) */
-  if (!lua_checkstack(L, 6)) codec_raise(L, "braid: value nested too deep to decode");
+  if (!lua_checkstack(L, 7)) codec_raise(L, "braid: value nested too deep to decode");
   lua_createtable(L, (int)narr, (int)nhash);           /* presized: the counts are exact */
   dec_register(d, t->wt_shared);
   uint32_t i = 1;

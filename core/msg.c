@@ -27,7 +27,8 @@
  * A thread's cache is emptied when the thread exits (a pthread key's
  * destructor: workers, pool threads and a C host's own threads alike);
  * frees after that (other keys' destructors) go straight to free.  The
- * main thread's cache, and the depot, are freed at process exit only.
+ * main thread's cache and the depot are never freed (the process's exit
+ * returns them).
  *
  * Under AddressSanitizer every message is malloc's and free's, so that a
  * use after release is still found (as lalloc.c does for Lua objects).
@@ -37,6 +38,7 @@
 #include <string.h>
 
 #include "msg.h"
+#include "tls.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define MSG_CACHE 0
@@ -84,7 +86,17 @@ typedef struct tcache {
 
 enum { TC_NEW, TC_LIVE, TC_DEAD };
 
-static _Thread_local tcache_t tls_cache;
+/* The cache itself is a general-dynamic variable (64 bytes: too many for
+ * the static TLS surplus, core/tls.h); the hot paths reach it through an
+ * initial-exec pointer set at the thread's first message. */
+static _Thread_local tcache_t tls_cache_store;
+static _Thread_local BRAID_TLS_HOT tcache_t *tls_cache;
+
+static inline tcache_t *my_cache(void) {
+  tcache_t *tc = tls_cache;
+  if (tc == NULL) tls_cache = tc = &tls_cache_store;
+  return tc;
+}
 
 static struct depot {
   _Alignas(64) pthread_mutex_t d_mtx;   /* Protects: d_batches, d_n */
@@ -145,7 +157,7 @@ static bool cache_arm(tcache_t *tc) {
 }
 
 static void *block_alloc(int c) {
-  tcache_t *tc = &tls_cache;
+  tcache_t *tc = my_cache();
   fblk_t *b = tc->tc_head[c];
   if (b == NULL && tc->tc_state != TC_DEAD) {
     struct depot *d = &depot[c];
@@ -174,7 +186,7 @@ static void *block_alloc(int c) {
 }
 
 static void block_free(void *p, int c) {
-  tcache_t *tc = &tls_cache;
+  tcache_t *tc = my_cache();
   if (tc->tc_state != TC_LIVE && (tc->tc_state == TC_DEAD || !cache_arm(tc))) {
     free(p);
     return;

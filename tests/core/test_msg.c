@@ -248,14 +248,17 @@ static void *reuse_free_worker(void *p) {
   return NULL;                              /* its cache is emptied at exit */
 }
 
+/* Counts the allocations that are exactly the blocks of the batch, in
+ * the cache's order: the freeing thread's last 16 frees, newest first
+ * (glibc's malloc, whose freed chunks merge, hands the region back in
+ * address order instead). */
 static void *reuse_take_worker(void *p) {
   int *reused = p;
   braid_msg_t *got[REUSE_N / 2];
   for (int i = 0; i < REUSE_N / 2; i++) {
     got[i] = braid_msg_alloc(REUSE_LEN, 0);
     ASSERT_NOT_NULL(got[i]);
-    for (int j = 0; j < REUSE_N; j++)
-      if ((void *)got[i] == (void *)reuse_made[j]) { ++*reused; break; }
+    if (got[i] == reuse_made[REUSE_N - 1 - i]) ++*reused;
   }
   for (int i = 0; i < REUSE_N / 2; i++) braid_msg_release(got[i]);
   return NULL;
