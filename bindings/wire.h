@@ -167,10 +167,32 @@ static inline size_t braid__wstr_size(size_t len) {
   return len > SIZE_MAX - 1 - W_VARINT_MAX ? 0 : 1 + braid__wvarint_size(len) + len;
 }
 
+/* Copies n bytes, inline for up to 16 (the field names and tags of most
+ * records: a call to memcpy cost more than the copy). */
+static inline void braid__wcopy(unsigned char *w, const char *s, size_t n) {
+  if (n >= 8 && n <= 16) {                            /* two overlapping words */
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+    memcpy(w, &a, 8);
+    memcpy(w + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + n - 4, 4);
+    memcpy(w, &a, 4);
+    memcpy(w + n - 4, &b, 4);
+  } else if (n < 4) {
+    for (size_t i = 0; i < n; i++) w[i] = (unsigned char)s[i];
+  } else {
+    memcpy(w, s, n);
+  }
+}
+
 static inline unsigned char *braid__wput_str(unsigned char *w, const char *s, size_t len) {
   *w++ = T_STR;
   w = braid__wput_varint(w, len);
-  if (len) memcpy(w, s, len);
+  braid__wcopy(w, s, len);
   return w + len;
 }
 
