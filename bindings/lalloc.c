@@ -38,18 +38,10 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "compiler.h"
 #include "lruntime.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ARENA_POOL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARENA_POOL 0
-#endif
-#endif
-#ifndef ARENA_POOL
-#define ARENA_POOL 1
-#endif
+#define ARENA_POOL (!BRAID_ASAN)
 
 #define SMALL_MAX 1024
 #define NCLASSES (16 + (SMALL_MAX - 256) / 64)   /* 16 + 12 */
@@ -114,16 +106,10 @@ static inline void small_free(arena_t *a, void *p, unsigned c) {
   a->free[c] = b;
 }
 
-#if defined(__GNUC__)
-#define NOINLINE __attribute__((noinline))
-#else
-#define NOINLINE
-#endif
-
 /* Every case of lua_Alloc (osize is a type tag when ptr is NULL): the rare
  * ones (a list to refill, a resize, a large block) out of line, so that
  * arena_alloc's common cases save no registers and call nothing. */
-static NOINLINE void *arena_general(arena_t *a, void *ptr, size_t osize, size_t nsize) {
+static BRAID_NOINLINE void *arena_general(arena_t *a, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL) osize = 0;
   if (nsize == 0) {
     if (ptr == NULL) return NULL;

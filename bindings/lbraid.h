@@ -138,8 +138,9 @@ void braid__pushenv(lua_State *L);
 
 /* The runtime (lruntime.c): when L is the task being resumed on this
  * thread, the address of a pointer its shard keeps for the codec (NULL
- * until the codec first stores its state there; cleared when the shard's
- * state closes); else NULL.  Only the thread running the shard uses it. */
+ * until the codec first stores its state there; the shard's state, which
+ * owns that codec state, is closed only when the shard itself is freed);
+ * else NULL.  Only the thread running the shard uses it. */
 void **braid__codec_slot(lua_State *L);
 
 /* lfuture.c: if the string at idx is Lua's "attempt to call (or index) a

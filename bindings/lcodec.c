@@ -65,16 +65,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compiler.h"
 #include "lbraid.h"
 
 #if defined(__GNUC__)
 #define NORETURN __attribute__((noreturn))
-#define ALWAYS_INLINE __attribute__((always_inline))
-#define NOINLINE __attribute__((noinline))
 #else
 #define NORETURN
-#define ALWAYS_INLINE
-#define NOINLINE
 #endif
 
 /* lua_error and luaL_error are not declared noreturn. */
@@ -841,7 +838,7 @@ static int enc_value(enc_t *e, int idx, int t) {
 
 /* enc_value for a child of a table: scalars (most children) inline
  * (forced: GCC's own estimate kept it out of line, one call per child). */
-static inline ALWAYS_INLINE int enc_child(enc_t *e, int idx, int t) {
+static inline BRAID_ALWAYS_INLINE int enc_child(enc_t *e, int idx, int t) {
   if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN || t == LUA_TNIL) {
     scalar_t sc;
     size_t n = scalar_get(e->L, idx, t, &sc);
@@ -1208,7 +1205,7 @@ static inline void str_words(const char *s, size_t len, uint64_t *a, uint64_t *b
 /* Pushes the string of len bytes, 1 <= len <= SCACHE_MAXLEN.  Out of line:
  * inlined, its calls made dec_scalar save registers for every number too
  * (callgrind: decode 191.8 -> 189.6 M instructions for 50 000 tables). */
-static NOINLINE void push_short(dec_t *d, const char *s, size_t len) {
+static BRAID_NOINLINE void push_short(dec_t *d, const char *s, size_t len) {
   lua_State *L = d->L;
   if (d->cs == NULL) d->cs = getcstate(L);
   uint64_t a, b;

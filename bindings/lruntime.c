@@ -770,8 +770,6 @@ static void rt_free_parts(void) {
     for (int i = 0; i < rt.nshards; i++) {
       shard_t *sh = &rt.shards[i];
       if (sh->sh_L) braid__close_state(sh->sh_L);
-      sh->sh_L = NULL;
-      sh->sh_codec = NULL;
       BRAID_PCHECK(pthread_mutex_destroy(&sh->sh_mtx));
     }
     free(rt.shards);

@@ -37,18 +37,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compiler.h"
 #include "msg.h"
 #include "tls.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define MSG_CACHE 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MSG_CACHE 0
-#endif
-#endif
 #ifndef MSG_CACHE
-#define MSG_CACHE 1
+#define MSG_CACHE (!BRAID_ASAN)
 #endif
 
 enum {
@@ -101,7 +95,10 @@ static inline tcache_t *my_cache(void) {
 static struct depot {
   _Alignas(64) pthread_mutex_t d_mtx;   /* Protects: d_batches, d_n */
   fblk_t *d_batches;
-  unsigned d_n;
+  /* Written under d_mtx; read without it (relaxed) as a hint, so that a
+   * thread that only allocates (a producer whose messages are freed
+   * elsewhere, and not yet) does not lock an empty depot per message. */
+  _Atomic unsigned d_n;
 } depot[MSG_NCLASS] = {                  /* a line (or two) per class */
   { .d_mtx = PTHREAD_MUTEX_INITIALIZER }, { .d_mtx = PTHREAD_MUTEX_INITIALIZER },
   { .d_mtx = PTHREAD_MUTEX_INITIALIZER }, { .d_mtx = PTHREAD_MUTEX_INITIALIZER },
@@ -159,13 +156,15 @@ static bool cache_arm(tcache_t *tc) {
 static void *block_alloc(int c) {
   tcache_t *tc = my_cache();
   fblk_t *b = tc->tc_head[c];
-  if (b == NULL && tc->tc_state != TC_DEAD) {
-    struct depot *d = &depot[c];
+  struct depot *d = &depot[c];
+  if (b == NULL && tc->tc_state != TC_DEAD &&
+      atomic_load_explicit(&d->d_n, memory_order_relaxed) > 0) {
     BRAID_PCHECK(pthread_mutex_lock(&d->d_mtx));
     b = d->d_batches;
     if (b) {
       d->d_batches = b->fb_batch;
-      d->d_n--;
+      atomic_store_explicit(&d->d_n, atomic_load_explicit(&d->d_n, memory_order_relaxed) - 1,
+                            memory_order_relaxed);
     }
     BRAID_PCHECK(pthread_mutex_unlock(&d->d_mtx));
     if (b) {
@@ -203,11 +202,12 @@ static void block_free(void *p, int c) {
   last->fb_next = NULL;
   struct depot *d = &depot[c];
   BRAID_PCHECK(pthread_mutex_lock(&d->d_mtx));
-  bool kept = d->d_n < DEPOT_MAX;
+  unsigned n = atomic_load_explicit(&d->d_n, memory_order_relaxed);
+  bool kept = n < DEPOT_MAX;
   if (kept) {
     b->fb_batch = d->d_batches;
     d->d_batches = b;
-    d->d_n++;
+    atomic_store_explicit(&d->d_n, n + 1, memory_order_relaxed);
   }
   BRAID_PCHECK(pthread_mutex_unlock(&d->d_mtx));
   if (!kept) free_list(b);

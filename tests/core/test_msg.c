@@ -2,6 +2,7 @@
  * refcnt.h, err.h). */
 #include <math.h>
 
+#include "compiler.h"
 #include "test.h"
 
 TEST(test_msg_new_copies_bytes) {
@@ -212,16 +213,7 @@ TEST(test_msg_release_other_thread) {
 }
 
 /* msg.c's per-thread caches are on except under AddressSanitizer. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MSG_CACHED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MSG_CACHED 0
-#endif
-#endif
-#ifndef MSG_CACHED
-#define MSG_CACHED 1
-#endif
+#define MSG_CACHED (!BRAID_ASAN)
 
 /* Messages of 400 bytes (a size class no earlier test uses), MAG = 16 in
  * msg.c: a thread that frees 32 hands 16 to the depot at its 32nd free. */
