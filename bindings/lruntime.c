@@ -64,6 +64,7 @@
 
 #include "braid.h"
 #include "clock.h"
+#include "compiler.h"
 #include "err.h"
 #include "internal.h"
 #include "jobpool.h"
@@ -1174,9 +1175,7 @@ int braid__wait(lua_State *L, braid_case_t *cases, int n, int64_t deadline,
         if ((i & 15) == 15 &&
             (braid_now_ns() >= until || !shard_has_nothing_else(t->t_home)))
           break;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+        braid_cpu_relax();
       }
     }
     if (rc == BRAID_EAGAIN)

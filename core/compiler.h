@@ -27,4 +27,14 @@
 #define BRAID_ALWAYS_INLINE
 #endif
 
+/* One pause in a spin loop: lets the other hyperthread run and saves
+ * power; compiles to nothing where the processor has no such hint. */
+static inline void braid_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

@@ -18,20 +18,45 @@
  *   - c_recvq holds live nodes only while the buffer is empty;
  *   - c_sendq holds live nodes only while the buffer is full (policy block);
  *   - once c_closed, both queues are empty and stay empty.
+ *
+ * A buffered channel of policy block and capacity up to BRAID_RING_MAX
+ * keeps its values in a lock-free ring instead (c_ring; chan.c's design
+ * notes): senders and receivers that find nobody waiting move values
+ * without the lock.  Its queues and the bits that announce them are under
+ * the lock; the ring's positions are atomics.
  */
+enum { BRAID_RING_MAX = 4096 };
+
+typedef struct braid_slot {
+  _Atomic uint64_t s_stamp;   /* the position this slot waits for (chan.c) */
+  braid_msg_t *s_msg;
+} braid_slot_t;
+
+#define BRAID_LINE 64
+
 struct braid_chan {
   braid_obj_t c_obj;          /* refcount, id, and o_mtx which protects the rest */
   size_t c_cap;               /* immutable: capacity, BRAID_UNBOUNDED for no bound */
   braid_policy_t c_policy;    /* immutable */
+  bool c_fast;                /* immutable: values go through c_ring */
+  bool c_closed;
+  braid_msg_t *c_err;         /* close error, or NULL; immutable once c_closed */
+  braid_wqueue_t c_recvq;     /* blocked receivers */
+  braid_wqueue_t c_sendq;     /* blocked senders */
+  /* Locked ring (!c_fast) */
   braid_msg_t **c_buf;        /* ring of c_size slots (grown up to c_cap) */
   size_t c_size;              /* slots allocated */
   size_t c_head;              /* index of the oldest buffered value */
   size_t c_len;               /* values buffered */
-  bool c_closed;
-  braid_msg_t *c_err;         /* close error, or NULL */
-  braid_wqueue_t c_recvq;     /* blocked receivers */
-  braid_wqueue_t c_sendq;     /* blocked senders */
   uint64_t c_sent, c_received, c_dropped;
+  /* Lock-free ring (c_fast): read by every operation, rarely written. */
+  _Alignas(BRAID_LINE) braid_slot_t *_Atomic c_ring;  /* NULL until the first send */
+  uint64_t c_lap;             /* immutable: a power of two > 2 * c_cap */
+  _Atomic unsigned c_wait;    /* CW_RECV, CW_SEND: a queue is not empty */
+  bool c_rbits, c_sbits;      /* under o_mtx: the announcements made */
+  _Alignas(BRAID_LINE) _Atomic uint64_t c_rtail;  /* next send: pos << 2 | RT_* */
+  _Alignas(BRAID_LINE) _Atomic uint64_t c_rhead;  /* next receive: pos << 1 | RH_* */
+  char c_pad[BRAID_LINE - sizeof(uint64_t)];
 };
 
 struct braid_future {
@@ -111,16 +136,29 @@ static inline braid_wqueue_t *braid__case_queue(braid_case_t *c) {
   }
 }
 
+/* A channel case's node was queued (its object locked by the caller): a
+ * lock-free channel announces the queue and completes what the ring allows
+ * now, waking into wl (which may fire this very waiter). */
+void braid__chan_queued_locked(braid_chan_t *ch, braid_wakelist_t *wl);
+/* A node left one of ch's queues outside chan.c (select's disarm). */
+void braid__chan_unqueued_locked(braid_chan_t *ch);
+
+static inline bool braid__case_is_chan(braid_case_t *c) {
+  return c->c_op == BRAID_OP_RECV || c->c_op == BRAID_OP_SEND;
+}
+
 /* Queues one case's node on w: its object is locked by the caller and the
  * case cannot complete now.  Armed only here, when the node is queued: a
  * waiter whose wait completed at once must stay un-armed, or a timer or
  * cancel could fire it (and wake a task that is running). */
-static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w) {
+static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w,
+                                          braid_wakelist_t *wl) {
   braid_waiter_rearm(w);
   c->c_node.n_waiter = w;
   c->c_node.n_index = 0;
   c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
   braid__wq_push(braid__case_queue(c), &c->c_node);
+  if (braid__case_is_chan(c)) braid__chan_queued_locked((braid_chan_t *)c->c_obj, wl);
 }
 int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w);
 

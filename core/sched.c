@@ -138,6 +138,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "compiler.h"
 #include "err.h"
 #include "refcnt.h"
 #include "sched_internal.h"
@@ -151,12 +152,6 @@ enum {
 };
 
 static _Thread_local BRAID_TLS_HOT braid_sthread_t *tls_thread;
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
 
 static int cond_init_monotonic(pthread_cond_t *cv) {
   pthread_condattr_t ca;
@@ -577,7 +572,7 @@ static void *thread_main(void *arg) {
             s->s_ops.poll(s->s_ctx, 0);
           continue;
         }
-        if ((i & 15) == 15) sched_yield(); else cpu_relax();
+        if ((i & 15) == 15) sched_yield(); else braid_cpu_relax();
       }
       /* A wake-up that found nothing to do was wasted: if its park was
        * shorter than this spin (a spin twice as long would have covered

@@ -144,7 +144,7 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     braid_case_t *c = &cases[0];
     braid_obj_lock(case_obj(c));
     int rc = poll_case(c, 0, r, &wl);
-    if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w);
+    if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w, &wl);
     braid_obj_unlock(case_obj(c));
     if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
     return rc;
@@ -168,6 +168,11 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
       node->n_msg = cases[i].c_op == BRAID_OP_SEND ? cases[i].c_msg : NULL;
       braid__wq_push(braid__case_queue(&cases[i]), node);
     }
+    /* Only now, every node queued: what a lock-free ring completes may
+     * fire this waiter, for any of its cases. */
+    for (int i = 0; i < n; i++)
+      if (braid__case_is_chan(&cases[i]))
+        braid__chan_queued_locked((braid_chan_t *)cases[i].c_obj, &wl);
   }
   unlock_all(cases, &o, n);
   order_fini(&o);
@@ -183,6 +188,13 @@ int braid_select_arm(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres
   return select_poll(cases, n, w, r);
 }
 
+/* Takes a case's node off its queue (its object locked). */
+static void unqueue_locked(braid_case_t *c) {
+  if (!c->c_node.n_queued) return;
+  braid__wq_remove(braid__case_queue(c), &c->c_node);
+  if (braid__case_is_chan(c)) braid__chan_unqueued_locked((braid_chan_t *)c->c_obj);
+}
+
 int braid_select_disarm(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres_t *r) {
   /* Acquire: pairs with the claim; the winner's w_err/w_msg are visible
    * (the wake also ordered them). */
@@ -196,13 +208,13 @@ int braid_select_disarm(braid_case_t *cases, int n, braid_waiter_t *w, braid_sel
       /* No memory for the order arrays: lock and clean case by case. */
       for (int i = 0; i < n; i++) {
         braid_obj_lock(case_obj(&cases[i]));
-        braid__wq_remove(braid__case_queue(&cases[i]), &cases[i].c_node);
+        unqueue_locked(&cases[i]);
         braid_obj_unlock(case_obj(&cases[i]));
       }
     } else {
       lock_all(cases, &o, n);
       for (int i = 0; i < n; i++)
-        if (i != fired) braid__wq_remove(braid__case_queue(&cases[i]), &cases[i].c_node);
+        if (i != fired) unqueue_locked(&cases[i]);
       unlock_all(cases, &o, n);
       order_fini(&o);
     }

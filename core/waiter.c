@@ -27,6 +27,7 @@
 #endif
 
 #include "clock.h"
+#include "compiler.h"
 #include "err.h"
 #include "refcnt.h"
 #include "waiter.h"
@@ -34,14 +35,6 @@
 enum { W_IDLE = 0, W_SLEEPING = 1, W_WOKEN = 2 };
 
 int braid_spin_iterations = 4000;
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 void braid_waiter_init(braid_waiter_t *w, braid_wake_fn wake, void *data) {
   atomic_init(&w->w_fired, BRAID_W_ARMED);
@@ -146,7 +139,7 @@ int braid_waiter_park_until(braid_waiter_t *w, int64_t deadline) {
     int64_t until = braid_now_ns() + BRAID_SPIN_NS;
     for (int i = 0; i < braid_spin_iterations; i++) {
       if (braid_waiter_woken(w)) return 0;
-      cpu_relax();
+      braid_cpu_relax();
       if ((i & 31) == 31 && braid_now_ns() > until) break;
     }
   }

@@ -276,6 +276,66 @@ TEST(test_chan_buffered_fifo) {
   braid_chan_release(ch);
 }
 
+/* Capacities on both sides of BRAID_RING_MAX (lock-free ring up to it, the
+ * locked ring above), odd ones included, whose laps do not fill their
+ * power-of-two position space: exact capacity, order, counters, and close
+ * keeping what is buffered. */
+TEST(test_chan_ring_capacities) {
+  size_t caps[] = {1, 2, 3, 5, 7, 64, 1000, BRAID_RING_MAX, BRAID_RING_MAX + 1};
+  for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+    size_t cap = caps[c];
+    braid_chan_t *ch = chan_new(cap, BRAID_POLICY_BLOCK);
+    int64_t next_in = 0, next_out = 0;
+    for (int lap = 0; lap < 3; lap++) {
+      while (next_in - next_out < (int64_t)cap) ASSERT_OK(braid_chan_try_send(ch, msg_int(next_in++)));
+      braid_msg_t *m = msg_int(-1);
+      ASSERT_EQ_ERR(braid_chan_try_send(ch, m), BRAID_EAGAIN);
+      ASSERT_EQ_UINT(msg_rc(m), 1);
+      braid_msg_release(m);
+      ASSERT_EQ_UINT(braid_chan_len(ch), cap);
+      /* Leave lap of them (or none), so that the next lap starts elsewhere. */
+      while (next_in - next_out > (int64_t)lap % (int64_t)cap) ASSERT_EQ_INT(try_recv_int(ch), next_out++);
+    }
+    uint64_t rng = test_rand_init(cap);
+    for (size_t step = 0; step < 4 * cap + 500; step++) {
+      size_t len = braid_chan_len(ch);
+      ASSERT_EQ_INT(len, next_in - next_out);
+      if (len < cap && (len == 0 || test_rand_below(&rng, 2)))
+        ASSERT_OK(braid_chan_try_send(ch, msg_int(next_in++)));
+      else
+        ASSERT_EQ_INT(try_recv_int(ch), next_out++);
+    }
+    braid_chan_stats_t st;
+    stats(ch, &st);
+    ASSERT_EQ_UINT(st.sent, (uint64_t)next_in);
+    ASSERT_EQ_UINT(st.received, (uint64_t)next_out);
+    ASSERT_EQ_UINT(st.len, (size_t)(next_in - next_out));
+    ASSERT_EQ_UINT(st.cap, cap);
+    /* Closed: no more sends, what is buffered still comes out in order,
+     * then the close error. */
+    ASSERT_OK(braid_chan_close(ch, msg_int(-7)));
+    braid_msg_t *m = msg_int(-1);
+    ASSERT_EQ_ERR(braid_chan_try_send(ch, m), BRAID_ECLOSED);
+    ASSERT_EQ_UINT(msg_rc(m), 1);
+    braid_msg_release(m);
+    while (next_out < next_in) ASSERT_EQ_INT(try_recv_int(ch), next_out++);
+    braid_msg_t *err = NULL;
+    ASSERT_EQ_ERR(braid_chan_try_recv(ch, &err), BRAID_ECLOSED);
+    ASSERT_EQ_INT(msg_take_int(err), -7);
+    ASSERT_EQ_ERR(braid_chan_recv_until(ch, &err, BRAID_FOREVER), BRAID_ECLOSED);
+    ASSERT_EQ_INT(msg_take_int(err), -7);
+    /* Values left in a ring are released with the channel. */
+    braid_chan_release(ch);
+    ch = chan_new(cap, BRAID_POLICY_BLOCK);
+    braid_obj_t *tracker = test_obj_new();
+    for (size_t i = 0; i < cap && i < 5; i++) ASSERT_OK(braid_chan_try_send(ch, msg_int_h(1, tracker)));
+    ASSERT_EQ_UINT(obj_rc(tracker), 1 + (cap < 5 ? cap : 5));
+    braid_chan_release(ch);
+    ASSERT_EQ_UINT(obj_rc(tracker), 1);
+    braid_obj_release(tracker);
+  }
+}
+
 /* Cap 1 and 2 with a blocked sender: order is kept across blocking. */
 TEST(test_chan_buffered_blocking_sender) {
   for (size_t cap = 1; cap <= 2; cap++) {
@@ -319,8 +379,8 @@ static void *consumer_main(void *p) {
 
 TEST(test_chan_mpmc) {
   enum { NP = 4, NC = 4, PER = MPMC_PER };
-  size_t caps[] = {0, 3, BRAID_UNBOUNDED};
-  for (size_t c = 0; c < 3; c++) {
+  size_t caps[] = {0, 1, 2, 3, BRAID_UNBOUNDED};
+  for (size_t c = 0; c < 5; c++) {
     braid_chan_t *ch = chan_new(caps[c], BRAID_POLICY_BLOCK);
     int64_t *seen = calloc(NP * PER, sizeof *seen);
     ASSERT_NOT_NULL(seen);
@@ -999,6 +1059,7 @@ TEST_LIST {
   RUN(test_chan_rendezvous_needs_partner);
   RUN(test_chan_try_with_blocked_partner);
   RUN(test_chan_buffered_fifo);
+  RUN(test_chan_ring_capacities);
   RUN(test_chan_buffered_blocking_sender);
   RUN(test_chan_mpmc);
   RUN(test_chan_unbounded);
