@@ -51,7 +51,10 @@
  *     every lock-free compare-and-swap on it fail: while parties of one side
  *     are queued only the lock holder moves that side's position, so it may
  *     look at the ring, claim a waiter and then take the value it saw.
- *     Queued parties are also served first, as with the lock alone.
+ *     A locked operation settles the queues before its own try, and a
+ *     lock-free one that finds the ring empty while senders are queued (or
+ *     full while receivers are) takes the lock, so a try does not fail for
+ *     want of a settle still on its way from another thread.
  *
  * Close sets RT_CLOSED on c_rtail, so no send starts after it; values
  * already claimed are still delivered, to queued receivers first.  A
@@ -295,7 +298,7 @@ static void settle_locked(braid_chan_t *ch, braid_wakelist_t *wl) {
     do {
       moved = drain_locked(ch, wl);
       if (!ch->c_closed && refill_locked(ch, wl)) moved = true;
-    } while (moved && ch->c_recvq.q_head && ch->c_sendq.q_head);
+    } while (moved);                /* a refill may have given a receiver work */
   }
   announce_locked(ch);
 }
@@ -324,7 +327,9 @@ static inline int fast_send(braid_chan_t *ch, braid_msg_t *m) {
     if (atomic_load_explicit(&ch->c_wait, memory_order_seq_cst) & CW_RECV) serve_queued(ch);
     return 0;
   }
-  return r == R_FULL ? BRAID_EAGAIN : FAST_LOCK;
+  if (r == R_FULL && !(atomic_load_explicit(&ch->c_wait, memory_order_relaxed) & CW_RECV))
+    return BRAID_EAGAIN;
+  return FAST_LOCK;                 /* or full while receivers wait: the lock settles */
 }
 
 /* The lock-free receive: 0, BRAID_EAGAIN (empty) or FAST_LOCK (also when
@@ -335,13 +340,17 @@ static inline int fast_recv(braid_chan_t *ch, braid_msg_t **out) {
     if (atomic_load_explicit(&ch->c_wait, memory_order_seq_cst) & CW_SEND) serve_queued(ch);
     return 0;
   }
-  return r == R_EMPTY ? BRAID_EAGAIN : FAST_LOCK;
+  if (r == R_EMPTY && !(atomic_load_explicit(&ch->c_wait, memory_order_relaxed) & CW_SEND))
+    return BRAID_EAGAIN;
+  return FAST_LOCK;                 /* or empty while senders wait: the lock settles */
 }
 
 /* The locked operations on a lock-free channel (see the _locked ones
  * below). */
 static int ring_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_t *wl) {
-  if (ch->c_recvq.q_head) settle_locked(ch, wl);    /* queued receivers first */
+  /* Queued receivers first, and queued senders' values in: what the lock
+   * alone would show. */
+  if (ch->c_recvq.q_head || ch->c_sendq.q_head) settle_locked(ch, wl);
   int r = ring_recv(ch, out, true);
   if (r == R_OK) {
     if (ch->c_sendq.q_head) settle_locked(ch, wl);
@@ -357,7 +366,7 @@ static int ring_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *
   if (ch->c_closed) return BRAID_ECLOSED;
   int rc = ring_make_locked(ch);
   if (rc != 0) return rc;
-  if (ch->c_sendq.q_head) settle_locked(ch, wl);    /* queued senders first */
+  if (ch->c_sendq.q_head || ch->c_recvq.q_head) settle_locked(ch, wl);  /* likewise */
   if (ring_send(ch, m, true) != R_OK) return BRAID_EAGAIN;
   if (ch->c_recvq.q_head) settle_locked(ch, wl);
   return 0;
