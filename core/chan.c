@@ -303,13 +303,9 @@ static void settle_locked(braid_chan_t *ch, braid_wakelist_t *wl) {
   announce_locked(ch);
 }
 
-void braid__chan_queued_locked(braid_chan_t *ch, braid_wakelist_t *wl) {
-  if (ch->c_fast) settle_locked(ch, wl);
-}
+void braid__chan_settle_locked(braid_chan_t *ch, braid_wakelist_t *wl) { settle_locked(ch, wl); }
 
-void braid__chan_unqueued_locked(braid_chan_t *ch) {
-  if (ch->c_fast) announce_locked(ch);
-}
+void braid__chan_announce_locked(braid_chan_t *ch) { announce_locked(ch); }
 
 /* After a lock-free operation: serve the other side's queued parties. */
 BRAID_NOINLINE static void serve_queued(braid_chan_t *ch) {
@@ -346,8 +342,9 @@ static inline int fast_recv(braid_chan_t *ch, braid_msg_t **out) {
 }
 
 /* The locked operations on a lock-free channel (see the _locked ones
- * below). */
-static int ring_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_t *wl) {
+ * below); out of line, so that the other channels' paths stay as short as
+ * they were. */
+BRAID_NOINLINE static int ring_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_t *wl) {
   /* Queued receivers first, and queued senders' values in: what the lock
    * alone would show. */
   if (ch->c_recvq.q_head || ch->c_sendq.q_head) settle_locked(ch, wl);
@@ -362,7 +359,7 @@ static int ring_recv_locked(braid_chan_t *ch, braid_msg_t **out, braid_wakelist_
   return BRAID_ECLOSED;
 }
 
-static int ring_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *wl) {
+BRAID_NOINLINE static int ring_send_locked(braid_chan_t *ch, braid_msg_t *m, braid_wakelist_t *wl) {
   if (ch->c_closed) return BRAID_ECLOSED;
   int rc = ring_make_locked(ch);
   if (rc != 0) return rc;
@@ -539,11 +536,7 @@ int braid_chan_close(braid_chan_t *ch, braid_msg_t *err) {
   return 0;
 }
 
-int braid_chan_try_send(braid_chan_t *ch, braid_msg_t *m) {
-  if (ch->c_fast) {
-    int rc = fast_send(ch, m);
-    if (rc != FAST_LOCK) return rc;
-  }
+static inline int try_send_locked(braid_chan_t *ch, braid_msg_t *m) {
   braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_send_locked(ch, m, &wl);
@@ -552,12 +545,7 @@ int braid_chan_try_send(braid_chan_t *ch, braid_msg_t *m) {
   return rc;
 }
 
-int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
-  *out = NULL;
-  if (ch->c_fast) {
-    int rc = fast_recv(ch, out);
-    if (rc != FAST_LOCK) return rc;
-  }
+static inline int try_recv_locked(braid_chan_t *ch, braid_msg_t **out) {
   braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
   int rc = braid__chan_recv_locked(ch, out, &wl);
@@ -566,27 +554,76 @@ int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
   return rc;
 }
 
-int braid_chan_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c, braid_waiter_t *w) {
-  if (ch->c_fast && fast_send(ch, m) == 0) return 0;
+/* ring: a lock-free channel (a constant where this is inlined). */
+static inline int send_arm_locked(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c,
+                                  braid_waiter_t *w, bool ring) {
   braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
-  int rc = braid__chan_send_locked(ch, m, &wl);
-  if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w, &wl);
+  int rc = ring ? ring_send_locked(ch, m, &wl) : braid__chan_send_locked(ch, m, &wl);
+  if (rc == BRAID_EAGAIN && w) {
+    braid__case_arm_locked(c, w);
+    if (ring) settle_locked(ch, &wl);
+  }
   braid_obj_unlock(&ch->c_obj);
   if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
   return rc;
 }
 
-int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w) {
-  *out = NULL;
-  if (ch->c_fast && fast_recv(ch, out) == 0) return 0;
+static inline int recv_arm_locked(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c,
+                                  braid_waiter_t *w, bool ring) {
   braid_wakelist_t wl = { NULL, NULL };
   braid_obj_lock(&ch->c_obj);
-  int rc = braid__chan_recv_locked(ch, out, &wl);
-  if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w, &wl);
+  int rc = ring ? ring_recv_locked(ch, out, &wl) : braid__chan_recv_locked(ch, out, &wl);
+  if (rc == BRAID_EAGAIN && w) {
+    braid__case_arm_locked(c, w);
+    if (ring) settle_locked(ch, &wl);
+  }
   braid_obj_unlock(&ch->c_obj);
   if (wl.wl_head) braid__wl_wake(&wl);
   return rc;
+}
+
+/* A lock-free channel's entry points: the lock-free try, then the lock. */
+BRAID_NOINLINE static int ring_try_send(braid_chan_t *ch, braid_msg_t *m) {
+  int rc = fast_send(ch, m);
+  return rc != FAST_LOCK ? rc : try_send_locked(ch, m);
+}
+
+BRAID_NOINLINE static int ring_try_recv(braid_chan_t *ch, braid_msg_t **out) {
+  int rc = fast_recv(ch, out);
+  return rc != FAST_LOCK ? rc : try_recv_locked(ch, out);
+}
+
+BRAID_NOINLINE static int ring_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c,
+                                        braid_waiter_t *w) {
+  return fast_send(ch, m) == 0 ? 0 : send_arm_locked(ch, m, c, w, true);
+}
+
+BRAID_NOINLINE static int ring_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c,
+                                        braid_waiter_t *w) {
+  return fast_recv(ch, out) == 0 ? 0 : recv_arm_locked(ch, out, c, w, true);
+}
+
+int braid_chan_try_send(braid_chan_t *ch, braid_msg_t *m) {
+  if (ch->c_fast) return ring_try_send(ch, m);
+  return try_send_locked(ch, m);
+}
+
+int braid_chan_try_recv(braid_chan_t *ch, braid_msg_t **out) {
+  *out = NULL;
+  if (ch->c_fast) return ring_try_recv(ch, out);
+  return try_recv_locked(ch, out);
+}
+
+int braid_chan_send_arm(braid_chan_t *ch, braid_msg_t *m, braid_case_t *c, braid_waiter_t *w) {
+  if (ch->c_fast) return ring_send_arm(ch, m, c, w);
+  return send_arm_locked(ch, m, c, w, false);
+}
+
+int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w) {
+  *out = NULL;
+  if (ch->c_fast) return ring_recv_arm(ch, out, c, w);
+  return recv_arm_locked(ch, out, c, w, false);
 }
 
 int braid_chan_send_until(braid_chan_t *ch, braid_msg_t *m, int64_t deadline) {

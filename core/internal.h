@@ -136,12 +136,20 @@ static inline braid_wqueue_t *braid__case_queue(braid_case_t *c) {
   }
 }
 
+void braid__chan_settle_locked(braid_chan_t *ch, braid_wakelist_t *wl);
+void braid__chan_announce_locked(braid_chan_t *ch);
+
 /* A channel case's node was queued (its object locked by the caller): a
  * lock-free channel announces the queue and completes what the ring allows
  * now, waking into wl (which may fire this very waiter). */
-void braid__chan_queued_locked(braid_chan_t *ch, braid_wakelist_t *wl);
+static inline void braid__chan_queued_locked(braid_chan_t *ch, braid_wakelist_t *wl) {
+  if (ch->c_fast) braid__chan_settle_locked(ch, wl);
+}
+
 /* A node left one of ch's queues outside chan.c (select's disarm). */
-void braid__chan_unqueued_locked(braid_chan_t *ch);
+static inline void braid__chan_unqueued_locked(braid_chan_t *ch) {
+  if (ch->c_fast) braid__chan_announce_locked(ch);
+}
 
 static inline bool braid__case_is_chan(braid_case_t *c) {
   return c->c_op == BRAID_OP_RECV || c->c_op == BRAID_OP_SEND;
@@ -150,15 +158,14 @@ static inline bool braid__case_is_chan(braid_case_t *c) {
 /* Queues one case's node on w: its object is locked by the caller and the
  * case cannot complete now.  Armed only here, when the node is queued: a
  * waiter whose wait completed at once must stay un-armed, or a timer or
- * cancel could fire it (and wake a task that is running). */
-static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w,
-                                          braid_wakelist_t *wl) {
+ * cancel could fire it (and wake a task that is running).  A channel case
+ * then calls braid__chan_queued_locked. */
+static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w) {
   braid_waiter_rearm(w);
   c->c_node.n_waiter = w;
   c->c_node.n_index = 0;
   c->c_node.n_msg = c->c_op == BRAID_OP_SEND ? c->c_msg : NULL;
   braid__wq_push(braid__case_queue(c), &c->c_node);
-  if (braid__case_is_chan(c)) braid__chan_queued_locked((braid_chan_t *)c->c_obj, wl);
 }
 int braid_chan_recv_arm(braid_chan_t *ch, braid_msg_t **out, braid_case_t *c, braid_waiter_t *w);
 

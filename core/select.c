@@ -144,7 +144,10 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     braid_case_t *c = &cases[0];
     braid_obj_lock(case_obj(c));
     int rc = poll_case(c, 0, r, &wl);
-    if (rc == BRAID_EAGAIN && w) braid__case_arm_locked(c, w, &wl);
+    if (rc == BRAID_EAGAIN && w) {
+      braid__case_arm_locked(c, w);
+      if (braid__case_is_chan(c)) braid__chan_queued_locked((braid_chan_t *)c->c_obj, &wl);
+    }
     braid_obj_unlock(case_obj(c));
     if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
     return rc;
