@@ -645,20 +645,25 @@ int braid_chan_recv_until(braid_chan_t *ch, braid_msg_t **out, int64_t deadline)
   return rc == 0 ? r.s_err : rc;
 }
 
-/* A lock-free ring's counters, from its positions.  A receive is counted
- * once its position is taken, a send likewise. */
-static void ring_stats(braid_chan_t *ch, uint64_t *sent, uint64_t *received) {
+/* A lock-free ring's counters, from its positions, and the values between
+ * them.  A receive is counted once its position is taken, a send likewise.
+ * The two positions are read one after the other while others move them:
+ * the tail, read second, is never behind the head, but receives and sends
+ * in between can put it more than c_cap ahead of the head read first,
+ * which no moment had; the length is therefore capped. */
+static size_t ring_stats(braid_chan_t *ch, uint64_t *sent, uint64_t *received) {
   uint64_t h = atomic_load_explicit(&ch->c_rhead, memory_order_acquire) >> 1;
   uint64_t t = atomic_load_explicit(&ch->c_rtail, memory_order_acquire) >> 2;
   *received = ring_count(ch, h);
-  *sent = ring_count(ch, t);         /* read after the head: never behind it */
+  *sent = ring_count(ch, t);
+  uint64_t len = *sent - *received;
+  return len > ch->c_cap ? ch->c_cap : (size_t)len;
 }
 
 void braid_chan_stats(braid_chan_t *ch, braid_chan_stats_t *st) {
   braid_obj_lock(&ch->c_obj);
   if (ch->c_fast) {
-    ring_stats(ch, &st->sent, &st->received);
-    st->len = (size_t)(st->sent - st->received);
+    st->len = ring_stats(ch, &st->sent, &st->received);
   } else {
     st->len = ch->c_len;
     st->sent = ch->c_sent;
@@ -673,8 +678,7 @@ void braid_chan_stats(braid_chan_t *ch, braid_chan_stats_t *st) {
 size_t braid_chan_len(braid_chan_t *ch) {
   if (ch->c_fast) {
     uint64_t sent, received;
-    ring_stats(ch, &sent, &received);
-    return (size_t)(sent - received);
+    return ring_stats(ch, &sent, &received);
   }
   braid_obj_lock(&ch->c_obj);
   size_t n = ch->c_len;

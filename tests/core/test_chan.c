@@ -377,6 +377,25 @@ static void *consumer_main(void *p) {
   return NULL;
 }
 
+/* Reads a channel's length while others move values: never above its
+ * capacity (the lock-free ring reads its two positions one after the
+ * other). */
+typedef struct {
+  braid_chan_t *ch;
+  size_t cap;
+  atomic_int stop;
+  long reads, over;
+} len_watch_t;
+
+static void *len_watch_main(void *p) {
+  len_watch_t *a = p;
+  while (!atomic_load(&a->stop)) {
+    if (braid_chan_len(a->ch) > a->cap) a->over++;
+    a->reads++;
+  }
+  return NULL;
+}
+
 TEST(test_chan_mpmc) {
   enum { NP = 4, NC = 4, PER = MPMC_PER };
   size_t caps[] = {0, 1, 2, 3, BRAID_UNBOUNDED};
@@ -391,6 +410,9 @@ TEST(test_chan_mpmc) {
       ca[i] = (consumer_arg_t){.ch = ch, .n = NP * PER / NC, .seen = seen};
       ct[i] = test_spawn(consumer_main, &ca[i]);
     }
+    len_watch_t lw = {.ch = ch, .cap = caps[c]};
+    atomic_init(&lw.stop, 0);
+    pthread_t wt = test_spawn(len_watch_main, &lw);
     for (int i = 0; i < NP; i++) {
       sa[i] = (sender_arg_t){ch, (int64_t)i * 100000, PER};
       pt[i] = test_spawn(sender_main, &sa[i]);
@@ -400,6 +422,10 @@ TEST(test_chan_mpmc) {
       test_join(ct[i]);
       ASSERT(ca[i].in_order);
     }
+    atomic_store(&lw.stop, 1);
+    test_join(wt);
+    ASSERT_GT_INT(lw.reads, 0);
+    ASSERT_EQ_INT(lw.over, 0);
     for (int i = 0; i < NP * PER; i++) ASSERT_EQ_INT(seen[i], 1);
     braid_chan_stats_t st;
     stats(ch, &st);
