@@ -353,7 +353,7 @@ BRAID_NOINLINE static int ring_recv_locked(braid_chan_t *ch, braid_msg_t **out, 
     if (ch->c_sendq.q_head) settle_locked(ch, wl);
     return 0;
   }
-  if (r == R_EMPTY || !ch->c_closed) return BRAID_EAGAIN;  /* R_LOCK: no ring yet */
+  if (!ch->c_closed) return BRAID_EAGAIN;  /* empty, or no ring yet */
   if (ch->c_err) braid_msg_retain(ch->c_err);
   *out = ch->c_err;
   return BRAID_ECLOSED;

@@ -56,8 +56,7 @@ struct braid_chan {
   bool c_rbits, c_sbits;      /* under o_mtx: the announcements made */
   _Alignas(BRAID_LINE) _Atomic uint64_t c_rtail;  /* next send: pos << 2 | RT_* */
   _Alignas(BRAID_LINE) _Atomic uint64_t c_rhead;  /* next receive: pos << 1 | RH_* */
-  char c_pad[BRAID_LINE - sizeof(uint64_t)];
-};
+};                            /* sizeof: a multiple of the line, so c_rhead's is its own */
 
 struct braid_future {
   braid_obj_t f_obj;          /* refcount, id, and o_mtx which protects the rest */
@@ -139,27 +138,33 @@ static inline braid_wqueue_t *braid__case_queue(braid_case_t *c) {
 void braid__chan_settle_locked(braid_chan_t *ch, braid_wakelist_t *wl);
 void braid__chan_announce_locked(braid_chan_t *ch);
 
-/* A channel case's node was queued (its object locked by the caller): a
- * lock-free channel announces the queue and completes what the ring allows
- * now, waking into wl (which may fire this very waiter). */
-static inline void braid__chan_queued_locked(braid_chan_t *ch, braid_wakelist_t *wl) {
-  if (ch->c_fast) braid__chan_settle_locked(ch, wl);
+/* The channel of a send or receive case on a lock-free ring, else NULL. */
+static inline braid_chan_t *braid__case_ring(braid_case_t *c) {
+  if (c->c_op != BRAID_OP_RECV && c->c_op != BRAID_OP_SEND) return NULL;
+  braid_chan_t *ch = c->c_obj;
+  return ch->c_fast ? ch : NULL;
 }
 
-/* A node left one of ch's queues outside chan.c (select's disarm). */
-static inline void braid__chan_unqueued_locked(braid_chan_t *ch) {
-  if (ch->c_fast) braid__chan_announce_locked(ch);
+/* Case c's node was queued by select (its object locked): a lock-free
+ * channel announces the queue and completes what the ring allows now,
+ * waking into wl (which may fire this very waiter). */
+static inline void braid__case_queued_locked(braid_case_t *c, braid_wakelist_t *wl) {
+  braid_chan_t *ch = braid__case_ring(c);
+  if (ch) braid__chan_settle_locked(ch, wl);
 }
 
-static inline bool braid__case_is_chan(braid_case_t *c) {
-  return c->c_op == BRAID_OP_RECV || c->c_op == BRAID_OP_SEND;
+/* Case c's node left its queue in select's disarm (its object locked). */
+static inline void braid__case_unqueued_locked(braid_case_t *c) {
+  braid_chan_t *ch = braid__case_ring(c);
+  if (ch) braid__chan_announce_locked(ch);
 }
 
 /* Queues one case's node on w: its object is locked by the caller and the
  * case cannot complete now.  Armed only here, when the node is queued: a
  * waiter whose wait completed at once must stay un-armed, or a timer or
- * cancel could fire it (and wake a task that is running).  A channel case
- * then calls braid__chan_queued_locked. */
+ * cancel could fire it (and wake a task that is running).  Then
+ * braid__case_queued_locked, or for a known lock-free channel chan.c's
+ * settle. */
 static inline void braid__case_arm_locked(braid_case_t *c, braid_waiter_t *w) {
   braid_waiter_rearm(w);
   c->c_node.n_waiter = w;

@@ -146,7 +146,7 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     int rc = poll_case(c, 0, r, &wl);
     if (rc == BRAID_EAGAIN && w) {
       braid__case_arm_locked(c, w);
-      if (braid__case_is_chan(c)) braid__chan_queued_locked((braid_chan_t *)c->c_obj, &wl);
+      braid__case_queued_locked(c, &wl);
     }
     braid_obj_unlock(case_obj(c));
     if (wl.wl_head || wl.wl_drop) braid__wl_wake(&wl);
@@ -173,9 +173,7 @@ static int select_poll(braid_case_t *cases, int n, braid_waiter_t *w, braid_selr
     }
     /* Only now, every node queued: what a lock-free ring completes may
      * fire this waiter, for any of its cases. */
-    for (int i = 0; i < n; i++)
-      if (braid__case_is_chan(&cases[i]))
-        braid__chan_queued_locked((braid_chan_t *)cases[i].c_obj, &wl);
+    for (int i = 0; i < n; i++) braid__case_queued_locked(&cases[i], &wl);
   }
   unlock_all(cases, &o, n);
   order_fini(&o);
@@ -195,7 +193,7 @@ int braid_select_arm(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres
 static void unqueue_locked(braid_case_t *c) {
   if (!c->c_node.n_queued) return;
   braid__wq_remove(braid__case_queue(c), &c->c_node);
-  if (braid__case_is_chan(c)) braid__chan_unqueued_locked((braid_chan_t *)c->c_obj);
+  braid__case_unqueued_locked(c);
 }
 
 int braid_select_disarm(braid_case_t *cases, int n, braid_waiter_t *w, braid_selres_t *r) {
