@@ -136,6 +136,11 @@ int braid__l_roundtrip(lua_State *L);
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
 
+/* The chunk name of the codec's function copiers (lcodec.c, "Loaded
+ * functions"): Lua code that runs inside a decode, which the runtime's
+ * preemption hook lets finish. */
+#define BRAID_COPIER_NAME "=(braid copy)"
+
 /* The runtime (lruntime.c): when L is the task being resumed on this
  * thread, the address of a pointer its shard keeps for the codec (NULL
  * until the codec first stores its state there; the shard's state, which

@@ -176,6 +176,19 @@ typedef struct sset {
 } sset_t;
 _Static_assert(sizeof(sset_t) == 64, "a set of the string cache is 64 bytes");
 
+/* The decoder's cache of loaded functions (see "Loaded functions" below). */
+#define FCACHE_BITS 6
+#define FCACHE_SLOTS (1u << FCACHE_BITS)
+#define FCACHE_MAXDUMP 8192
+
+typedef struct fent {
+  uint64_t fe_hash;             /* of the dump */
+  size_t fe_len;                /* 0: the entry is empty */
+  unsigned char *fe_dump;       /* a copy of the dump (malloc) */
+  int fe_ref;                   /* registry reference of the copier; 0: seen
+                                   once, no copier yet; -1: cannot have one */
+} fent_t;
+
 /* The codec state of one lua_State: a full userdata in the registry whose
  * uservalue 1 anchors every object and string the module map points to. */
 typedef struct cstate {
@@ -190,6 +203,7 @@ typedef struct cstate {
   size_t cs_modcap[2];
   int cs_mod_stale;             /* rebuild before the next lookup */
   sset_t cs_strs[SCACHE_SETS];  /* the decoder's short strings */
+  fent_t cs_fns[FCACHE_SLOTS];  /* the decoder's loaded functions */
 } cstate_t;
 
 static const char CSTATE_KEY = 'c';  /* registry key (its address) */
@@ -214,6 +228,10 @@ static int cstate_gc(lua_State *L) {
     cs->cs_modcap[k] = 0;
   }
   cs->cs_mod_stale = 1;
+  for (unsigned i = 0; i < FCACHE_SLOTS; i++) {  /* the copiers go with the registry */
+    free(cs->cs_fns[i].fe_dump);
+    memset(&cs->cs_fns[i], 0, sizeof cs->cs_fns[i]);
+  }
   return 0;
 }
 
@@ -736,7 +754,10 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   (void)L;
   unsigned char *w = braid__wbuf_reserve(b, sz);
   if (w == NULL) return 1;                            /* no longjmp inside lua_dump */
-  memcpy(w, p, sz);
+  /* Most pieces are one byte (ldump.c writes every byte field, and most
+   * sizes, alone): a store, not a call of memcpy. */
+  if (sz == 1) *w = *(const unsigned char *)p;
+  else memcpy(w, p, sz);
   b->wb_len += sz;
   return 0;
 }
@@ -1130,30 +1151,231 @@ static dframe_t *dec_push_frame(dec_t *d) {
   return f;
 }
 
-/* Every decode loads the dump again (lua_load of a binary chunk: no
- * parsing, but a Proto with its code, constants and debug info is
- * allocated).  Measured with tests/codec/bench_codec.c on the 2-core
- * development machine: about 0.9 us for a 210-byte dump, most of the cost
- * of decoding a small function.  A per-state cache of loaded prototypes
- * (DESIGN.md) needs a new closure for a cached prototype at each decode
- * (upvalues are per copy), and Lua 5.4 has no public API for that; the only
- * public route is a hand-assembled binary chunk whose main function
- * executes OP_CLOSURE on the cached prototype, which ties the codec to the
- * 5.4 bytecode format.  Not done: send a function once per worker where
- * that matters (pmap), not once per item.  Nor for functions without
- * upvalues, which could share one cached closure (measured: lua_load was
- * 3 040 of a spawn's ~17 500 instructions): API.md promises that every
- * transfer is a distinct copy, and two transfers of one function would
- * then compare equal.
+/* Loaded functions.  A plain decode loads the dump again (lua_load of a
+ * binary chunk: no parsing, but a Proto with its code, constants and debug
+ * info is allocated: about 2 600 of a spawn's ~8 400 instructions on its
+ * two threads, callgrind, and 208 bytes of every task blocked in
+ * `function() return ch:recv() end`).  A task function, a pmap's worker
+ * and a handler sent per request arrive again and again with the same
+ * bytes, so each state caches the prototypes it loaded (DESIGN.md,
+ * "Messages and the codec"): the second time a dump arrives, it is loaded
+ * once more as the only child of a small function, the "copier", whose
+ * code is
  *
- * Returns 1 when a frame was opened for its upvalues. */
+ *     LOADNIL 0 (nups - 1); CLOSURE nups 0; RETURN nups 2 (closing)
+ *
+ * and whose child's upvalue descriptors are rewritten to capture the
+ * copier's registers 0 .. nups - 1 (instack, idx = i).  Each call of the
+ * copier makes a new closure of the one loaded prototype, with upvalues of
+ * its own (nil, closed by the RETURN) that the decoder then sets, as after
+ * a lua_load.  So every transfer is still a distinct closure (API.md) with
+ * distinct upvalues; only the immutable prototype is shared, as among the
+ * closures one OP_CLOSURE makes in plain Lua.
+ *
+ * This is the one place the codec knows Lua 5.4's binary format (ldump.c):
+ * the header, and the top function's fields up to its upvalues; the three
+ * opcodes and the instruction layout have not changed from 5.4.0 to 5.4.8.
+ * A dump that does not parse as expected is simply loaded the plain way.
+ * The copier runs as Lua code inside the decode: the runtime's preemption
+ * hook recognises its chunk name (COPIER_NAME) and lets it finish.
+ *
+ * The cache: FCACHE_SLOTS entries per state, direct-mapped by a hash of the
+ * dump, compared byte for byte.  A dump seen for the first time is only
+ * remembered (its bytes); the second sighting builds the copier, so a
+ * function that never comes back costs one malloc and memcpy, not a second
+ * load.  Dumps over FCACHE_MAXDUMP bytes are not cached. */
+enum {
+  DUMP_HEADER = 31,             /* signature 4, version, format, LUAC_DATA 6,
+                                   3 sizes, LUAC_INT 8, LUAC_NUM 8 */
+  OPC_LOADNIL = 8, OPC_RETURN = 70, OPC_CLOSURE = 79,   /* lopcodes.h, 5.4.0 to 5.4.8 */
+  COPIER_CODE_MAX = 3
+};
+
+/* A cursor over a dump; every read is bounds-checked. */
+typedef struct dcur { const unsigned char *p, *end; } dcur_t;
+
+static bool dump_size(dcur_t *c, size_t *out) {          /* ldump.c's dumpSize */
+  size_t x = 0;
+  while (c->p < c->end) {
+    unsigned b = *c->p++;
+    if (x > (SIZE_MAX >> 7)) return false;
+    x = x << 7 | (b & 0x7f);
+    if (b & 0x80) {
+      *out = x;
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool dump_skip(dcur_t *c, size_t n) {
+  if ((size_t)(c->end - c->p) < n) return false;
+  c->p += n;
+  return true;
+}
+
+static bool dump_string(dcur_t *c) {
+  size_t n;
+  return dump_size(c, &n) && (n == 0 || dump_skip(c, n - 1));
+}
+
+/* Where the top function's upvalue descriptors start in a dump of this
+ * Lua, and how many there are; NULL when the dump is not what is expected
+ * (the caller then loads it the plain way). */
+static const unsigned char *dump_upvalues(const unsigned char *s, size_t n, size_t *nups) {
+  static const unsigned char head[] = { 0x1b, 'L', 'u', 'a',
+    (LUA_VERSION_NUM / 100) * 16 + LUA_VERSION_NUM % 100, 0 };
+  if (n < DUMP_HEADER + 1 || memcmp(s, head, sizeof head) != 0 || s[12] != 4 ||
+      s[13] != sizeof(lua_Integer) || s[14] != sizeof(lua_Number) || s[13] != 8 || s[14] != 8)
+    return NULL;
+  dcur_t c = { s + DUMP_HEADER + 1, s + n };
+  size_t x, ncode, nk;
+  /* A function without a source (loaded from a stripped dump) would take
+   * the copier's as its parent's. */
+  if (!dump_size(&c, &x) || x == 0 || !dump_skip(&c, x - 1) ||
+      !dump_size(&c, &x) || !dump_size(&c, &x) || !dump_skip(&c, 3) ||
+      !dump_size(&c, &ncode) || ncode > n / 4 || !dump_skip(&c, ncode * 4) ||
+      !dump_size(&c, &nk) || nk > n)
+    return NULL;
+  for (size_t i = 0; i < nk; i++) {
+    if (c.p >= c.end) return NULL;
+    switch (*c.p++) {
+      case 0: case 1: case 17: break;                 /* nil, false, true */
+      case 3: case 19:                                /* integer, float */
+        if (!dump_skip(&c, 8)) return NULL;
+        break;
+      case 4: case 20:                                /* short, long string */
+        if (!dump_string(&c)) return NULL;
+        break;
+      default: return NULL;
+    }
+  }
+  if (!dump_size(&c, nups) || *nups > 250 || (size_t)(c.end - c.p) < *nups * 3) return NULL;
+  return c.p;
+}
+
+static uint64_t hash_dump(const unsigned char *s, size_t n) {
+  uint64_t h = n * 0x9e3779b97f4a7c15ull, w;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, s + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 29;
+  }
+  w = 0;
+  memcpy(&w, s + i, n - i);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+  return h ^ h >> 32;
+}
+
+static unsigned char *put_size(unsigned char *w, size_t x) {   /* small sizes only */
+  if (x >= 0x80) *w++ = (unsigned char)(x >> 7);
+  *w++ = (unsigned char)(0x80 | (x & 0x7f));
+  return w;
+}
+
+/* Loads the copier of the function dumped in s (see "Loaded functions")
+ * and pushes it; returns false, pushing nothing, when the dump is not
+ * what is expected or the load fails. */
+static bool load_copier(lua_State *L, const unsigned char *s, size_t n) {
+  size_t nups;
+  const unsigned char *uv = dump_upvalues(s, n, &nups);
+  if (uv == NULL) return false;
+  static const char name[] = BRAID_COPIER_NAME;
+  size_t cap = n + sizeof name + 32 + COPIER_CODE_MAX * 4;
+  unsigned char *b = malloc(cap), *w = b;
+  if (b == NULL) return false;
+  memcpy(w, s, DUMP_HEADER);                          /* the dump's own header */
+  w += DUMP_HEADER;
+  *w++ = 0;                                           /* the copier has no upvalues */
+  w = put_size(w, sizeof name);                       /* its source: size + 1, bytes */
+  memcpy(w, name, sizeof name - 1);
+  w += sizeof name - 1;
+  w = put_size(w, 0);                                 /* linedefined */
+  w = put_size(w, 0);                                 /* lastlinedefined */
+  *w++ = 0;                                           /* numparams */
+  *w++ = 0;                                           /* is_vararg */
+  *w++ = (unsigned char)(nups + 1 < 2 ? 2 : nups + 1);   /* maxstacksize */
+  uint32_t code[COPIER_CODE_MAX];
+  int nc = 0;
+  uint32_t a = (uint32_t)nups;
+  if (nups > 0) code[nc++] = OPC_LOADNIL | 0u << 7 | (a - 1) << 16;   /* R[0..nups-1] = nil */
+  code[nc++] = OPC_CLOSURE | a << 7 | 0u << 15;                          /* R[nups] = closure(P[0]) */
+  code[nc++] = OPC_RETURN | a << 7 | 1u << 15 | 2u << 16;                /* return R[nups], closing */
+  w = put_size(w, (size_t)nc);
+  memcpy(w, code, (size_t)nc * 4);                    /* native order, as the header says */
+  w += nc * 4;
+  w = put_size(w, 0);                                 /* constants */
+  w = put_size(w, 0);                                 /* upvalues */
+  w = put_size(w, 1);                                 /* protos: the function */
+  size_t uvoff = (size_t)(uv - s);
+  memcpy(w, s + DUMP_HEADER + 1, n - DUMP_HEADER - 1);
+  unsigned char *cuv = w + (uvoff - DUMP_HEADER - 1);
+  for (size_t i = 0; i < nups; i++) {                 /* instack, idx; kind kept */
+    cuv[3 * i] = 1;
+    cuv[3 * i + 1] = (unsigned char)i;
+  }
+  w += n - DUMP_HEADER - 1;
+  for (int i = 0; i < 4; i++) w = put_size(w, 0);     /* no debug information */
+  rd_t r = { (const char *)b, (size_t)(w - b) };
+  int st = lua_load(L, dump_reader, &r, BRAID_COPIER_NAME, "b");
+  free(b);
+  if (st != LUA_OK) {
+    lua_pop(L, 1);                                    /* the error message */
+    return false;
+  }
+  return true;
+}
+
+/* Pushes a new closure of the function dumped in s from the cache and
+ * returns true, or returns false (pushing nothing) for the caller to load
+ * it.  Lua code may run in any allocation here (a finalizer, which may
+ * decode again and change the entry): the entry is checked again after
+ * each. */
+static bool fcache_push(dec_t *d, const unsigned char *s, size_t n) {
+  lua_State *L = d->L;
+  if (n > FCACHE_MAXDUMP || n <= DUMP_HEADER) return false;
+  if (d->cs == NULL) d->cs = getcstate(L);
+  uint64_t h = hash_dump(s, n);
+  fent_t *e = &d->cs->cs_fns[h & (FCACHE_SLOTS - 1)];
+  if (e->fe_len != n || e->fe_hash != h || memcmp(e->fe_dump, s, n) != 0) {
+    unsigned char *copy = malloc(n);                  /* the first sighting */
+    if (copy == NULL) return false;
+    memcpy(copy, s, n);
+    if (e->fe_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->fe_ref);
+    free(e->fe_dump);
+    e->fe_dump = copy;
+    e->fe_len = n;
+    e->fe_hash = h;
+    e->fe_ref = 0;
+    return false;
+  }
+  if (e->fe_ref < 0) return false;
+  if (e->fe_ref == 0) {                               /* the second: make the copier */
+    unsigned char *mine = e->fe_dump;
+    if (!load_copier(L, s, n)) {
+      if (e->fe_dump == mine && e->fe_ref == 0) e->fe_ref = -1;
+      return false;
+    }
+    lua_pushvalue(L, -1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);         /* may run a finalizer */
+    if (e->fe_dump == mine && e->fe_ref == 0) e->fe_ref = ref;
+    else luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->fe_ref);
+  }
+  lua_call(L, 0, 1);                                  /* the copier: a new closure */
+  return true;
+}
+
 static int dec_function(dec_t *d, const braid_wtok_t *t) {
   lua_State *L = d->L;
   rd_t r;
   r.n = t->wt_len;
   r.p = t->wt_s;
   if (!lua_checkstack(L, 7)) codec_raise(L, "braid: value nested too deep to decode");
-  if (lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
+  if (!fcache_push(d, (const unsigned char *)t->wt_s, t->wt_len) &&
+      lua_load(L, dump_reader, &r, "=braid", "b") != LUA_OK) {
     lua_pop(L, 1);  /* the error message */
     corrupt(d);
   }

@@ -259,6 +259,140 @@ describe("braid codec", function()
     end)
   end)
 
+  -- The second and later transfers of one function into a state share its
+  -- loaded prototype (lcodec.c, "Loaded functions"): every copy must still
+  -- be a distinct closure with upvalues of its own.
+  describe("functions sent again (the decoder's prototype cache)", function()
+    local function copies(f, n)
+      local out = {}
+      for i = 1, n or 4 do out[i] = roundtrip(f) end
+      return out
+    end
+
+    it("gives a distinct closure every time", function()
+      local cs = copies(function() return 42 end, 5)
+      for i = 1, 5 do
+        assert.equal(42, cs[i]())
+        for j = i + 1, 5 do assert.is_false(rawequal(cs[i], cs[j])) end
+      end
+    end)
+
+    it("gives every copy upvalues of its own", function()
+      local count = 10
+      local function inc(k) count = count + (k or 1); return count end
+      local cs = copies(inc, 4)
+      assert.equal(11, cs[1]())
+      assert.equal(12, cs[1]())
+      assert.equal(15, cs[2](5))
+      assert.equal(11, cs[3]())
+      assert.equal(13, cs[4](3))
+      assert.equal(13, cs[1]())
+      assert.equal(10, count)
+      assert.is_false(debug.upvalueid(cs[1], 1) == debug.upvalueid(cs[2], 1))
+    end)
+
+    it("keeps upvalues shared within one copy and recursion", function()
+      local n = 0
+      local function fact(k) if k <= 1 then return 1 end return k * fact(k - 1) end
+      local v = {inc = function() n = n + 1 end, get = function() return n end, fact = fact}
+      local ts = copies(v, 3)
+      ts[1].inc(); ts[1].inc(); ts[2].inc()
+      assert.equal(2, ts[1].get())
+      assert.equal(1, ts[2].get())
+      assert.equal(0, ts[3].get())
+      for i = 1, 3 do assert.equal(3628800, ts[i].fact(10)) end
+      assert.is_true(debug.upvalueid(ts[1].inc, 1) == debug.upvalueid(ts[1].get, 1))
+      assert.is_false(debug.upvalueid(ts[1].inc, 1) == debug.upvalueid(ts[2].get, 1))
+    end)
+
+    it("keeps constants of every kind, parameters, varargs and nested functions", function()
+      local long = string.rep("long string constant ", 4)
+      local function f(a, b, ...)
+        local k = {nil, false, true, 7, -2^63 // 1, 2.5, "short", long}
+        local inner = function(x) return function() return x .. "!" end end
+        return a + b, select("#", ...), k[2], k[3], k[4], k[5], k[6], k[7], k[8], inner("in")()
+      end
+      for _, g in ipairs(copies(f, 3)) do
+        local r = {g(1, 2, "x", nil, "z")}
+        assert.same({3, 3, false, true, 7, math.mininteger, 2.5, "short", long, "in!"}, r)
+        assert.is_true(math.type(r[5]) == "integer" and math.type(r[7]) == "float")
+      end
+    end)
+
+    it("rebinds _ENV, and keeps names, source and lines", function()
+      rawset(_G, "braid_codec_probe2", "global")
+      local f = load("local up = 5\nreturn function()\n  return braid_codec_probe2, up, error('at line 3')\nend",
+                     "@cached.lua")()
+      for _, g in ipairs(copies(f, 3)) do
+        local ok, err = pcall(g)
+        assert.is_false(ok)
+        assert.truthy(err:find("cached.lua:3: at line 3", 1, true))
+        local info = debug.getinfo(g, "S")
+        assert.equal("@cached.lua", info.source)
+        assert.equal(2, info.linedefined)
+        assert.equal("_ENV", (debug.getupvalue(g, 1)))
+        assert.equal(_G, select(2, debug.getupvalue(g, 1)))
+        assert.equal("up", (debug.getupvalue(g, 2)))
+      end
+      rawset(_G, "braid_codec_probe2", nil)
+    end)
+
+    it("handles 200 upvalues", function()
+      local names, sum = {}, 0
+      for i = 1, 200 do names[i] = "u" .. i; sum = sum + i end
+      local src = "local " .. table.concat(names, ", ") .. " = " ..
+        table.concat((function() local v = {} for i = 1, 200 do v[i] = tostring(i) end return v end)(), ", ") ..
+        "\nreturn function() return " .. table.concat(names, " + ") .. " end"
+      local f = assert(load(src))()
+      for _, g in ipairs(copies(f, 3)) do assert.equal(sum, g()) end
+    end)
+
+    it("loads a function without a source (from a stripped dump) the plain way", function()
+      local f = load(string.dump(function(x) return x * 2 end, true), "=stripped", "b")
+      for _, g in ipairs(copies(f, 3)) do assert.equal(14, g(7)) end
+    end)
+
+    it("stays exact when many different functions pass the cache", function()
+      local fs = {}
+      for i = 1, 300 do fs[i] = assert(load("local k = " .. i .. " return function(x) return x + k end"))() end
+      for round = 1, 3 do
+        for i = 1, 300, 7 do assert.equal(i + round, roundtrip(fs[i])(round)) end
+      end
+    end)
+
+    it("lets preemption stop a task that decodes functions without end", function()
+      -- One worker: the second task runs only if the first, which decodes
+      -- a cached function in every iteration, is preempted (often while a
+      -- copier runs, which the hook lets finish).
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write([[
+        local braid = require "braid"
+        braid.config{workers = 1, preempt_ms = 1}
+        local ch = braid.chan(1)
+        local up = 40
+        local g = function() return up + 2 end
+        local spin = braid.go(function()
+          local n = 0
+          while #ch == 0 and n < 20000000 do
+            n = n + 1
+            assert(braid._roundtrip(g)() == 42)
+          end
+          return #ch, n
+        end)
+        braid.go(function() ch:send(true) end)
+        local seen, n = spin:await()
+        io.write(seen, " ", n > 1 and "ran" or "none")
+      ]])
+      f:close()
+      local p = assert(io.popen(string.format("%q %q 2>&1", arg and arg[-1] or "lua5.4", path)))
+      local s = p:read("a")
+      p:close()
+      os.remove(path)
+      assert.equal("1 ran", s)
+    end)
+  end)
+
   describe("modules and standard functions", function()
     it("sends loaded modules and their C functions by name", function()
       local s, sq, p, g, b = roundtrip(string, math.sqrt, print, _G, braid)
