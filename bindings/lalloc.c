@@ -44,7 +44,7 @@
 #define ARENA_POOL (!BRAID_ASAN)
 
 #define SMALL_MAX 1024
-#define NCLASSES (16 + (SMALL_MAX - 256) / 64)   /* 16 + 12 */
+#define NCLASSES (SMALL_MAX / 16)
 #define CHUNK (64 * 1024)
 
 typedef struct freeblk { struct freeblk *next; } freeblk_t;
@@ -63,11 +63,11 @@ typedef struct arena {
 } arena_t;
 
 static inline unsigned class_of(size_t n) {
-  return n <= 256 ? (unsigned)((n + 15) >> 4) - 1 : 16 + (unsigned)((n - 256 + 63) >> 6) - 1;
+  return (unsigned)((n + 15) >> 4) - 1;
 }
 
 static inline size_t class_size(unsigned c) {
-  return c < 16 ? (size_t)(c + 1) << 4 : 256 + ((size_t)(c - 15) << 6);
+  return (size_t)(c + 1) << 4;
 }
 
 static void *small_alloc(arena_t *a, unsigned c) {
