@@ -22,6 +22,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <string.h>
 
 #include "lbraid.h"
 #include "test.h"
@@ -92,8 +93,13 @@ static const char *const lua_helpers =
   "  return true\n"
   "end\n";
 
+static lua_State *setup_state(lua_State *L);
+
 static lua_State *newstate(void) {
-  lua_State *L = luaL_newstate();
+  return setup_state(luaL_newstate());
+}
+
+static lua_State *setup_state(lua_State *L) {
   ASSERT_NOT_NULL(L);
   luaL_openlibs(L);
   braid__newtype(L, &test_obj_type, NULL);
@@ -739,6 +745,53 @@ TEST(test_codec_scratch_reuse) {
   lua_close(A);
 }
 
+/* A bump allocator that starts over for every state: states opened one
+ * after another get the same addresses, the registry's included. */
+static _Alignas(16) unsigned char bump_buf[16 << 20];
+static size_t bump_used;
+
+static void *bump_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (nsize == 0) return NULL;                        /* frees are dropped */
+  if (ptr != NULL && nsize <= osize) return ptr;
+  size_t n = (nsize + 15) & ~(size_t)15;
+  if (bump_used + n > sizeof bump_buf) return NULL;
+  void *p = bump_buf + bump_used;
+  bump_used += n;
+  if (ptr != NULL) memcpy(p, ptr, osize);
+  return p;
+}
+
+/* States opened and closed one after another with the registry at the
+ * same address: each must get a codec state of its own, not the closed
+ * one this thread remembered (getcstate), with its short-string and
+ * function caches empty (a stale one: wrong strings, or a crash). */
+TEST(test_codec_state_reopened) {
+  const void *first = NULL;
+  int same = 0;
+  for (int i = 0; i < 20; i++) {
+    bump_used = 0;
+    lua_State *A = setup_state(lua_newstate(bump_alloc, NULL));
+    const void *reg = lua_topointer(A, LUA_REGISTRYINDEX);
+    if (i == 0) first = reg;
+    same += reg == first;
+    lua_pushinteger(A, i);
+    lua_setglobal(A, "round");
+    run(A,
+        "local up = round\n"
+        "local function f(x) return x + up end\n"
+        "local name = 'Town ' .. round\n"
+        "for k = 1, 3 do\n"
+        "  local t = roundtrip({[name] = round, id = round, tags = {'a' .. round, 'b'}})\n"
+        "  assert(t[name] == round and t.id == round and t.tags[1] == 'a' .. round)\n"
+        "  local g = roundtrip(f)\n"
+        "  assert(g(k) == k + round and g ~= f)\n"
+        "end\n", 0);
+    lua_close(A);
+  }
+  ASSERT_EQ_INT(same, 20);                            /* the case this checks */
+}
+
 TEST(test_codec_finalizers_encode_during_encode) {
   /* Finalizers that encode run while another encode is rebuilding the
    * module map (it allocates): each must get a correct message. */
@@ -858,6 +911,7 @@ TEST_LIST {
   RUN(test_codec_corrupt_truncated);
   RUN(test_codec_corrupt_random_bytes);
   RUN(test_codec_scratch_reuse);
+  RUN(test_codec_state_reopened);
   RUN(test_codec_finalizers_encode_during_encode);
   RUN(test_codec_nested_encode_from_lua_code);
   RUN(test_codec_roundtrip_errors_raise);
