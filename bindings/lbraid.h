@@ -136,10 +136,12 @@ int braid__l_roundtrip(lua_State *L);
  * The codec rebinds a decoded function's _ENV upvalue to this table. */
 void braid__pushenv(lua_State *L);
 
-/* The chunk name of the codec's function copiers (lcodec.c, "Loaded
- * functions"): Lua code that runs inside a decode, which the runtime's
- * preemption hook lets finish. */
+/* The codec's function copiers (lcodec.c, "Loaded functions"): Lua code
+ * that runs inside a decode, which the runtime's preemption hook lets
+ * finish.  Their chunk name, and the state running one on this thread (or
+ * NULL; stale after an error raised out of a copier, hence both tests). */
 #define BRAID_COPIER_NAME "=(braid copy)"
+extern _Thread_local lua_State *braid__copying;
 
 /* The runtime (lruntime.c): when L is the task being resumed on this
  * thread, the address of a pointer its shard keeps for the codec (NULL

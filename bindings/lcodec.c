@@ -68,6 +68,7 @@
 
 #include "compiler.h"
 #include "lbraid.h"
+#include "tls.h"
 
 #if defined(__GNUC__)
 #define NORETURN __attribute__((noreturn))
@@ -177,17 +178,19 @@ typedef struct sset {
 } sset_t;
 _Static_assert(sizeof(sset_t) == 64, "a set of the string cache is 64 bytes");
 
-/* The decoder's cache of loaded functions (see "Loaded functions" below). */
-#define FCACHE_BITS 6
-#define FCACHE_SLOTS (1u << FCACHE_BITS)
+/* The decoder's cache of loaded functions (see "Loaded functions" below):
+ * sets of two ways. */
+#define FCACHE_BITS 5
+#define FCACHE_SETS (1u << FCACHE_BITS)
 #define FCACHE_MAXDUMP 8192
 
 typedef struct fent {
   uint64_t fe_hash;             /* of the dump */
-  size_t fe_len;                /* 0: the entry is empty */
+  size_t fe_len;                /* 0: the way is empty */
   unsigned char *fe_dump;       /* a copy of the dump (malloc) */
   int fe_ref;                   /* registry reference of the copier; 0: seen
                                    once, no copier yet; -1: cannot have one */
+  bool fe_recent;               /* hit since a miss last passed it */
 } fent_t;
 
 /* The codec state of one lua_State: a full userdata in the registry whose
@@ -204,7 +207,9 @@ typedef struct cstate {
   size_t cs_modcap[2];
   int cs_mod_stale;             /* rebuild before the next lookup */
   sset_t cs_strs[SCACHE_SETS];  /* the decoder's short strings */
-  fent_t cs_fns[FCACHE_SLOTS];  /* the decoder's loaded functions */
+  fent_t cs_fns[FCACHE_SETS][2];   /* the decoder's loaded functions */
+  bool cs_closed;               /* collected (its state is closing): cache
+                                   no more functions */
 } cstate_t;
 
 static const char CSTATE_KEY = 'c';  /* registry key (its address) */
@@ -233,10 +238,11 @@ static int cstate_gc(lua_State *L) {
     cs->cs_modcap[k] = 0;
   }
   cs->cs_mod_stale = 1;
-  for (unsigned i = 0; i < FCACHE_SLOTS; i++) {  /* the copiers go with the registry */
-    free(cs->cs_fns[i].fe_dump);
-    memset(&cs->cs_fns[i], 0, sizeof cs->cs_fns[i]);
+  for (unsigned i = 0; i < FCACHE_SETS; i++) {  /* the copiers go with the registry */
+    for (int w = 0; w < 2; w++) free(cs->cs_fns[i][w].fe_dump);
   }
+  memset(cs->cs_fns, 0, sizeof cs->cs_fns);
+  cs->cs_closed = true;         /* a later finalizer's decode caches nothing */
   return 0;
 }
 
@@ -1198,13 +1204,22 @@ static dframe_t *dec_push_frame(dec_t *d) {
  * opcodes and the instruction layout have not changed from 5.4.0 to 5.4.8.
  * A dump that does not parse as expected is simply loaded the plain way.
  * The copier runs as Lua code inside the decode: the runtime's preemption
- * hook recognises its chunk name (COPIER_NAME) and lets it finish.
+ * hook lets it finish (braid__copying names the state running one, and the
+ * running function must also bear the copier's chunk name, so neither a
+ * stale mark nor a user's chunk of that name escapes preemption).  It has
+ * line information (all zero deltas): Lua 5.4.0's line hook reads it
+ * without a check.  What a user can see of it: a debug hook sees one call
+ * of "(braid copy)" in each cached decode, and string.dump of a cached
+ * copy shows the rewritten upvalue descriptors.
  *
- * The cache: FCACHE_SLOTS entries per state, direct-mapped by a hash of the
+ * The cache: FCACHE_SETS sets of two ways per state, by a hash of the
  * dump, compared byte for byte.  A dump seen for the first time is only
  * remembered (its bytes); the second sighting builds the copier, so a
  * function that never comes back costs one malloc and memcpy, not a second
- * load.  Dumps over FCACHE_MAXDUMP bytes are not cached. */
+ * load.  A miss replaces an empty way or one not hit since the last miss
+ * passed it (second chance), else nothing: a hot function stays when
+ * others that collide come and go.  Dumps over FCACHE_MAXDUMP bytes are
+ * not cached. */
 enum {
   DUMP_HEADER = 31,             /* signature 4, version, format, LUAC_DATA 6,
                                    3 sizes, LUAC_INT 8, LUAC_NUM 8 */
@@ -1271,7 +1286,8 @@ static const unsigned char *dump_upvalues(const unsigned char *s, size_t n, size
       default: return NULL;
     }
   }
-  if (!dump_size(&c, nups) || *nups > 250 || (size_t)(c.end - c.p) < *nups * 3) return NULL;
+  /* The copier needs nups + 1 registers, at most 255. */
+  if (!dump_size(&c, nups) || *nups > 254 || (size_t)(c.end - c.p) < *nups * 3) return NULL;
   return c.p;
 }
 
@@ -1289,23 +1305,26 @@ static uint64_t hash_dump(const unsigned char *s, size_t n) {
   return h ^ h >> 32;
 }
 
-static unsigned char *put_size(unsigned char *w, size_t x) {   /* small sizes only */
+static unsigned char *put_size(unsigned char *w, size_t x) {   /* x < 2^14 */
   if (x >= 0x80) *w++ = (unsigned char)(x >> 7);
   *w++ = (unsigned char)(0x80 | (x & 0x7f));
   return w;
 }
 
+enum { COPIER_OK, COPIER_NEVER, COPIER_NOMEM };
+
 /* Loads the copier of the function dumped in s (see "Loaded functions")
- * and pushes it; returns false, pushing nothing, when the dump is not
- * what is expected or the load fails. */
-static bool load_copier(lua_State *L, const unsigned char *s, size_t n) {
+ * and pushes it (COPIER_OK); else pushes nothing and says whether a later
+ * try could succeed (COPIER_NOMEM) or not (the dump is not what is
+ * expected). */
+static int load_copier(lua_State *L, const unsigned char *s, size_t n) {
   size_t nups;
   const unsigned char *uv = dump_upvalues(s, n, &nups);
-  if (uv == NULL) return false;
+  if (uv == NULL) return COPIER_NEVER;
   static const char name[] = BRAID_COPIER_NAME;
-  size_t cap = n + sizeof name + 32 + COPIER_CODE_MAX * 4;
+  size_t cap = n + sizeof name + 32 + COPIER_CODE_MAX * 5;
   unsigned char *b = malloc(cap), *w = b;
-  if (b == NULL) return false;
+  if (b == NULL) return COPIER_NOMEM;
   memcpy(w, s, DUMP_HEADER);                          /* the dump's own header */
   w += DUMP_HEADER;
   *w++ = 0;                                           /* the copier has no upvalues */
@@ -1337,30 +1356,47 @@ static bool load_copier(lua_State *L, const unsigned char *s, size_t n) {
     cuv[3 * i + 1] = (unsigned char)i;
   }
   w += n - DUMP_HEADER - 1;
-  for (int i = 0; i < 4; i++) w = put_size(w, 0);     /* no debug information */
+  w = put_size(w, (size_t)nc);                        /* lineinfo: a zero delta each */
+  memset(w, 0, (size_t)nc);
+  w += nc;
+  for (int i = 0; i < 3; i++) w = put_size(w, 0);     /* abslineinfo, locvars, upvalue names */
   rd_t r = { (const char *)b, (size_t)(w - b) };
   int st = lua_load(L, dump_reader, &r, BRAID_COPIER_NAME, "b");
   free(b);
   if (st != LUA_OK) {
     lua_pop(L, 1);                                    /* the error message */
-    return false;
+    return st == LUA_ERRMEM ? COPIER_NOMEM : COPIER_NEVER;
   }
-  return true;
+  return COPIER_OK;
 }
+
+BRAID_TLS_HOT _Thread_local lua_State *braid__copying;
 
 /* Pushes a new closure of the function dumped in s from the cache and
  * returns true, or returns false (pushing nothing) for the caller to load
- * it.  Lua code may run in any allocation here (a finalizer, which may
- * decode again and change the entry): the entry is checked again after
- * each. */
+ * it.  No Lua code runs between finding the way and the copier's call
+ * (lua_load of a binary chunk and luaL_ref take no GC step in 5.4); the
+ * copier itself may run finalizers (its closure is an allocation), which
+ * may decode again, but the way is not touched after it. */
 static bool fcache_push(dec_t *d, const unsigned char *s, size_t n) {
   lua_State *L = d->L;
   if (n > FCACHE_MAXDUMP || n <= DUMP_HEADER) return false;
   if (d->cs == NULL) d->cs = getcstate(L);
+  if (d->cs->cs_closed) return false;
   uint64_t h = hash_dump(s, n);
-  fent_t *e = &d->cs->cs_fns[h & (FCACHE_SLOTS - 1)];
-  if (e->fe_len != n || e->fe_hash != h || memcmp(e->fe_dump, s, n) != 0) {
-    unsigned char *copy = malloc(n);                  /* the first sighting */
+  fent_t *set = d->cs->cs_fns[h & (FCACHE_SETS - 1)], *e = NULL;
+  for (int w = 0; w < 2; w++) {
+    fent_t *c = &set[w];
+    if (c->fe_len == n && c->fe_hash == h && memcmp(c->fe_dump, s, n) == 0) e = c;
+  }
+  if (e == NULL) {                                    /* a miss: the first sighting */
+    for (int w = 0; w < 2 && e == NULL; w++) {
+      fent_t *c = &set[w];
+      if (c->fe_len == 0 || !c->fe_recent) e = c;
+      else c->fe_recent = false;                      /* its second chance */
+    }
+    if (e == NULL) return false;
+    unsigned char *copy = malloc(n);
     if (copy == NULL) return false;
     memcpy(copy, s, n);
     if (e->fe_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->fe_ref);
@@ -1369,23 +1405,25 @@ static bool fcache_push(dec_t *d, const unsigned char *s, size_t n) {
     e->fe_len = n;
     e->fe_hash = h;
     e->fe_ref = 0;
+    e->fe_recent = false;
     return false;
   }
+  e->fe_recent = true;
   if (e->fe_ref < 0) return false;
   if (e->fe_ref == 0) {                               /* the second: make the copier */
-    unsigned char *mine = e->fe_dump;
-    if (!load_copier(L, s, n)) {
-      if (e->fe_dump == mine && e->fe_ref == 0) e->fe_ref = -1;
+    int st = load_copier(L, s, n);
+    if (st != COPIER_OK) {
+      if (st == COPIER_NEVER) e->fe_ref = -1;         /* out of memory: try again later */
       return false;
     }
     lua_pushvalue(L, -1);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);         /* may run a finalizer */
-    if (e->fe_dump == mine && e->fe_ref == 0) e->fe_ref = ref;
-    else luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    e->fe_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->fe_ref);
   }
+  braid__copying = L;
   lua_call(L, 0, 1);                                  /* the copier: a new closure */
+  braid__copying = NULL;
   return true;
 }
 

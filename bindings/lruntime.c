@@ -704,7 +704,8 @@ static void shard_preempt(void *ctx, braid_unit_t *u) {
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   /* A codec copier runs inside a decode (lcodec.c, "Loaded functions"),
    * which must not be interrupted: the hook waits for the task's own code. */
-  if (lua_getinfo(L, "S", ar) && strcmp(ar->source, BRAID_COPIER_NAME) == 0) return;
+  if (braid__copying == L && lua_getinfo(L, "S", ar) && strcmp(ar->source, BRAID_COPIER_NAME) == 0)
+    return;
   lua_sethook(L, NULL, 0, 0);         /* one shot */
   braid_sched_progress();             /* it fired: this thread is not stuck in C */
   task_t *t = current_task(L);

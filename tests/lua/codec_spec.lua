@@ -360,6 +360,22 @@ describe("braid codec", function()
       end
     end)
 
+    it("works under a line hook (the copier has line information)", function()
+      local up = 3
+      local f = function(x) return x * up end
+      local lines = 0
+      debug.sethook(function() lines = lines + 1 end, "l")
+      local ok, r = pcall(function()
+        local s = 0
+        for _ = 1, 4 do s = s + roundtrip(f)(2) end
+        return s
+      end)
+      debug.sethook()
+      assert.is_true(ok, r)
+      assert.equal(24, r)
+      assert.is_true(lines > 0)
+    end)
+
     it("lets preemption stop a task that decodes functions without end", function()
       -- One worker: the second task runs only if the first, which decodes
       -- a cached function in every iteration, is preempted (often while a
@@ -390,6 +406,29 @@ describe("braid codec", function()
       p:close()
       os.remove(path)
       assert.equal("1 ran", s)
+    end)
+
+    it("still preempts user code that names its chunk like the copier", function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write([[
+        local braid = require "braid"
+        braid.config{workers = 1, preempt_ms = 1}
+        local ch = braid.chan(1)
+        local spin = braid.go(function()
+          local loop = load("local ch = ... local n = 0 " ..
+            "while #ch == 0 and n < 300000000 do n = n + 1 end return n", "=(braid copy)")
+          return loop(ch)
+        end)
+        braid.go(function() ch:send(true) end)
+        io.write(spin:await() < 300000000 and "preempted" or "ran to the end")
+      ]])
+      f:close()
+      local p = assert(io.popen(string.format("%q %q 2>&1", arg and arg[-1] or "lua5.4", path)))
+      local s = p:read("a")
+      p:close()
+      os.remove(path)
+      assert.equal("preempted", s)
     end)
   end)
 
