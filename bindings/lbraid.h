@@ -127,6 +127,11 @@ int braid__decode1(lua_State *L, braid_msg_t *m);
  * *len; else NULL (wire.c; no lua_State needed: error reports). */
 const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
 
+/* For tests of the codec: reads tables in place (lcodec.c, "Tables read
+ * in place") when on and the layout probe passed, else with lua_next;
+ * returns whether the probe passed.  Not for concurrent use. */
+int braid__codec_inplace(lua_State *L, int on);
+
 /* braid._roundtrip(...): returns decode(encode(...)) in the same state; for
  * tests of the codec.  Raises like braid__encode (root "value"). */
 int braid__l_roundtrip(lua_State *L);

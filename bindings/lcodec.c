@@ -135,6 +135,12 @@ typedef struct eframe {
   int ef_up;                    /* function: current upvalue number */
   size_t ef_off;                /* offset of the tag byte in the buffer */
   size_t ef_nupoff;             /* function: offset of its u8 nups */
+  /* A table read in place (see "Tables read in place"): */
+  const void *ef_tab;           /* the Table, or NULL: read with lua_next */
+  const void *ef_arr, *ef_node; /* its parts when opened: a change raises */
+  unsigned ef_asize, ef_nsize;  /* their sizes */
+  unsigned ef_pos;              /* the next slot: array, then nodes */
+  int ef_pushed;                /* a key and value sit at ef_k, ef_k + 1 */
   int pf_kind;                  /* PF_*: what the child is */
   lua_Integer pf_i;             /* PF_INDEX: the index */
   const char *pf_name;          /* PF_UPVAL: the upvalue's name */
@@ -764,6 +770,8 @@ static eframe_t *push_frame(enc_t *e, int obj, const char *what) {
   return f;
 }
 
+static bool tip_open(eframe_t *f, const void *p);
+
 static void open_table(enc_t *e, int t, const void *p) {
   eframe_t *f = push_frame(e, t, "table");
   seen_add(e, p, e->nobj++, 0, f->ef_off);
@@ -773,8 +781,319 @@ static void open_table(enc_t *e, int t, const void *p) {
   f->ef_narr = f->ef_nhash = 0;
   unsigned char *w = reserve(e, W_TABLE_SIZE);
   wend(e, braid__wput_table(w, 0, 0));                /* the counts: patched when done */
-  lua_pushnil(e->L);                                  /* the key slot, at ef_k */
+  if (!tip_open(f, p)) lua_pushnil(e->L);             /* lua_next's key slot, at ef_k */
 }
+
+/* Tables read in place.  lua_next finds the previous key again at every
+ * call (a hash lookup: about 110 instructions a step, callgrind), and each
+ * key and value then costs lua_type and lua_to* calls: for bench/
+ * runtime.lua's record {id, name, temp, tags = {"a", "b"}} those were half
+ * of its ~3 150 encoding instructions.  So the encoder reads a table's
+ * array and node parts itself, in lua_next's own order (array slots, then
+ * nodes), which gives byte for byte the message lua_next would; a scalar
+ * key or value is written from its TValue with no API call.  A value that
+ * is not a scalar (a table, function, handle) is pushed with its key
+ * (lua_rawget) and encoded the general way.
+ *
+ * This reads Lua 5.4's internal layouts (lobject.h: Table, Node, TValue,
+ * TString), which 5.4.0 to 5.4.8 share but no header installs, so they are
+ * declared here and checked: the first encode of a process reads probe
+ * tables both ways (tip_probe) and uses the in-place reader only when
+ * every key, value, type, string pointer and the order agree; otherwise
+ * lua_next does it all, as before.  A table whose keys are not all
+ * pushable scalars (a table or function as a key) is read with lua_next.
+ * Nothing here allocates or runs Lua code while it reads; the general
+ * path's API calls can (a finalizer), so the parts and sizes recorded at
+ * open are checked before each read, and a table resized meanwhile raises
+ * "changed while it was being sent" (lua_next's behaviour there is
+ * undefined). */
+/* 0: not probed yet; 1: the layouts agree; -1: they do not (lua_next). */
+static _Atomic int tip_state;
+
+#if LUA_VERSION_NUM == 504
+typedef union tip_val { void *gc; void *p; lua_Integer i; lua_Number n; } tip_val_t;
+typedef struct tip_tv { tip_val_t v; unsigned char tt; } tip_tv_t;
+typedef struct tip_node {
+  tip_val_t v;
+  unsigned char tt, key_tt;
+  int next;
+  tip_val_t key;
+} tip_node_t;
+typedef struct tip_table {
+  void *next;
+  unsigned char tt, marked, flags, lsizenode;
+  unsigned int alimit;
+  tip_tv_t *array;
+  tip_node_t *node;
+  void *lastfree, *metatable, *gclist;
+} tip_table_t;
+typedef struct tip_str {
+  void *next;
+  unsigned char tt, marked, extra, shrlen;
+  unsigned int hash;
+  union { size_t lnglen; void *hnext; } u;
+  char contents[1];
+} tip_str_t;
+enum {                          /* lobject.h's type tags (with BIT_ISCOLLECTABLE) */
+  TIP_FALSE = 0x01, TIP_TRUE = 0x11, TIP_INT = 0x03, TIP_FLT = 0x13,
+  TIP_SHRSTR = 0x44, TIP_LNGSTR = 0x54, TIP_COLLECTABLE = 0x40, TIP_BITRAS = 0x80
+};
+_Static_assert(sizeof(tip_tv_t) == 16 && sizeof(tip_node_t) == 24 && sizeof(tip_table_t) == 56,
+               "Lua 5.4's TValue, Node and Table on a 64-bit machine");
+
+static inline bool tip_empty(unsigned char tt) { return (tt & 0x0f) == LUA_TNIL; }
+
+/* ltable.c's luaH_realasize. */
+static inline unsigned tip_asize(const tip_table_t *t) {
+  unsigned a = t->alimit;
+  if (!(t->flags & TIP_BITRAS) || (a & (a - 1)) == 0) return a;
+  a |= a >> 1; a |= a >> 2; a |= a >> 4; a |= a >> 8; a |= a >> 16;
+  return a + 1;
+}
+
+/* The scalar of a TValue's parts; its record's size, or 0 when it is not
+ * a boolean, number or string. */
+static inline size_t tip_scalar(const tip_val_t *v, unsigned char tt, scalar_t *sc) {
+  switch (tt) {
+    case TIP_FALSE: sc->sc_tag = T_FALSE; return 1;
+    case TIP_TRUE: sc->sc_tag = T_TRUE; return 1;
+    case TIP_INT: sc->sc_tag = T_INT; sc->sc_v.i = v->i; return 9;
+    case TIP_FLT: sc->sc_tag = T_FLT; sc->sc_v.n = v->n; return 9;
+    case TIP_SHRSTR: case TIP_LNGSTR: {
+      const tip_str_t *ts = v->gc;
+      sc->sc_tag = T_STR;
+      sc->sc_v.s = ts->contents;
+      sc->sc_len = tt == TIP_SHRSTR ? ts->shrlen : ts->u.lnglen;
+      return braid__wstr_size(sc->sc_len);
+    }
+    default: sc->sc_tag = 0; return 0;
+  }
+}
+
+/* Slot pos of t (array slots first, then nodes): false when it is empty;
+ * else its value and key (an array slot's key is the integer pos + 1). */
+static inline bool tip_slot(const tip_table_t *t, unsigned asize, unsigned pos, const tip_val_t **v,
+                            unsigned char *vt, const tip_val_t **k, unsigned char *kt,
+                            lua_Integer *ikey) {
+  if (pos < asize) {
+    const tip_tv_t *a = &t->array[pos];
+    if (tip_empty(a->tt)) return false;
+    *v = &a->v;
+    *vt = a->tt;
+    *ikey = (lua_Integer)pos + 1;
+    *k = NULL;
+    *kt = TIP_INT;
+    return true;
+  }
+  const tip_node_t *n = &t->node[pos - asize];
+  if (tip_empty(n->tt)) return false;
+  *v = &n->v;
+  *vt = n->tt;
+  *k = &n->key;
+  *kt = n->key_tt;
+  *ikey = n->key_tt == TIP_INT ? n->key.i : 0;
+  return true;
+}
+
+/* Checks the layouts against lua_next on a table at the top of L. */
+static bool tip_check(lua_State *L) {
+  const tip_table_t *t = lua_topointer(L, -1);
+  unsigned asize = tip_asize(t), total = asize + (1u << t->lsizenode), pos = 0;
+  int ti = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, ti)) {
+    const tip_val_t *v, *k;
+    unsigned char vt, kt;
+    lua_Integer ik;
+    while (pos < total && !tip_slot(t, asize, pos, &v, &vt, &k, &kt, &ik)) pos++;
+    if (pos++ >= total) return false;
+    for (int side = 0; side < 2; side++) {            /* the key, then the value */
+      int idx = side ? -1 : -2;
+      const tip_val_t *x = side ? v : k;
+      unsigned char tt = side ? vt : kt;
+      scalar_t sc, ref;
+      size_t n = x ? tip_scalar(x, tt, &sc) : (sc.sc_tag = T_INT, sc.sc_v.i = ik, 9);
+      size_t rn = scalar_get(L, idx, lua_type(L, idx), &ref);
+      if (n != rn || sc.sc_tag != ref.sc_tag) return false;
+      if (n == 0) {                                   /* a table, function, userdata */
+        if (x == NULL || x->p != lua_topointer(L, idx)) return false;   /* gc, p, f alike */
+        continue;
+      }
+      if (sc.sc_tag == T_INT && sc.sc_v.i != ref.sc_v.i) return false;
+      if (sc.sc_tag == T_FLT && sc.sc_v.n != ref.sc_v.n) return false;
+      if (sc.sc_tag == T_STR && (sc.sc_v.s != ref.sc_v.s || sc.sc_len != ref.sc_len)) return false;
+    }
+    lua_pop(L, 1);
+  }
+  while (pos < total) {                               /* nothing left either */
+    const tip_val_t *v, *k;
+    unsigned char vt, kt;
+    lua_Integer ik;
+    if (tip_slot(t, asize, pos++, &v, &vt, &k, &kt, &ik)) return false;
+  }
+  return true;
+}
+
+static int tip_dummy(lua_State *L) { (void)L; return 0; }
+
+/* Builds probe tables in L (with the API only: no global is used) and
+ * compares the two readings of each (see above).  Out of memory raises,
+ * before anything of an encode is held. */
+static void tip_probe(lua_State *L) {
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 8, "braid: stack overflow while encoding");
+  bool ok = true;
+  /* Every kind of key and value, in both parts. */
+  lua_createtable(L, 5, 12);
+  lua_pushinteger(L, 10); lua_rawseti(L, -2, 1);
+  lua_pushnumber(L, 20.5); lua_rawseti(L, -2, 2);
+  lua_pushliteral(L, "x"); lua_rawseti(L, -2, 3);
+  lua_pushboolean(L, 1); lua_rawseti(L, -2, 4);
+  lua_pushboolean(L, 0); lua_rawseti(L, -2, 5);
+  lua_pushliteral(L, "v"); lua_setfield(L, -2, "k");
+  lua_pushnumber(L, 2.5); lua_pushinteger(L, -7); lua_rawset(L, -3);
+  lua_pushinteger(L, -3); lua_pushliteral(L, "neg"); lua_rawset(L, -3);
+  lua_pushliteral(L, "a long key, longer than any short string of Lua 5.4");
+  lua_pushliteral(L, "a long value, longer than any short string of Lua 5.4");
+  lua_rawset(L, -3);
+  lua_newtable(L); lua_setfield(L, -2, "sub");
+  lua_pushcfunction(L, tip_dummy); lua_setfield(L, -2, "f");
+  lua_pushboolean(L, 1); lua_pushinteger(L, 1); lua_rawset(L, -3);
+  lua_pushboolean(L, 0); lua_pushnumber(L, 0.25); lua_rawset(L, -3);
+  lua_pushinteger(L, LUA_MININTEGER); lua_pushinteger(L, LUA_MAXINTEGER); lua_rawset(L, -3);
+  ok = ok && tip_check(L);
+  lua_settop(L, top);
+  /* An array grown by assignment, with a hole, after # moved its limit. */
+  lua_newtable(L);
+  for (int i = 1; i <= 13; i++) { lua_pushinteger(L, i * 3); lua_rawseti(L, -2, i); }
+  lua_pushnil(L); lua_rawseti(L, -2, 7);
+  (void)lua_rawlen(L, -1);
+  ok = ok && tip_check(L);
+  lua_settop(L, top);
+  /* String keys, a third of them removed (dead keys). */
+  lua_newtable(L);
+  for (int i = 1; i <= 40; i++) { lua_pushfstring(L, "k%d", i); lua_pushinteger(L, i); lua_rawset(L, -3); }
+  for (int i = 1; i <= 40; i += 3) { lua_pushfstring(L, "k%d", i); lua_pushnil(L); lua_rawset(L, -3); }
+  ok = ok && tip_check(L);
+  lua_settop(L, top);
+  /* Integer keys in the hash part only; an empty table. */
+  lua_createtable(L, 0, 4);
+  for (int i = 3; i >= 1; i--) { lua_pushinteger(L, i); lua_rawseti(L, -2, i); }
+  ok = ok && tip_check(L);
+  lua_settop(L, top);
+  lua_newtable(L);
+  ok = ok && tip_check(L);
+  lua_settop(L, top);
+  atomic_store_explicit(&tip_state, ok ? 1 : -1, memory_order_relaxed);
+}
+
+/* Opens frame f for the table at p in place when the layouts were checked
+ * and every key is a scalar lua_pushx can push back; else returns false. */
+static bool tip_open(eframe_t *f, const void *p) {
+  f->ef_tab = NULL;
+  if (atomic_load_explicit(&tip_state, memory_order_relaxed) != 1) return false;
+  const tip_table_t *t = p;
+  unsigned nsize = 1u << t->lsizenode;
+  for (unsigned i = 0; i < nsize; i++) {
+    const tip_node_t *n = &t->node[i];
+    if (tip_empty(n->tt)) continue;
+    unsigned char kt = n->key_tt;
+    if (kt != TIP_INT && kt != TIP_FLT && kt != TIP_TRUE && kt != TIP_FALSE &&
+        kt != TIP_SHRSTR && kt != TIP_LNGSTR)
+      return false;
+  }
+  f->ef_tab = t;
+  f->ef_arr = t->array;
+  f->ef_node = t->node;
+  f->ef_asize = tip_asize(t);
+  f->ef_nsize = nsize;
+  f->ef_pos = 0;
+  f->ef_pushed = 0;
+  return true;
+}
+
+/* Pushes the key of a slot (tip_open checked that it can be pushed). */
+static void tip_pushkey(lua_State *L, const tip_val_t *k, unsigned char kt, lua_Integer ikey) {
+  switch (kt) {
+    case TIP_INT: lua_pushinteger(L, ikey); break;
+    case TIP_FLT: lua_pushnumber(L, k->n); break;
+    case TIP_TRUE: case TIP_FALSE: lua_pushboolean(L, kt == TIP_TRUE); break;
+    default: {
+      const tip_str_t *ts = k->gc;
+      lua_pushlstring(L, ts->contents, kt == TIP_SHRSTR ? ts->shrlen : ts->u.lnglen);
+      break;
+    }
+  }
+}
+
+static void enc_value_at(enc_t *e, int idx);
+
+/* step() for a table read in place. */
+static void tip_step(enc_t *e) {
+  lua_State *L = e->L;
+  eframe_t *f = &e->s->s_frames[e->depth - 1];
+  int k = f->ef_k;
+  for (;;) {
+    if (f->ef_pushed) {                               /* the last value went the general way */
+      lua_settop(L, k - 1);
+      f->ef_pushed = 0;
+    }
+    const tip_table_t *t = f->ef_tab;
+    if (t->array != f->ef_arr || t->node != f->ef_node || tip_asize(t) != f->ef_asize ||
+        (1u << t->lsizenode) != f->ef_nsize)
+      fail_transfer(e, "table", " (changed while it was being sent)");
+    unsigned total = f->ef_asize + f->ef_nsize;
+    const tip_val_t *v, *kv;
+    unsigned char vt, kt;
+    lua_Integer ikey;
+    while (f->ef_pos < total && !tip_slot(t, f->ef_asize, f->ef_pos, &v, &vt, &kv, &kt, &ikey))
+      f->ef_pos++;
+    if (f->ef_pos >= total) {                         /* done */
+      braid__wpatch_table(e->s->s_b.wb_buf + f->ef_off, f->ef_narr, f->ef_nhash);
+      e->depth--;
+      return;
+    }
+    f->ef_pos++;
+    scalar_t ks = { 0, 0, { 0 } }, vs = { 0, 0, { 0 } };
+    size_t vn = tip_scalar(v, vt, &vs);
+    if (f->ef_inarray) {
+      if (kt == TIP_INT && ikey == (lua_Integer)f->ef_narr + 1) {
+        if (++f->ef_narr == UINT32_MAX) fail_nomem(e);
+        f->pf_kind = PF_INDEX;
+        f->pf_i = ikey;
+        if (vn) {
+          wend(e, put_scalar(&vs, reserve(e, vn)));
+          continue;
+        }
+        tip_pushkey(L, kv, kt, ikey);
+        f = &e->s->s_frames[e->depth - 1];            /* (the pushes run no encode) */
+        f->ef_pushed = 1;
+        enc_value_at(e, k);
+        return;
+      }
+      f->ef_inarray = 0;
+    }
+    if (++f->ef_nhash == UINT32_MAX) fail_nomem(e);
+    size_t kn = kv ? tip_scalar(kv, kt, &ks) : (ks.sc_tag = T_INT, ks.sc_v.i = ikey, 9);
+    if (vn) {
+      unsigned char *w = reserve(e, kn + vn);
+      wend(e, put_scalar(&vs, put_scalar(&ks, w)));
+      continue;
+    }
+    wend(e, put_scalar(&ks, reserve(e, kn)));
+    f->pf_kind = PF_KEY;
+    tip_pushkey(L, kv, kt, ikey);
+    f = &e->s->s_frames[e->depth - 1];
+    f->ef_pushed = 1;
+    enc_value_at(e, k);
+    return;
+  }
+}
+#else
+static bool tip_open(eframe_t *f, const void *p) { (void)p; f->ef_tab = NULL; return false; }
+static void tip_step(enc_t *e) { (void)e; }
+static void tip_probe(lua_State *L) { (void)L; atomic_store(&tip_state, -1); }
+#endif
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   braid_wbuf_t *b = ud;
@@ -896,12 +1215,37 @@ static inline BRAID_ALWAYS_INLINE int enc_child(enc_t *e, int idx, int t) {
   return enc_value(e, idx, t);
 }
 
+int braid__codec_inplace(lua_State *L, int on) {
+  if (atomic_load_explicit(&tip_state, memory_order_relaxed) == 0) tip_probe(L);
+  static _Atomic int probed;                          /* the probe's own verdict */
+  int v = atomic_load_explicit(&probed, memory_order_relaxed);
+  if (v == 0) {
+    v = atomic_load_explicit(&tip_state, memory_order_relaxed);
+    atomic_store_explicit(&probed, v, memory_order_relaxed);
+  }
+  atomic_store_explicit(&tip_state, on && v == 1 ? 1 : -1, memory_order_relaxed);
+  return v == 1;
+}
+
+/* Pushes the value of the key at idx (of the innermost table, read in
+ * place) above it and encodes it the general way. */
+static void enc_value_at(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  lua_rawget(L, e->s->s_frames[e->depth - 1].ef_obj);
+  enc_value(e, idx + 1, lua_type(L, idx + 1));
+}
+
 /* Encodes the next child of the innermost open table or function, or
  * closes it when it has none left.  Frame pointers are re-read after
  * enc_value, which may grow the frame array. */
 static void step(enc_t *e) {
   lua_State *L = e->L;
   eframe_t *f = &e->s->s_frames[e->depth - 1];
+  if (!f->ef_func && f->ef_tab) {
+    tip_step(e);
+    return;
+  }
   if (!f->ef_func) {
     /* Tables: one lua_next pass.  Lua visits the array part first, in index
      * order, so while the keys run 1, 2, 3, ... the values go to the array
@@ -1022,6 +1366,7 @@ braid_msg_t *braid__encode(lua_State *L, int idx, int n, const char *root) {
   if (sm) return sm;
   if (!lua_checkstack(L, 16)) codec_raise(L, "braid: stack overflow while encoding");
   cstate_t *cs = getcstate(L);
+  if (atomic_load_explicit(&tip_state, memory_order_relaxed) == 0) tip_probe(L);
   enc_t e = { L, cs, &cs->cs_s, &cs->cs_busy, root, n, 0, 0, 0, 0, 0, 0 };
   int top = lua_gettop(L);
   if (cs->cs_busy) {

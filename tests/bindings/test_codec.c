@@ -745,6 +745,100 @@ TEST(test_codec_scratch_reuse) {
   lua_close(A);
 }
 
+/* The encoder reads tables in place (lcodec.c) only where that gives byte
+ * for byte what lua_next's walk gives: random tables of every kind of key
+ * and value, built by inserts and deletes (so holes, dead keys, integer
+ * keys in the hash part, resized parts), encoded both ways. */
+TEST(test_codec_tables_in_place_match_lua_next) {
+  lua_State *A = newstate();
+  ASSERT_EQ_INT(braid__codec_inplace(A, 1), 1);      /* Lua 5.4: the layout probe passes */
+  run(A,
+      "local seed = 12345\n"
+      "local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648 return seed % n + 1 end\n"
+      "local keys = {1, 2, 3, 4, 5, 8, 100, -1, 0, 2.5, -0.5, 1e300, math.mininteger, math.maxinteger,\n"
+      "  'a', 'name', 'San Francisco', string.rep('k', 45), true, false, 2^53}\n"
+      "function gen(depth)\n"
+      "  local t = {}\n"
+      "  for _ = 1, rnd(30) - 1 do\n"
+      "    local r = rnd(10)\n"
+      "    local k = r <= 4 and rnd(12) or keys[rnd(#keys)]\n"
+      "    local v\n"
+      "    local c = rnd(9)\n"
+      "    if c == 1 then v = nil\n"
+      "    elseif c == 2 then v = rnd(1000) - 500\n"
+      "    elseif c == 3 then v = rnd(1000) / 7\n"
+      "    elseif c == 4 then v = string.rep('s', rnd(50))\n"
+      "    elseif c == 5 then v = rnd(2) == 1\n"
+      "    elseif c == 6 and depth < 3 then v = gen(depth + 1)\n"
+      "    elseif c == 7 then v = math.sin\n"
+      "    elseif c == 8 and depth < 3 then local u = gen(depth + 1) v = function() return u end\n"
+      "    else v = keys[rnd(#keys)] end\n"
+      "    t[k] = v\n"
+      "  end\n"
+      "  if rnd(4) == 1 then local _ = #t end\n"
+      "  if rnd(5) == 1 and depth < 3 then t[gen(depth + 1)] = 1 end   -- a table as a key\n"
+      "  return t\n"
+      "end\n", 0);
+  char err[512];
+  for (int i = 0; i < 400; i++) {
+    lua_getglobal(A, "gen");
+    lua_pushinteger(A, 0);
+    lua_call(A, 1, 1);
+    lua_pushvalue(A, -1);
+    braid__codec_inplace(A, 1);
+    braid_msg_t *a = encode_top(A, 1, "value", err, sizeof err);
+    ASSERT_NOT_NULL(a);
+    braid__codec_inplace(A, 0);
+    braid_msg_t *b = encode_top(A, 1, "value", err, sizeof err);
+    ASSERT_NOT_NULL(b);
+    ASSERT_EQ_INT((long long)a->m_len, (long long)b->m_len);
+    ASSERT_EQ_INT(memcmp(a->m_data, b->m_data, a->m_len), 0);
+    braid_msg_release(a);
+    braid_msg_release(b);
+  }
+  braid__codec_inplace(A, 1);
+  lua_close(A);
+}
+
+/* A table changed (resized) while it is being sent, by a finalizer that
+ * runs inside the encode (long string keys are pushed again, allocating,
+ * for values that take the general path): the encode raises instead of
+ * reading freed parts.  The collector is deterministic here, and the
+ * finalizer lands inside an encode in many of the rounds. */
+TEST(test_codec_table_resized_during_encode) {
+  lua_State *A = newstate();
+  if (!braid__codec_inplace(A, 1)) {
+    lua_close(A);
+    return;
+  }
+  int n = run(A,
+      "local victim\n"
+      "local function fresh()\n"
+      "  victim = {}\n"
+      "  for i = 1, 60 do victim[string.rep('long key ', 6) .. i] = {i} end\n"
+      "end\n"
+      "fresh()\n"
+      "local armed, hits = false, 0\n"
+      "for round = 1, 3000 do\n"
+      "  if not armed then\n"
+      "    armed = true\n"
+      "    setmetatable({}, {__gc = function()\n"
+      "      if armed then for i = 1, 300 do victim['n' .. i] = i end armed = false end\n"
+      "    end})\n"
+      "  end\n"
+      "  local good, e = pcall(roundtrip, victim)\n"
+      "  if not good then\n"
+      "    hits = hits + 1\n"
+      "    assert(e:find('changed while it was being sent', 1, true), e)\n"
+      "  end\n"
+      "  if not armed then fresh() end\n"
+      "end\n"
+      "return hits\n", 0);
+  ASSERT_EQ_INT(n, 1);
+  ASSERT_GT_INT(lua_tointeger(A, -1), 0);
+  lua_close(A);
+}
+
 /* A bump allocator that starts over for every state: states opened one
  * after another get the same addresses, the registry's included. */
 static _Alignas(16) unsigned char bump_buf[16 << 20];
@@ -912,6 +1006,8 @@ TEST_LIST {
   RUN(test_codec_corrupt_random_bytes);
   RUN(test_codec_scratch_reuse);
   RUN(test_codec_state_reopened);
+  RUN(test_codec_tables_in_place_match_lua_next);
+  RUN(test_codec_table_resized_during_encode);
   RUN(test_codec_finalizers_encode_during_encode);
   RUN(test_codec_nested_encode_from_lua_code);
   RUN(test_codec_roundtrip_errors_raise);
