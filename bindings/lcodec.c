@@ -804,13 +804,16 @@ static void open_table(enc_t *e, int t, const void *p) {
  * pushable scalars (a table or function as a key) is read with lua_next.
  * Nothing here allocates or runs Lua code while it reads; the general
  * path's API calls can (a finalizer), so the parts and sizes recorded at
- * open are checked before each read, and a table resized meanwhile raises
- * "changed while it was being sent" (lua_next's behaviour there is
- * undefined). */
+ * open are checked before each read (and each key's type), and a table
+ * resized meanwhile, or given a key of another kind, raises "changed while
+ * it was being sent" (lua_next's behaviour there is undefined; two
+ * resizes in one finalizer that end where they began go unnoticed, and
+ * the walk then reads the new parts, in bounds).  64-bit builds only; the
+ * probe also checks each table's type tag before it reads further. */
 /* 0: not probed yet; 1: the layouts agree; -1: they do not (lua_next). */
 static _Atomic int tip_state;
 
-#if LUA_VERSION_NUM == 504
+#if LUA_VERSION_NUM == 504 && UINTPTR_MAX == UINT64_MAX
 typedef union tip_val { void *gc; void *p; lua_Integer i; lua_Number n; } tip_val_t;
 typedef struct tip_tv { tip_val_t v; unsigned char tt; } tip_tv_t;
 typedef struct tip_node {
@@ -836,17 +839,18 @@ typedef struct tip_str {
 } tip_str_t;
 enum {                          /* lobject.h's type tags (with BIT_ISCOLLECTABLE) */
   TIP_FALSE = 0x01, TIP_TRUE = 0x11, TIP_INT = 0x03, TIP_FLT = 0x13,
-  TIP_SHRSTR = 0x44, TIP_LNGSTR = 0x54, TIP_COLLECTABLE = 0x40, TIP_BITRAS = 0x80
+  TIP_SHRSTR = 0x44, TIP_LNGSTR = 0x54, TIP_TABLE = 0x05, TIP_BITRAS = 0x80
 };
 _Static_assert(sizeof(tip_tv_t) == 16 && sizeof(tip_node_t) == 24 && sizeof(tip_table_t) == 56,
                "Lua 5.4's TValue, Node and Table on a 64-bit machine");
 
 static inline bool tip_empty(unsigned char tt) { return (tt & 0x0f) == LUA_TNIL; }
 
-/* ltable.c's luaH_realasize. */
+/* ltable.c's luaH_realasize.  Its flag is bit 7 of flags from 5.4.1 on,
+ * of marked in 5.4.0; the other field's bit 7 is unused. */
 static inline unsigned tip_asize(const tip_table_t *t) {
   unsigned a = t->alimit;
-  if (!(t->flags & TIP_BITRAS) || (a & (a - 1)) == 0) return a;
+  if (!((t->flags | t->marked) & TIP_BITRAS) || (a & (a - 1)) == 0) return a;
   a |= a >> 1; a |= a >> 2; a |= a >> 4; a |= a >> 8; a |= a >> 16;
   return a + 1;
 }
@@ -868,6 +872,12 @@ static inline size_t tip_scalar(const tip_val_t *v, unsigned char tt, scalar_t *
     }
     default: sc->sc_tag = 0; return 0;
   }
+}
+
+/* A key tip_pushkey can push back. */
+static inline bool tip_pushable(unsigned char kt) {
+  return kt == TIP_INT || kt == TIP_FLT || kt == TIP_TRUE || kt == TIP_FALSE ||
+         kt == TIP_SHRSTR || kt == TIP_LNGSTR;
 }
 
 /* Slot pos of t (array slots first, then nodes): false when it is empty;
@@ -898,6 +908,7 @@ static inline bool tip_slot(const tip_table_t *t, unsigned asize, unsigned pos, 
 /* Checks the layouts against lua_next on a table at the top of L. */
 static bool tip_check(lua_State *L) {
   const tip_table_t *t = lua_topointer(L, -1);
+  if (t->tt != TIP_TABLE) return false;               /* the header (LUA_VTABLE) is where we think */
   unsigned asize = tip_asize(t), total = asize + (1u << t->lsizenode), pos = 0;
   int ti = lua_gettop(L);
   lua_pushnil(L);
@@ -963,10 +974,11 @@ static void tip_probe(lua_State *L) {
   lua_pushinteger(L, LUA_MININTEGER); lua_pushinteger(L, LUA_MAXINTEGER); lua_rawset(L, -3);
   ok = ok && tip_check(L);
   lua_settop(L, top);
-  /* An array grown by assignment, with a hole, after # moved its limit. */
+  /* An array grown by assignment, with a hole, after # moved its limit
+   * below a value (the real size is then computed from the limit). */
   lua_newtable(L);
-  for (int i = 1; i <= 13; i++) { lua_pushinteger(L, i * 3); lua_rawseti(L, -2, i); }
-  lua_pushnil(L); lua_rawseti(L, -2, 7);
+  for (int i = 1; i <= 16; i++) { lua_pushinteger(L, i * 3); lua_rawseti(L, -2, i); }
+  for (int i = 12; i <= 16; i++) if (i != 13) { lua_pushnil(L); lua_rawseti(L, -2, i); }
   (void)lua_rawlen(L, -1);
   ok = ok && tip_check(L);
   lua_settop(L, top);
@@ -997,10 +1009,7 @@ static bool tip_open(eframe_t *f, const void *p) {
   for (unsigned i = 0; i < nsize; i++) {
     const tip_node_t *n = &t->node[i];
     if (tip_empty(n->tt)) continue;
-    unsigned char kt = n->key_tt;
-    if (kt != TIP_INT && kt != TIP_FLT && kt != TIP_TRUE && kt != TIP_FALSE &&
-        kt != TIP_SHRSTR && kt != TIP_LNGSTR)
-      return false;
+    if (!tip_pushable(n->key_tt)) return false;
   }
   f->ef_tab = t;
   f->ef_arr = t->array;
@@ -1028,6 +1037,15 @@ static void tip_pushkey(lua_State *L, const tip_val_t *k, unsigned char kt, lua_
 
 static void enc_value_at(enc_t *e, int idx);
 
+/* The table of the innermost frame changed shape while it was being sent
+ * (a finalizer that ran in an API call of the general path: lua_next's
+ * behaviour there is undefined).  Raises, naming the table, whose frame
+ * is dropped first: its key slot no longer holds a key. */
+NORETURN static void tip_changed(enc_t *e) {
+  e->depth--;
+  fail_transfer(e, "table", " (changed while it was being sent)");
+}
+
 /* step() for a table read in place. */
 static void tip_step(enc_t *e) {
   lua_State *L = e->L;
@@ -1041,13 +1059,15 @@ static void tip_step(enc_t *e) {
     const tip_table_t *t = f->ef_tab;
     if (t->array != f->ef_arr || t->node != f->ef_node || tip_asize(t) != f->ef_asize ||
         (1u << t->lsizenode) != f->ef_nsize)
-      fail_transfer(e, "table", " (changed while it was being sent)");
+      tip_changed(e);
     unsigned total = f->ef_asize + f->ef_nsize;
     const tip_val_t *v, *kv;
     unsigned char vt, kt;
     lua_Integer ikey;
     while (f->ef_pos < total && !tip_slot(t, f->ef_asize, f->ef_pos, &v, &vt, &kv, &kt, &ikey))
       f->ef_pos++;
+    /* A key put into a free node meanwhile needs no resize: check each. */
+    if (f->ef_pos < total && !tip_pushable(kt)) tip_changed(e);
     if (f->ef_pos >= total) {                         /* done */
       braid__wpatch_table(e->s->s_b.wb_buf + f->ef_off, f->ef_narr, f->ef_nhash);
       e->depth--;
