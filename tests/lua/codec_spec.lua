@@ -263,6 +263,8 @@ describe("braid codec", function()
   -- loaded prototype (lcodec.c, "Loaded functions"): every copy must still
   -- be a distinct closure with upvalues of its own.
   describe("functions sent again (the decoder's prototype cache)", function()
+    local run_script = require("tests.lua.helpers").run_script
+
     local function copies(f, n)
       local out = {}
       for i = 1, n or 4 do out[i] = roundtrip(f) end
@@ -380,9 +382,7 @@ describe("braid codec", function()
       -- One worker: the second task runs only if the first, which decodes
       -- a cached function in every iteration, is preempted (often while a
       -- copier runs, which the hook lets finish).
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w"))
-      f:write([[
+      assert.equal("1 ran", run_script([[
         local braid = require "braid"
         braid.config{workers = 1, preempt_ms = 1}
         local ch = braid.chan(1)
@@ -399,19 +399,11 @@ describe("braid codec", function()
         braid.go(function() ch:send(true) end)
         local seen, n = spin:await()
         io.write(seen, " ", n > 1 and "ran" or "none")
-      ]])
-      f:close()
-      local p = assert(io.popen(string.format("%q %q 2>&1", arg and arg[-1] or "lua5.4", path)))
-      local s = p:read("a")
-      p:close()
-      os.remove(path)
-      assert.equal("1 ran", s)
+      ]]))
     end)
 
     it("still preempts user code that names its chunk like the copier", function()
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w"))
-      f:write([[
+      assert.equal("preempted", run_script([[
         local braid = require "braid"
         braid.config{workers = 1, preempt_ms = 1}
         local ch = braid.chan(1)
@@ -422,13 +414,7 @@ describe("braid codec", function()
         end)
         braid.go(function() ch:send(true) end)
         io.write(spin:await() < 300000000 and "preempted" or "ran to the end")
-      ]])
-      f:close()
-      local p = assert(io.popen(string.format("%q %q 2>&1", arg and arg[-1] or "lua5.4", path)))
-      local s = p:read("a")
-      p:close()
-      os.remove(path)
-      assert.equal("preempted", s)
+      ]]))
     end)
   end)
 

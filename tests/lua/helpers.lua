@@ -25,4 +25,19 @@ function M.wait_until(pred, timeout)
   return pred() and true or false
 end
 
+-- Runs a script in a fresh lua5.4 with this braid.so (its own
+-- braid.config); returns its stdout and stderr merged.
+function M.run_script(src)
+  local path = os.tmpname()
+  local fh = assert(io.open(path, "w"))
+  fh:write(src)
+  fh:close()
+  local cmd = ("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1"):format(package.cpath, package.path, path)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  os.remove(path)
+  return out
+end
+
 return M

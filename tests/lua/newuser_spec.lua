@@ -154,20 +154,7 @@ describe("braid.server message order", function()
 end)
 
 describe("errors nobody awaited", function()
-  -- Runs a script in a fresh lua5.4 with this braid.so; returns its stderr
-  -- and stdout merged.
-  local function run(src)
-    local path = os.tmpname()
-    local fh = assert(io.open(path, "w"))
-    fh:write(src)
-    fh:close()
-    local cmd = ("LUA_CPATH=%q LUA_PATH=%q lua5.4 %q 2>&1"):format(package.cpath, package.path, path)
-    local p = assert(io.popen(cmd))
-    local out = p:read("a")
-    p:close()
-    os.remove(path)
-    return out
-  end
+  local run = require("tests.lua.helpers").run_script
 
   it("does not report a server call error the caller handled with pcall", function()
     local out = run([[
