@@ -131,6 +131,10 @@ const char *braid__msg_first_string(braid_msg_t *m, size_t *len);
  * in place") when on and the layout probe passed, else with lua_next;
  * returns whether the probe passed.  Not for concurrent use. */
 int braid__codec_inplace(lua_State *L, int on);
+/* For tests: fn runs (or NULL: nothing) where the encoder's general path
+ * may run Lua code while it reads a table in place (a finalizer could),
+ * so that a test can change the table there. */
+void braid__codec_inplace_hook(void (*fn)(lua_State *L));
 
 /* braid._roundtrip(...): returns decode(encode(...)) in the same state; for
  * tests of the codec.  Raises like braid__encode (root "value"). */

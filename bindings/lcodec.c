@@ -1247,12 +1247,19 @@ int braid__codec_inplace(lua_State *L, int on) {
   return v == 1;
 }
 
+/* Tests only (braid__codec_inplace_hook): called where Lua code may run
+ * in the middle of an in-place walk. */
+static void (*tip_test_hook)(lua_State *L);
+
+void braid__codec_inplace_hook(void (*fn)(lua_State *L)) { tip_test_hook = fn; }
+
 /* Pushes the value of the key at idx (of the innermost table, read in
  * place) above it and encodes it the general way. */
 static void enc_value_at(enc_t *e, int idx) {
   lua_State *L = e->L;
   lua_pushvalue(L, idx);
   lua_rawget(L, e->s->s_frames[e->depth - 1].ef_obj);
+  if (tip_test_hook) tip_test_hook(L);
   enc_value(e, idx + 1, lua_type(L, idx + 1));
 }
 
