@@ -1051,16 +1051,19 @@ static void tip_step(enc_t *e) {
   lua_State *L = e->L;
   eframe_t *f = &e->s->s_frames[e->depth - 1];
   int k = f->ef_k;
+  if (f->ef_pushed) {                                 /* the last value went the general way */
+    lua_settop(L, k - 1);
+    f->ef_pushed = 0;
+  }
+  /* Lua code can have run only before this call (an API call of the
+   * general path, a child's encode): the loop below calls no API until it
+   * returns, so the parts are checked here, once. */
+  const tip_table_t *t = f->ef_tab;
+  if (t->array != f->ef_arr || t->node != f->ef_node || tip_asize(t) != f->ef_asize ||
+      (1u << t->lsizenode) != f->ef_nsize)
+    tip_changed(e);
+  unsigned total = f->ef_asize + f->ef_nsize;
   for (;;) {
-    if (f->ef_pushed) {                               /* the last value went the general way */
-      lua_settop(L, k - 1);
-      f->ef_pushed = 0;
-    }
-    const tip_table_t *t = f->ef_tab;
-    if (t->array != f->ef_arr || t->node != f->ef_node || tip_asize(t) != f->ef_asize ||
-        (1u << t->lsizenode) != f->ef_nsize)
-      tip_changed(e);
-    unsigned total = f->ef_asize + f->ef_nsize;
     const tip_val_t *v, *kv;
     unsigned char vt, kt;
     lua_Integer ikey;
@@ -1633,8 +1636,10 @@ static bool dump_string(dcur_t *c) {
 static const unsigned char *dump_upvalues(const unsigned char *s, size_t n, size_t *nups) {
   static const unsigned char head[] = { 0x1b, 'L', 'u', 'a',
     (LUA_VERSION_NUM / 100) * 16 + LUA_VERSION_NUM % 100, 0 };
+  /* Instruction, lua_Integer and lua_Number sizes: 4, 8, 8 (the 8-byte
+   * constants skipped below; a _Static_assert above checks our own). */
   if (n < DUMP_HEADER + 1 || memcmp(s, head, sizeof head) != 0 || s[12] != 4 ||
-      s[13] != sizeof(lua_Integer) || s[14] != sizeof(lua_Number) || s[13] != 8 || s[14] != 8)
+      s[13] != sizeof(lua_Integer) || s[14] != sizeof(lua_Number))
     return NULL;
   dcur_t c = { s + DUMP_HEADER + 1, s + n };
   size_t x, ncode, nk;

@@ -378,43 +378,41 @@ describe("braid codec", function()
       assert.is_true(lines > 0)
     end)
 
-    it("lets preemption stop a task that decodes functions without end", function()
-      -- One worker: the second task runs only if the first, which decodes
-      -- a cached function in every iteration, is preempted (often while a
-      -- copier runs, which the hook lets finish).
-      assert.equal("1 ran", run_script([[
+    -- One worker, preempt_ms 1: the task `spin` (Lua source of a function
+    -- of the channel) loops until the channel holds a value, which a second
+    -- task sends only if `spin` is preempted; returns what spin returned.
+    local function preempted(spin)
+      return run_script([[
         local braid = require "braid"
         braid.config{workers = 1, preempt_ms = 1}
         local ch = braid.chan(1)
+        local spin = braid.go(]] .. spin .. [[, ch)
+        braid.go(function() ch:send(true) end)
+        io.write(tostring(spin:await()))
+      ]])
+    end
+
+    it("lets preemption stop a task that decodes functions without end", function()
+      -- It decodes a cached function in every iteration, so it is often
+      -- preempted while a copier runs, which the hook lets finish.
+      assert.equal("true", preempted([[function(ch)
         local up = 40
         local g = function() return up + 2 end
-        local spin = braid.go(function()
-          local n = 0
-          while #ch == 0 and n < 20000000 do
-            n = n + 1
-            assert(braid._roundtrip(g)() == 42)
-          end
-          return #ch, n
-        end)
-        braid.go(function() ch:send(true) end)
-        local seen, n = spin:await()
-        io.write(seen, " ", n > 1 and "ran" or "none")
-      ]]))
+        local n = 0
+        while #ch == 0 and n < 20000000 do
+          n = n + 1
+          assert(braid._roundtrip(g)() == 42)
+        end
+        return #ch == 1 and n > 1
+      end]]))
     end)
 
     it("still preempts user code that names its chunk like the copier", function()
-      assert.equal("preempted", run_script([[
-        local braid = require "braid"
-        braid.config{workers = 1, preempt_ms = 1}
-        local ch = braid.chan(1)
-        local spin = braid.go(function()
-          local loop = load("local ch = ... local n = 0 " ..
-            "while #ch == 0 and n < 300000000 do n = n + 1 end return n", "=(braid copy)")
-          return loop(ch)
-        end)
-        braid.go(function() ch:send(true) end)
-        io.write(spin:await() < 300000000 and "preempted" or "ran to the end")
-      ]]))
+      assert.equal("true", preempted([[function(ch)
+        local loop = load("local ch = ... local n = 0 " ..
+          "while #ch == 0 and n < 300000000 do n = n + 1 end return n", "=(braid copy)")
+        return loop(ch) < 300000000
+      end]]))
     end)
   end)
 
